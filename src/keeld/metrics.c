@@ -1,0 +1,153 @@
+/* metrics.c — keeld's own /metrics, Prometheus text format 0.0.4. */
+#include <dirent.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "keel/version.h"
+#include "server.h"
+
+void k_metrics_observe(k_server_t *srv, int route_idx, int status, double seconds) {
+  k_route_stats_t *rs;
+  int cls = status / 100;
+  if (!srv->route_stats) return;
+  rs = &srv->route_stats[route_idx >= 0 ? route_idx : k_nroutes];
+  if (cls < 1 || cls > 5) cls = 5;
+  rs->by_code[cls][status % 100]++;
+  k_hist_observe(&rs->seconds, seconds);
+}
+
+static void route_labels(int i, const char **method, const char **route) {
+  if (i < k_nroutes) {
+    *method = k_routes[i].method;
+    *route = k_routes[i].pattern;
+  } else {
+    *method = "any";
+    *route = "unmatched";
+  }
+}
+
+static int hist(keel_buf_t *b, const char *name, const char *labels, const k_hist_t *h) {
+  uint64_t cum = 0;
+  int rc = 0;
+  const char *sep = labels[0] ? "," : "";
+  for (int i = 0; i < K_HIST_NBUCKETS && !rc; i++) {
+    cum += h->counts[i];
+    rc = keel_buf_printf(b, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep, k_hist_bounds[i],
+                         (unsigned long long)cum);
+  }
+  if (!rc)
+    rc = keel_buf_printf(b, "%s_bucket{%s%sle=\"+Inf\"} %llu\n%s_sum%s%s%s %.9f\n%s_count%s%s%s %llu\n",
+                         name, labels, sep, (unsigned long long)h->count, name,
+                         labels[0] ? "{" : "", labels, labels[0] ? "}" : "", h->sum, name,
+                         labels[0] ? "{" : "", labels, labels[0] ? "}" : "",
+                         (unsigned long long)h->count);
+  return rc;
+}
+
+static int header(keel_buf_t *b, const char *name, const char *type, const char *help) {
+  return keel_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static int process_metrics(k_server_t *srv, keel_buf_t *b) {
+  char buf[2048], *p;
+  unsigned long utime = 0, stime = 0, vsize = 0;
+  long rss = 0, ticks = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+  int fds = 0, rc = 0;
+  struct rlimit rl;
+  FILE *f = fopen("/proc/self/stat", "r");
+  DIR *d;
+
+  if (f) {
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    /* Fields after the command name, which may itself hold spaces. */
+    p = strrchr(buf, ')');
+    if (p)
+      sscanf(p + 2,
+             "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %*d %*d %*d %*d %*d %*d %*u %lu %ld",
+             &utime, &stime, &vsize, &rss);
+  }
+  if ((d = opendir("/proc/self/fd"))) {
+    struct dirent *de;
+    while ((de = readdir(d)))
+      if (de->d_name[0] != '.') fds++;
+    closedir(d);
+    fds--; /* the directory stream itself */
+  }
+  getrlimit(RLIMIT_NOFILE, &rl);
+  rc = header(b, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
+  if (!rc) rc = keel_buf_printf(b, "process_cpu_seconds_total %.2f\n", (double)(utime + stime) / (double)ticks);
+  if (!rc) rc = header(b, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+  if (!rc) rc = keel_buf_printf(b, "process_resident_memory_bytes %ld\n", rss * page);
+  if (!rc) rc = header(b, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
+  if (!rc) rc = keel_buf_printf(b, "process_virtual_memory_bytes %lu\n", vsize);
+  if (!rc) rc = header(b, "process_open_fds", "gauge", "Number of open file descriptors.");
+  if (!rc) rc = keel_buf_printf(b, "process_open_fds %d\n", fds);
+  if (!rc) rc = header(b, "process_max_fds", "gauge", "Maximum number of open file descriptors.");
+  if (!rc) rc = keel_buf_printf(b, "process_max_fds %llu\n", (unsigned long long)rl.rlim_cur);
+  if (!rc) rc = header(b, "process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.");
+  if (!rc) rc = keel_buf_printf(b, "process_start_time_seconds %.3f\n", (double)srv->start_ms / 1000.0);
+  return rc;
+}
+
+int k_metrics_render(k_server_t *srv, keel_buf_t *b) {
+  k_store_stats_t st;
+  uint64_t head;
+  char head_hash[KEEL_HASH_HEX], labels[256];
+  int rc;
+
+  rc = header(b, "keel_build_info", "gauge", "Keel build information; always 1.");
+  if (!rc) rc = keel_buf_printf(b, "keel_build_info{version=\"%s\"} 1\n", KEEL_VERSION);
+
+  if (!rc) rc = header(b, "keel_http_requests_total", "counter",
+                       "HTTP requests answered by keeld, by route pattern, method and status code.");
+  for (int i = 0; i <= k_nroutes && !rc && srv->route_stats; i++) {
+    const char *m, *r;
+    route_labels(i, &m, &r);
+    for (int c = 1; c <= 5 && !rc; c++)
+      for (int x = 0; x < 100 && !rc; x++)
+        if (srv->route_stats[i].by_code[c][x])
+          rc = keel_buf_printf(b, "keel_http_requests_total{method=\"%s\",route=\"%s\",code=\"%d\"} %llu\n",
+                               m, r, c * 100 + x, (unsigned long long)srv->route_stats[i].by_code[c][x]);
+  }
+  if (!rc) rc = header(b, "keel_http_request_duration_seconds", "histogram",
+                       "Time from the start of a request to the end of its answer, by route pattern.");
+  for (int i = 0; i <= k_nroutes && !rc && srv->route_stats; i++) {
+    const char *m, *r;
+    if (!srv->route_stats[i].seconds.count) continue;
+    route_labels(i, &m, &r);
+    snprintf(labels, sizeof labels, "method=\"%s\",route=\"%s\"", m, r);
+    rc = hist(b, "keel_http_request_duration_seconds", labels, &srv->route_stats[i].seconds);
+  }
+  if (!rc) rc = header(b, "keel_http_requests_in_flight", "gauge", "Requests received and not yet answered.");
+  if (!rc) rc = keel_buf_printf(b, "keel_http_requests_in_flight %d\n", srv->inflight);
+
+  if (srv->audit) {
+    k_audit_head(srv->audit, &head, head_hash);
+    if (!rc) rc = header(b, "keel_audit_records_appended_total", "counter",
+                         "Audit records appended since keeld started (denials included).");
+    if (!rc) rc = keel_buf_printf(b, "keel_audit_records_appended_total %llu\n",
+                                  (unsigned long long)k_audit_appended(srv->audit));
+    if (!rc) rc = header(b, "keel_audit_head_sequence", "gauge",
+                         "Sequence number of the last committed audit record.");
+    if (!rc) rc = keel_buf_printf(b, "keel_audit_head_sequence %llu\n", (unsigned long long)head);
+  }
+  if (srv->store) {
+    k_store_stats(srv->store, &st);
+    if (!rc) rc = header(b, "keel_store_commits_total", "counter", "Write batches committed (group commits).");
+    if (!rc) rc = keel_buf_printf(b, "keel_store_commits_total %llu\n", (unsigned long long)st.commits);
+    if (!rc) rc = header(b, "keel_store_commit_failures_total", "counter", "Write batches that failed to commit.");
+    if (!rc) rc = keel_buf_printf(b, "keel_store_commit_failures_total %llu\n", (unsigned long long)st.commit_failures);
+    if (!rc) rc = header(b, "keel_store_commit_duration_seconds", "histogram",
+                         "Time to commit one write batch to the write-ahead log (before fsync).");
+    if (!rc) rc = hist(b, "keel_store_commit_duration_seconds", "", &st.commit_seconds);
+    if (!rc) rc = header(b, "keel_store_sync_duration_seconds", "histogram",
+                         "Time of one fsync of the write-ahead log (one per group of batches).");
+    if (!rc) rc = hist(b, "keel_store_sync_duration_seconds", "", &st.sync_seconds);
+  }
+  if (!rc) rc = process_metrics(srv, b);
+  return rc;
+}

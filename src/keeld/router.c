@@ -1,0 +1,291 @@
+/* router.c — the route table and the one request path (see server.h). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "keel/crypto.h"
+#include "keel/json.h"
+#include "keel/time.h"
+#include "server.h"
+
+static const char *const q_page[] = {"limit", "cursor", NULL};
+static const char *const q_tokens[] = {"limit", "cursor", "user", NULL};
+static const char *const q_audit[] = {"limit", "cursor", "since", "actor", "action", NULL};
+
+/* Every route.  Tests enumerate this table (keeld routes): a route added
+ * here is covered by the 401 sweep automatically. */
+const k_route_t k_routes[] = {
+    {"GET", "/healthz", NULL, K_ROUTE_PUBLIC, NULL, NULL, k_api_healthz},
+    {"GET", "/readyz", NULL, K_ROUTE_PUBLIC, NULL, NULL, k_api_readyz},
+    {"GET", "/metrics", NULL, K_ROUTE_PUBLIC, NULL, NULL, k_api_metrics},
+    {"GET", "/v1/whoami", "whoami:read", 0, NULL, NULL, k_api_whoami},
+    {"POST", "/v1/users", "user:create", K_ROUTE_MUTATION | K_ROUTE_BODY, NULL,
+     k_api_user_create_decode, k_api_user_create},
+    {"GET", "/v1/users", "user:read", 0, q_page, NULL, k_api_user_list},
+    {"GET", "/v1/users/{id}", "user:read", 0, NULL, k_api_user_one_decode, k_api_user_get},
+    {"PATCH", "/v1/users/{id}", "user:update", K_ROUTE_MUTATION | K_ROUTE_BODY, NULL,
+     k_api_user_update_decode, k_api_user_update},
+    {"POST", "/v1/tokens", "token:create", K_ROUTE_MUTATION | K_ROUTE_BODY, NULL,
+     k_api_token_create_decode, k_api_token_create},
+    {"GET", "/v1/tokens", "token:read", 0, q_tokens, k_api_token_list_decode, k_api_token_list},
+    {"DELETE", "/v1/tokens/{id}", "token:revoke", K_ROUTE_MUTATION, NULL,
+     k_api_token_revoke_decode, k_api_token_revoke},
+    {"GET", "/v1/audit", "audit:read", 0, q_audit, k_api_audit_decode, k_api_audit_list},
+    {"GET", "/v1/audit/verify", "audit:verify", 0, NULL, NULL, k_api_audit_verify},
+};
+const int k_nroutes = (int)(sizeof k_routes / sizeof k_routes[0]);
+
+/* ---- matching ----------------------------------------------------------------- */
+
+static int match_one(const char *pattern, const char *path, char params[][160]) {
+  int np = 0;
+  while (*pattern && *path) {
+    if (*pattern != '/' || *path != '/') return 0;
+    pattern++;
+    path++;
+    if (*pattern == '{') {
+      size_t n = strcspn(path, "/");
+      if (n == 0 || n >= 160 || np >= K_MAX_PARAMS) return 0;
+      memcpy(params[np], path, n);
+      params[np++][n] = '\0';
+      path += n;
+      pattern = strchr(pattern, '}');
+      if (!pattern) return 0;
+      pattern++;
+    } else {
+      size_t n = strcspn(pattern, "/");
+      if (strncmp(pattern, path, n) || (path[n] != '/' && path[n] != '\0')) return 0;
+      pattern += n;
+      path += n;
+    }
+  }
+  return !*pattern && !*path;
+}
+
+int k_route_match(const char *method, const char *path, int *idx, char params[][160], char *allow,
+                  size_t allow_len) {
+  char scratch[K_MAX_PARAMS][160];
+  int path_seen = 0;
+
+  allow[0] = '\0';
+  *idx = -1;
+  for (int i = 0; i < k_nroutes; i++) {
+    if (!match_one(k_routes[i].pattern, path, scratch)) continue;
+    if (!strcmp(k_routes[i].method, method)) {
+      *idx = i;
+      memcpy(params, scratch, sizeof scratch);
+      return 0;
+    }
+    if (strlen(allow) + strlen(k_routes[i].method) + 3 < allow_len) {
+      if (path_seen) strcat(allow, ", ");
+      strcat(allow, k_routes[i].method);
+    }
+    path_seen = 1;
+  }
+  return path_seen ? KEEL_EPERM : KEEL_ENOENT;
+}
+
+/* ---- answers -------------------------------------------------------------------- */
+
+int k_req_fail(k_req_t *req, int status, const char *code, const char *fmt, ...) {
+  va_list ap;
+  req->status = status;
+  snprintf(req->err_code, sizeof req->err_code, "%s", code);
+  va_start(ap, fmt);
+  vsnprintf(req->err.msg, sizeof req->err.msg, fmt, ap);
+  va_end(ap);
+  keel_utf8_sanitize(req->err.msg);
+  json_decref(req->out);
+  req->out = NULL;
+  return -1;
+}
+
+int k_req_fail_err(k_req_t *req, int rc, const keel_err_t *e) {
+  const char *msg = e && e->msg[0] ? e->msg : keel_strerror(rc);
+  switch (rc) {
+  case KEEL_EINVAL: return k_req_fail(req, 400, "bad_request", "%s", msg);
+  case KEEL_ENOENT: return k_req_fail(req, 404, "not_found", "%s", msg);
+  case KEEL_EEXIST:
+  case KEEL_ECONFLICT: return k_req_fail(req, 409, "conflict", "%s", msg);
+  case KEEL_ETOOBIG: return k_req_fail(req, 413, "payload_too_large", "%s", msg);
+  case KEEL_EAUTH: return k_req_fail(req, 401, "unauthorized", "%s", msg);
+  case KEEL_EPERM: return k_req_fail(req, 403, "forbidden", "%s", msg);
+  default:
+    /* Storage details stay in the log (callers log e); the client gets the
+     * request id to find them. */
+    return k_req_fail(req, 500, "internal", "internal error (request %s)", req->request_id);
+  }
+}
+
+const char *k_req_query(k_req_t *req, const char *name) {
+  return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+int k_req_limit(k_req_t *req, int *limit) {
+  const char *s = k_req_query(req, "limit");
+  char *end;
+  long v;
+  *limit = 100;
+  if (!s) return 0;
+  v = strtol(s, &end, 10);
+  if (!*s || *end || v < 1 || v > 1000)
+    return k_req_fail(req, 400, "bad_request", "query parameter 'limit': expected 1..1000");
+  *limit = (int)v;
+  return 0;
+}
+
+/* ---- the request path ---------------------------------------------------------- */
+
+typedef struct qcheck {
+  const char *const *allowed;
+  char bad[64];
+} qcheck_t;
+
+static enum MHD_Result query_visit(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value) {
+  qcheck_t *q = cls;
+  (void)kind;
+  (void)value;
+  for (const char *const *a = q->allowed; a && *a; a++)
+    if (!strcmp(*a, key)) return MHD_YES;
+  snprintf(q->bad, sizeof q->bad, "%s", key);
+  return MHD_NO;
+}
+
+/* Appends one audit record in a unit of its own; the head is restored when
+ * it cannot be written. */
+static int audit_alone(k_server_t *srv, const k_audit_rec_t *rec, keel_err_t *e) {
+  int rc;
+  k_audit_mark(srv->audit);
+  if ((rc = k_store_unit_begin(srv->store, e))) return rc;
+  rc = k_audit_append(srv->audit, rec, NULL, e);
+  if (k_store_unit_end(srv->store, rc == 0, NULL) && !rc) rc = KEEL_EIO;
+  if (rc) k_audit_restore(srv->audit);
+  return rc;
+}
+
+static void fill_rec(k_req_t *req, k_audit_rec_t *rec, char digest[KEEL_HASH_HEX],
+                     const char *outcome) {
+  const k_route_t *r = req->route_idx >= 0 ? &k_routes[req->route_idx] : NULL;
+  if (req->body.len)
+    keel_hash_hex(digest, req->body.data, req->body.len);
+  else
+    digest[0] = '\0';
+  rec->actor = req->actor;
+  rec->action = r && r->action ? r->action : "unknown";
+  rec->target = req->target.path[0] ? req->target.path : req->url;
+  rec->outcome = outcome;
+  rec->status = req->status;
+  rec->detail = req->status >= 400 ? req->err.msg : "";
+  rec->request_id = req->request_id;
+  rec->body_digest = digest;
+}
+
+/* A refusal (401/403) is recorded; if it cannot be, the client gets 500:
+ * nothing may be refused off the record. */
+static void deny(k_server_t *srv, k_req_t *req) {
+  k_audit_rec_t rec;
+  char digest[KEEL_HASH_HEX];
+  keel_err_t e = {0};
+  fill_rec(req, &rec, digest, "denied");
+  if (audit_alone(srv, &rec, &e)) {
+    keel_log(&srv->log, KEEL_LOG_ERROR, "audit append failed: %s", e.msg);
+    k_req_fail_err(req, KEEL_EIO, &e);
+  }
+}
+
+static void mutate(k_server_t *srv, k_req_t *req, const k_route_t *r) {
+  k_audit_rec_t rec;
+  char digest[KEEL_HASH_HEX];
+  keel_err_t e = {0};
+  int rc;
+
+  k_audit_mark(srv->audit);
+  if ((rc = k_store_unit_begin(srv->store, &e))) goto storage;
+  if (r->apply(srv, req) == 0) {
+    fill_rec(req, &rec, digest, "ok");
+    rc = k_audit_append(srv->audit, &rec, NULL, &e);
+    if (k_store_unit_end(srv->store, rc == 0, rc ? NULL : &e) && !rc) rc = KEEL_EIO;
+    if (rc) goto storage;
+    return;
+  }
+  /* The change failed: undo it, then record the attempt by itself. */
+  k_store_unit_end(srv->store, 0, NULL);
+  k_audit_restore(srv->audit);
+  fill_rec(req, &rec, digest, "failed");
+  if ((rc = audit_alone(srv, &rec, &e))) goto storage;
+  return;
+storage:
+  k_audit_restore(srv->audit);
+  keel_log(&srv->log, KEEL_LOG_ERROR, "request %s: %s", req->request_id, e.msg);
+  k_req_fail_err(req, KEEL_EIO, &e);
+}
+
+void k_dispatch(k_server_t *srv, k_req_t *req) {
+  const k_route_t *r;
+  qcheck_t q = {0};
+  keel_err_t e = {0};
+  int rc;
+
+  req->status = 200;
+  rc = k_route_match(req->method, req->url, &req->route_idx, req->params, req->allow,
+                     sizeof req->allow);
+  if (rc == KEEL_ENOENT) {
+    k_req_fail(req, 404, "not_found", "no route for %.100s", req->url);
+    goto out;
+  }
+  if (rc == KEEL_EPERM) {
+    k_req_fail(req, 405, "method_not_allowed", "%s is not allowed on %.100s (allowed: %s)",
+               req->method, req->url, req->allow);
+    goto out;
+  }
+  r = &k_routes[req->route_idx];
+  snprintf(req->actor, sizeof req->actor, "anonymous");
+
+  if (!(r->flags & K_ROUTE_PUBLIC)) {
+    rc = k_iam_authenticate(srv->store, MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND,
+                                                                    MHD_HTTP_HEADER_AUTHORIZATION),
+                            keel_now_ms(), &req->who, req->actor, sizeof req->actor, &e);
+    if (rc == KEEL_EAUTH) {
+      k_req_fail(req, 401, "unauthorized", "%s", e.msg);
+      deny(srv, req);
+      goto out;
+    }
+    if (rc) {
+      k_req_fail_err(req, rc, &e);
+      goto out;
+    }
+  }
+  if (req->too_big) {
+    k_req_fail(req, 413, "payload_too_large", "request body is larger than %lld bytes",
+               srv->opts.body_limit);
+    goto out;
+  }
+  q.allowed = r->query;
+  MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, query_visit, &q);
+  if (q.bad[0]) {
+    k_req_fail(req, 400, "bad_request", "unknown query parameter '%.60s'", q.bad);
+    goto out;
+  }
+  if (!(r->flags & K_ROUTE_BODY) && req->body.len) {
+    k_req_fail(req, 400, "bad_request", "%s %s takes no request body", r->method, r->pattern);
+    goto out;
+  }
+  if (r->decode && r->decode(srv, req)) goto out;
+  if (!req->target.path[0]) snprintf(req->target.path, sizeof req->target.path, "%s", req->url);
+
+  if (!(r->flags & K_ROUTE_PUBLIC)) {
+    char reason[256];
+    if (!k_authz_check(&req->who, r->action, &req->target, reason, sizeof reason)) {
+      k_req_fail(req, 403, "forbidden", "%s", reason);
+      deny(srv, req);
+      goto out;
+    }
+  }
+  if (r->flags & K_ROUTE_MUTATION)
+    mutate(srv, req, r);
+  else
+    r->apply(srv, req);
+out:
+  req->wait_gen = k_store_visible_gen(srv->store);
+}

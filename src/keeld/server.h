@@ -1,0 +1,195 @@
+/* server.h — keeld's server state, requests and routes.
+ *
+ * Everything here is owned by the loop thread.  A request goes through one
+ * path (router.c: k_dispatch), whatever the route:
+ *
+ *   match route -> authenticate -> decode (parse input, name the target)
+ *   -> authorize (k_authz_check) -> apply -> audit -> wait until durable
+ *
+ * Mutations apply and audit inside one store unit, so a change and its
+ * audit record commit together or not at all.  Handlers never answer by
+ * themselves: they fill req->out / req->status and the dispatcher answers.
+ */
+#ifndef KEELD_SERVER_H
+#define KEELD_SERVER_H
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <stdint.h>
+
+#include "audit/audit.h"
+#include "hist.h"
+#include "iam/iam.h"
+#include "keel/buf.h"
+#include "keel/log.h"
+#include "loop.h"
+#include "serverkey.h"
+#include "store/store.h"
+#include "work.h"
+
+typedef struct k_server k_server_t;
+typedef struct k_req k_req_t;
+
+enum {
+  K_ROUTE_PUBLIC = 1,   /* no token (healthz, readyz, metrics) */
+  K_ROUTE_MUTATION = 2, /* apply + audit in one store unit */
+  K_ROUTE_BODY = 4,     /* takes a JSON body; other routes refuse one */
+};
+
+/* What a request acts on, for the policy check and the audit record. */
+typedef struct k_target {
+  char path[192];     /* "user/alice", "token/tok_x", "audit" */
+  char owner_id[32];  /* user id owning it, when it has one ("" otherwise) */
+} k_target_t;
+
+typedef int (*k_handler_fn)(k_server_t *srv, k_req_t *req);
+
+typedef struct k_route {
+  const char *method;
+  const char *pattern;  /* "/v1/tokens/{id}": {x} matches one segment */
+  const char *action;   /* policy action; NULL only for public routes */
+  unsigned flags;
+  const char *const *query; /* allowed query parameters, NULL-terminated, or NULL */
+  k_handler_fn decode;  /* may be NULL: parse input, set req->target */
+  k_handler_fn apply;
+} k_route_t;
+
+#define K_MAX_PARAMS 2
+
+struct k_req {
+  struct MHD_Connection *conn;
+  k_req_t *next_wait; /* in srv's durability queue */
+  char method[16];
+  char *url;
+  char request_id[24];
+  int64_t start_ns;
+  int route_idx;      /* index in the route table, -1 = unmatched */
+  char params[K_MAX_PARAMS][160];
+  keel_buf_t body;
+  int too_big;
+  json_t *in;         /* decoded JSON body, if any */
+
+  k_principal_t who;
+  char actor[96];
+  k_target_t target;
+
+  /* the answer */
+  int status;
+  json_t *out;        /* JSON answer (dispatcher serializes) */
+  char *text;         /* or a text answer (owned) */
+  const char *ctype;
+  char allow[64];     /* for 405 */
+  char err_code[32];
+  keel_err_t err;
+
+  uint64_t wait_gen;  /* answer leaves once this generation is durable */
+  int suspended;
+  int ready;          /* answer built, to queue on the next handler call */
+  int async;          /* a background job will fill the answer */
+  void *async_state;
+};
+
+typedef struct k_route_stats {
+  uint64_t by_code[6][100]; /* [class 1..5][code % 100], index 0 unused */
+  k_hist_t seconds;
+} k_route_stats_t;
+
+typedef struct k_server_opts {
+  char data[1024];
+  char listen[128];
+  long long body_limit;
+  long long checkpoint_records;
+  int64_t checkpoint_interval_ms;
+  int log_level;
+  int shutdown_grace_ms;
+} k_server_opts_t;
+
+struct k_server {
+  k_server_opts_t opts;
+  keel_log_t log;
+  k_loop_t *loop;
+  struct MHD_Daemon *mhd;
+  int mhd_epfd;
+  k_store_t *store;
+  k_audit_t *audit;
+  k_serverkey_t key;
+  k_work_t *work;
+  int sigfd;
+
+  k_req_t *wait_head, *wait_tail;
+  int inflight;
+  int stopping;
+  int64_t stop_deadline_ms;
+  int64_t start_ms;
+  char url[160];
+
+  k_route_stats_t *route_stats; /* one per route, plus one for unmatched */
+};
+
+/* The route table (router.c). */
+extern const k_route_t k_routes[];
+extern const int k_nroutes;
+
+/* router.c */
+/* 0 and *idx on a match; KEEL_ENOENT when no pattern matches the path;
+ * KEEL_EPERM when patterns match but not the method (allow lists those). */
+int k_route_match(const char *method, const char *path, int *idx, char params[][160], char *allow,
+                  size_t allow_len);
+void k_dispatch(k_server_t *srv, k_req_t *req);
+/* Answers an error: sets status, code and message (req->err.msg). */
+int k_req_fail(k_req_t *req, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Maps a KEEL_E* code and e's message onto an HTTP error answer. */
+int k_req_fail_err(k_req_t *req, int rc, const keel_err_t *e);
+const char *k_req_query(k_req_t *req, const char *name);
+/* ?limit=: 1..1000, default 100; 400 otherwise. */
+int k_req_limit(k_req_t *req, int *limit);
+
+/* authz.c: the one authorization decision.  Returns 1 to allow; on deny
+ * returns 0 and writes why into reason. */
+int k_authz_check(const k_principal_t *who, const char *action, const k_target_t *t, char *reason,
+                  size_t reason_len);
+
+/* http.c */
+int k_http_start(k_server_t *srv, keel_err_t *e);
+void k_http_stop(k_server_t *srv);
+void k_http_quiesce(k_server_t *srv);
+void k_http_run(k_server_t *srv);
+/* Releases waiting answers whose generation is durable (or failed). */
+void k_http_release(k_server_t *srv);
+/* Resumes a request whose async job set its answer. */
+void k_http_async_done(k_server_t *srv, k_req_t *req);
+
+/* metrics.c */
+int k_metrics_render(k_server_t *srv, keel_buf_t *out);
+void k_metrics_observe(k_server_t *srv, int route_idx, int status, double seconds);
+
+/* Handlers, by area. */
+int k_api_healthz(k_server_t *, k_req_t *);
+int k_api_readyz(k_server_t *, k_req_t *);
+int k_api_metrics(k_server_t *, k_req_t *);
+int k_api_whoami(k_server_t *, k_req_t *);
+int k_api_user_create_decode(k_server_t *, k_req_t *);
+int k_api_user_create(k_server_t *, k_req_t *);
+int k_api_user_list(k_server_t *, k_req_t *);
+int k_api_user_one_decode(k_server_t *, k_req_t *);
+int k_api_user_get(k_server_t *, k_req_t *);
+int k_api_user_update_decode(k_server_t *, k_req_t *);
+int k_api_user_update(k_server_t *, k_req_t *);
+int k_api_token_create_decode(k_server_t *, k_req_t *);
+int k_api_token_create(k_server_t *, k_req_t *);
+int k_api_token_list_decode(k_server_t *, k_req_t *);
+int k_api_token_list(k_server_t *, k_req_t *);
+int k_api_token_revoke_decode(k_server_t *, k_req_t *);
+int k_api_token_revoke(k_server_t *, k_req_t *);
+int k_api_audit_decode(k_server_t *, k_req_t *);
+int k_api_audit_list(k_server_t *, k_req_t *);
+int k_api_audit_verify(k_server_t *, k_req_t *);
+
+/* Request decoders shared with the fuzz harness: body -> checked JSON. */
+int k_decode_user_create(const char *body, size_t len, json_t **out, keel_err_t *e);
+int k_decode_user_update(const char *body, size_t len, json_t **out, keel_err_t *e);
+int k_decode_token_create(const char *body, size_t len, int64_t now_ms, json_t **out,
+                          int64_t *expires_ms, keel_err_t *e);
+
+#endif
