@@ -42,7 +42,8 @@ typedef struct keel_json_field {
 int keel_json_check(const json_t *obj, const keel_json_field_t *fields, keel_err_t *e);
 
 /* Rewrites s in place so it is valid UTF-8 (each invalid byte becomes '?')
- * and holds no control characters other than tab/newline; returns s.  For
+ * and holds no control characters other than tab/newline (C0, DEL and the
+ * C1 range U+0080..U+009F become '?' per byte); returns s.  For
  * text that came from a client and is echoed into JSON or the audit trail. */
 char *keel_utf8_sanitize(char *s);
 

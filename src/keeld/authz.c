@@ -2,7 +2,8 @@
  *
  * Roles for now (the policy engine replaces this body, not its callers):
  *   admin    — everything;
- *   operator — every read, audit verification, its own tokens;
+ *   operator — every read but other users' tokens, audit verification, its
+ *              own tokens;
  *   viewer   — reads of users and itself, its own tokens; not the audit trail.
  * "Own tokens": token:create/read/revoke where the target's owner is the
  * caller.  A request is judged as one unit (who, action, target).
@@ -25,7 +26,11 @@ int k_authz_check(const k_principal_t *who, const char *action, const k_target_t
   if (!strncmp(action, "token:", 6) && own) return 1;
   if (!strcmp(action, "whoami:read")) return 1;
   if (!strcmp(who->role, "operator")) {
-    if (ends_with(action, ":read") || !strcmp(action, "audit:verify")) return 1;
+    /* Tokens are the owner's (above) or an admin's business, reads included
+     * (docs/api.md: token:read is own tokens; admin all). */
+    if ((ends_with(action, ":read") && strncmp(action, "token:", 6) != 0) ||
+        !strcmp(action, "audit:verify"))
+      return 1;
   } else if (!strcmp(who->role, "viewer")) {
     if (!strcmp(action, "user:read")) return 1;
   }

@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -236,6 +237,15 @@ static int serve(cli_opts_t *o) {
   ao.checkpoint_records = (uint64_t)srv.opts.checkpoint_records;
   ao.checkpoint_interval_ms = srv.opts.checkpoint_interval_ms;
 
+  /* Block before any thread exists (the store's sync thread, the worker
+   * pool, MHD): threads inherit the mask, so a process-directed SIGTERM
+   * MUST reach only the signalfd, never a thread with default disposition
+   * that would kill keeld without its final flush. */
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &mask, NULL);
+  signal(SIGPIPE, SIG_IGN);
   if (k_serverkey_load(srv.opts.data, &srv.key, &e) ||
       k_store_open(srv.opts.data, 0, &srv.log, &srv.store, &e) ||
       k_audit_open(srv.store, &srv.key, &ao, &srv.log, &srv.audit, &e))
@@ -248,11 +258,6 @@ static int serve(cli_opts_t *o) {
     goto fail;
   }
   if (k_http_start(&srv, &e)) goto fail;
-  sigemptyset(&mask);
-  sigaddset(&mask, SIGTERM);
-  sigaddset(&mask, SIGINT);
-  sigprocmask(SIG_BLOCK, &mask, NULL);
-  signal(SIGPIPE, SIG_IGN);
   srv.sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
   if (srv.sigfd < 0 || k_loop_add_fd(srv.loop, srv.sigfd, EPOLLIN, on_signal, &srv) ||
       k_loop_add_fd(srv.loop, k_store_sync_fd(srv.store), EPOLLIN, on_sync, &srv) ||

@@ -110,6 +110,13 @@ char *keel_utf8_sanitize(char *s) {
       *p++ = '?';
       continue;
     }
+    /* U+0080..U+009F are C1 controls (0xc2 0x9b is CSI on some terminals):
+     * text that reaches audit records and logs MUST NOT drive a terminal. */
+    if (n == 2 && p[0] == 0xc2 && p[1] <= 0x9f) {
+      p[0] = p[1] = '?';
+      p += 2;
+      continue;
+    }
     p += n;
   }
   return s;

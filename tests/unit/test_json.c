@@ -354,6 +354,8 @@ static void test_utf8_sanitize(void **state) {
       {"a\xe2\x82", "a??"},            /* truncated at end */
       {"\xe2\x82z", "??z"},            /* truncated mid-string */
       {"\x80x", "?x"},                 /* lone continuation byte */
+      {"csi\xc2\x9b" "2J", "csi??2J"}, /* C1 control U+009B */
+      {"\xc2\x80\xc2\xa0", "??\xc2\xa0"}, /* U+0080 goes, NBSP stays */
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     char buf[64];

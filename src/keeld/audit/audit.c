@@ -381,6 +381,11 @@ static int max_row(void *ud, const k_val_t *c, int n) {
   return 0;
 }
 
+static int hash_row(void *ud, const k_val_t *c, int n) {
+  if (n > 0 && c[0].type == K_VAL_TEXT) snprintf(ud, KEEL_HASH_HEX, "%s", c[0].s);
+  return 0;
+}
+
 #define VERIFY_MAX_THREADS 4
 #define VERIFY_MIN_PER_THREAD 50000
 
@@ -497,6 +502,22 @@ joined:
     v->first_bad = max_seq;
     snprintf(v->reason, sizeof v->reason, "%s",
              "last record differs from the server's head (record edited)");
+  } else if (expect_seq && expect_hash && expect_seq < max_seq) {
+    /* Records were added since the head was taken (normal while the server
+     * runs), but the record at that head must still be the server's: else
+     * the chain was rewritten up to it and more appended to hide that. The
+     * walk above proved every stored hash matches its record. */
+    char at[KEEL_HASH_HEX] = "";
+    k_val_t args[] = {K_INT(expect_seq)};
+    if ((rc = k_store_exec(reader, "SELECT hash FROM audit_log WHERE seq = ?", args, 1, hash_row,
+                           at, e)))
+      goto out;
+    if (strcmp(expect_hash, at) != 0) {
+      v->intact = 0;
+      v->first_bad = expect_seq;
+      snprintf(v->reason, sizeof v->reason, "%s",
+               "record differs from the server's head (the chain was rewritten up to it)");
+    }
   }
 out:
   for (int i = 0; i < VERIFY_MAX_THREADS; i++) {

@@ -367,9 +367,13 @@ int k_iam_authenticate(k_store_t *s, const char *h, int64_t now_ms, k_principal_
     memset(p, 0, sizeof *p);
     return keel_err_set(e, KEEL_EAUTH, "unknown token");
   }
-  if (a.revoked) return keel_err_set(e, KEEL_EAUTH, "token revoked");
-  if (a.expires && a.expires <= now_ms) return keel_err_set(e, KEEL_EAUTH, "token expired");
-  if (a.disabled) return keel_err_set(e, KEEL_EAUTH, "user disabled");
+  /* A refused token yields no principal, whatever its row said. */
+  if (a.revoked || (a.expires && a.expires <= now_ms) || a.disabled) {
+    memset(p, 0, sizeof *p);
+    if (a.revoked) return keel_err_set(e, KEEL_EAUTH, "token revoked");
+    if (a.expires && a.expires <= now_ms) return keel_err_set(e, KEEL_EAUTH, "token expired");
+    return keel_err_set(e, KEEL_EAUTH, "user disabled");
+  }
   snprintf(p->token_id, sizeof p->token_id, "%s", id);
   p->token_created_ms = a.created;
   snprintf(actor, actor_len, "user:%s", p->user);

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# `make run`: Keel's main job on the embedded default.  Creates ./var on the
+# first run (SQLite database, server key, admin user), starts keeld on
+# 127.0.0.1:7700 (KEEL_LISTEN overrides), prints the URL and the admin
+# token, and stays in the foreground until Ctrl-C, which stops keeld
+# cleanly (SIGTERM: in-flight requests finish, everything is flushed).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+bin="$root/build/bin"
+data="${KEEL_DATA:-$root/var}"
+listen="${KEEL_LISTEN:-127.0.0.1:7700}"
+
+if [ ! -e "$data/keel.db" ]; then
+  if [ -e "$data" ] && [ -n "$(ls -A "$data" 2>/dev/null)" ]; then
+    echo "run.sh: $data exists but holds no keel.db; move it away or set KEEL_DATA" >&2
+    exit 1
+  fi
+  rmdir "$data" 2>/dev/null || true
+  "$bin/keeld" init --data "$data" >/dev/null
+fi
+
+rm -f "$data/keeld.url"
+"$bin/keeld" --data "$data" --listen "$listen" &
+pid=$!
+trap 'kill -TERM $pid 2>/dev/null || true; wait $pid; exit $?' INT TERM
+
+for _ in $(seq 1 100); do
+  if [ -s "$data/keeld.url" ] && curl -fsS "$(cat "$data/keeld.url")/readyz" >/dev/null 2>&1; then
+    break
+  fi
+  if ! kill -0 $pid 2>/dev/null; then
+    wait $pid || true
+    echo "run.sh: keeld exited during start (is $listen already in use?)" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+
+url=$(cat "$data/keeld.url")
+cat <<MSG
+
+  Keel is running.
+    URL:          $url
+    admin token:  $(cat "$data/admin.token")
+    data:         $data
+
+  Try:  export KEEL_SERVER=$url KEEL_TOKEN=\$(cat $data/admin.token)
+        $bin/keel whoami
+        $bin/keel audit verify
+
+  Ctrl-C stops keeld cleanly.
+
+MSG
+wait $pid
