@@ -125,5 +125,14 @@ int cmd_token_list(cli_t *c, int argc, char **argv);
 int cmd_token_revoke(cli_t *c, int argc, char **argv);
 int cmd_audit_log(cli_t *c, int argc, char **argv);
 int cmd_audit_verify(cli_t *c, int argc, char **argv);
+int cmd_agent_token_create(cli_t *c, int argc, char **argv);
+int cmd_agent_token_list(cli_t *c, int argc, char **argv);
+int cmd_agent_list(cli_t *c, int argc, char **argv);
+int cmd_agent_show(cli_t *c, int argc, char **argv);
+int cmd_agent_tag(cli_t *c, int argc, char **argv);
+int cmd_agent_retire(cli_t *c, int argc, char **argv);
+int cmd_run(cli_t *c, int argc, char **argv);
+int cmd_command_show(cli_t *c, int argc, char **argv);
+int cmd_command_list(cli_t *c, int argc, char **argv);
 
 #endif

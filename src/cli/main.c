@@ -31,6 +31,19 @@ static const cli_cmd_t commands[] = {
     {"audit", "log", cmd_audit_log, "[--since RFC3339] [--actor A] [--action A] [--limit N]",
      "show audit records, oldest first"},
     {"audit", "verify", cmd_audit_verify, "", "check the audit hash chain (exit 1 if broken)"},
+    {"agent", "token create", cmd_agent_token_create, "[--tags k=v,...] [--ttl 1h] [--uses N]",
+     "create an enrollment token; its secret is printed once"},
+    {"agent", "token list", cmd_agent_token_list, "", "list enrollment tokens"},
+    {"agent", "list", cmd_agent_list, "[--target SELECTOR] [--status online|offline]",
+     "list agents (selectors: docs/selectors.md)"},
+    {"agent", "show", cmd_agent_show, "ID", "show one agent with its inventory"},
+    {"agent", "tag", cmd_agent_tag, "ID k=v|k- ...", "set (k=v) or remove (k-) tags"},
+    {"agent", "retire", cmd_agent_retire, "ID", "retire an agent: its credentials stop working"},
+    {"run", NULL, cmd_run,
+     "--target SELECTOR [--timeout 30s] [--env K=V]... [--cwd DIR] [--user U] [--shell] -- CMD [ARGS...]",
+     "run a command on every matching host; exit 0 only if all succeed"},
+    {"command", "show", cmd_command_show, "ID", "show a command and each host's result"},
+    {"command", "list", cmd_command_list, "[--limit N]", "list commands, newest first"},
     {"version", NULL, cmd_version, "", "print the client version"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
@@ -272,6 +285,8 @@ out:
   return rc;
 }
 
+/* name NULL: any command of the group (to test that the group exists).
+ * Command names may have several words ("token create"). */
 static const cli_cmd_t *find_cmd(const char *group, const char *name) {
   for (size_t i = 0; i < NCOMMANDS; i++) {
     const cli_cmd_t *k = &commands[i];
@@ -279,6 +294,16 @@ static const cli_cmd_t *find_cmd(const char *group, const char *name) {
     if (!name || !k->name || !strcmp(k->name, name)) return k;
   }
   return NULL;
+}
+
+/* 1 when some command of group has a name starting with prefix + " ". */
+static int is_name_prefix(const char *group, const char *prefix) {
+  size_t n = strlen(prefix);
+  for (size_t i = 0; i < NCOMMANDS; i++)
+    if (!strcmp(commands[i].group, group) && commands[i].name &&
+        !strncmp(commands[i].name, prefix, n) && commands[i].name[n] == ' ')
+      return 1;
+  return 0;
 }
 
 static void list_subcommands(const char *group, char *out, size_t outsz) {
@@ -295,6 +320,7 @@ static void list_subcommands(const char *group, char *out, size_t outsz) {
 int main(int argc, char **argv) {
   const cli_cmd_t *cmd = NULL;
   const char *group = NULL;
+  char words[128] = "";
   cli_t c;
   keel_err_t e;
   int rc = CLI_OK, i;
@@ -323,17 +349,20 @@ int main(int argc, char **argv) {
       }
       if (cmd->name) cmd = NULL; /* a group: the next word names the command */
     } else {
-      cmd = find_cmd(group, a);
+      size_t n = strlen(words);
+      snprintf(words + n, sizeof words - n, "%s%s", n ? " " : "", a);
+      cmd = find_cmd(group, words);
+      if (!cmd && is_name_prefix(group, words)) continue; /* "agent token" + next word */
       if (!cmd) {
-        char subs[256];
+        char subs[512];
         list_subcommands(group, subs, sizeof subs);
-        rc = cli_usage(&c, "unknown command '%s %s' (%s has: %s)", group, a, group, subs);
+        rc = cli_usage(&c, "unknown command '%s %s' (%s has: %s)", group, words, group, subs);
         goto out;
       }
     }
   }
   if (!cmd) {
-    char subs[256];
+    char subs[512];
     if (c.help) {
       print_help(group, stdout);
       goto out;
@@ -343,7 +372,8 @@ int main(int argc, char **argv) {
       goto out;
     }
     list_subcommands(group, subs, sizeof subs);
-    rc = cli_usage(&c, "%s: missing command (one of: %s)", group, subs);
+    rc = cli_usage(&c, "%s%s%s: missing command (one of: %s)", group, words[0] ? " " : "", words,
+                   subs);
     goto out;
   }
   c.cmd = cmd;

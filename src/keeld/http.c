@@ -25,6 +25,7 @@
 
 static void req_free(k_req_t *req) {
   keel_buf_free(&req->body);
+  keel_buf_free(&req->detail);
   json_decref(req->in);
   json_decref(req->out);
   free(req->text);
@@ -57,7 +58,14 @@ static k_req_t *req_new(k_server_t *srv, struct MHD_Connection *conn, const char
   snprintf(req->method, sizeof req->method, "%s", method);
   req->start_ns = keel_mono_ns();
   req->route_idx = -1;
-  keel_buf_init(&req->body, (size_t)srv->opts.body_limit);
+  {
+    char params[K_MAX_PARAMS][160], allow[64];
+    int idx = -1;
+    k_route_match(method, url, &idx, params, allow, sizeof allow);
+    req->body_limit = k_route_body_limit(srv, idx >= 0 ? &k_routes[idx] : NULL);
+  }
+  keel_buf_init(&req->body, (size_t)req->body_limit);
+  keel_buf_init(&req->detail, K_AUDIT_DETAIL_MAX + 128);
   rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
   if (rid && valid_request_id(rid))
     snprintf(req->request_id, sizeof req->request_id, "%s", rid);
@@ -142,7 +150,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     srv->inflight++;
     /* A declared length over the cap is refused before reading the body;
      * MHD then closes the connection, which is what we want here. */
-    if (cl && strtoll(cl, NULL, 10) > srv->opts.body_limit) {
+    if (cl && strtoll(cl, NULL, 10) > req->body_limit) {
       req->too_big = 1;
       k_dispatch(srv, req);
       return queue_answer(req);
@@ -228,7 +236,10 @@ void k_http_async_done(k_server_t *srv, k_req_t *req) {
   }
   req->suspended = 0;
   MHD_resume_connection(req->conn);
-  MHD_run(srv->mhd);
+  /* MUST NOT run MHD here: this may be called from inside an MHD handler
+   * (a poll replacing another), and MHD is not reentrant.  before_sleep
+   * runs it. */
+  srv->mhd_kick = 1;
 }
 
 static void on_mhd_ready(k_loop_t *l, int fd, uint32_t events, void *ud) {

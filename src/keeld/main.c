@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -62,6 +63,8 @@ static const opt_t opts_table[] = {
     {"log-level", O_LEVEL, SO(log_level), 0, "error | warn | info | debug (default info)"},
     {"shutdown-grace", O_DUR, SO(shutdown_grace_ms), 0,
      "on SIGTERM, how long to let requests in flight finish (default 10s)"},
+    {"heartbeat", O_DUR, SO(heartbeat_ms), 0,
+     "agents' heartbeat interval; offline after 3 silent intervals (default 5s)"},
     {"admin", O_STR, offsetof(cli_opts_t, admin), sizeof(((cli_opts_t *)0)->admin),
      "init: name of the first admin user (default admin)"},
     {NULL, 0, 0, 0, NULL},
@@ -164,6 +167,7 @@ static void begin_stop(k_server_t *srv, const char *why) {
   srv->stopping = 1;
   srv->stop_deadline_ms = keel_mono_ms() + srv->opts.shutdown_grace_ms;
   k_http_quiesce(srv);
+  k_agent_wake(srv, 1); /* held long-polls end now, or they would hold the drain */
 }
 
 static void on_signal(k_loop_t *l, int fd, uint32_t ev, void *ud) {
@@ -174,16 +178,20 @@ static void on_signal(k_loop_t *l, int fd, uint32_t ev, void *ud) {
 }
 
 /* Phases before each wait, in order:
- *   1. checkpoint  — sign the audit head when due
- *   2. commit      — group-commit the batch; the sync thread fsyncs it
- *   3. release     — answer held requests (and fail those of a failed batch)
- *   4. shutdown    — stop once nothing is in flight (or the grace ran out) */
+ *   1. wake        — answer long-polls of agents that got jobs (the answers
+ *                    wait for the commit below)
+ *   2. checkpoint  — sign the audit head when due
+ *   3. commit      — group-commit the batch; the sync thread fsyncs it
+ *   4. release     — answer held requests (and fail those of a failed batch)
+ *   5. kick        — let MHD send what was resumed outside its callbacks
+ *   6. shutdown    — stop once nothing is in flight (or the grace ran out) */
 static int64_t before_sleep(k_loop_t *l, void *ud) {
   k_server_t *srv = ud;
   keel_err_t e = {0};
   MHD_UNSIGNED_LONG_LONG mt;
   int rc;
 
+  k_agent_wake(srv, 0);
   if (k_audit_maybe_checkpoint(srv->audit, keel_now_ms(), 0, &e))
     keel_log(&srv->log, KEEL_LOG_ERROR, "audit checkpoint: %s", e.msg);
   rc = k_store_flush(srv->store, &e);
@@ -191,6 +199,10 @@ static int64_t before_sleep(k_loop_t *l, void *ud) {
   if (rc) {
     keel_log(&srv->log, KEEL_LOG_ERROR, "commit failed, batch rolled back: %s", e.msg);
     k_http_release(srv);
+  }
+  while (srv->mhd_kick) {
+    srv->mhd_kick = 0;
+    MHD_run(srv->mhd);
   }
   if (srv->stopping) {
     if ((srv->inflight == 0 && k_work_pending(srv->work) == 0) ||
@@ -200,14 +212,40 @@ static int64_t before_sleep(k_loop_t *l, void *ud) {
     }
     return 50;
   }
-  if (MHD_get_timeout(srv->mhd, &mt) == MHD_YES) return (int64_t)mt;
+  if (MHD_get_timeout(srv->mhd, &mt) == MHD_YES) {
+    /* Due now (a body partly read, a connection timed out): MHD only makes
+     * progress in MHD_run, and its epoll fd may not fire again for it. */
+    if (mt == 0) {
+      k_http_run(srv);
+      return 0;
+    }
+    return (int64_t)mt;
+  }
   return -1;
 }
 
+#define LAST_SEEN_PERSIST_MS 60000
+
+/* Every 100 ms: long-polls whose time is up; once a second: liveness. */
 static void cron(k_loop_t *l, void *ud) {
+  k_server_t *srv = ud;
+  int64_t mono = keel_mono_ms();
   (void)l;
-  (void)ud;
-  /* Periodic work of later engines (liveness, retention) hooks in here. */
+  k_agent_expire(srv, mono);
+  if (mono - srv->last_fleet_cron_ms >= 1000) {
+    srv->last_fleet_cron_ms = mono;
+    k_fleet_cron(srv->fleet, keel_now_ms(), LAST_SEEN_PERSIST_MS);
+  }
+}
+
+/* Every agent holds a connection: lift the soft fd limit to the hard one. */
+static void raise_fd_limit(k_server_t *srv) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl))
+      keel_log(&srv->log, KEEL_LOG_WARN, "cannot raise the open-file limit: %s", strerror(errno));
+  }
 }
 
 static int write_file(const char *path, const char *text, int excl, keel_err_t *e) {
@@ -250,6 +288,8 @@ static int serve(cli_opts_t *o) {
       k_store_open(srv.opts.data, 0, &srv.log, &srv.store, &e) ||
       k_audit_open(srv.store, &srv.key, &ao, &srv.log, &srv.audit, &e))
     goto fail;
+  if (k_fleet_open(srv.store, &srv.log, srv.opts.heartbeat_ms, &srv.fleet, &e)) goto fail;
+  raise_fd_limit(&srv);
   srv.loop = k_loop_new();
   srv.work = k_work_new(2);
   srv.route_stats = calloc((size_t)k_nroutes + 1, sizeof *srv.route_stats);
@@ -291,6 +331,7 @@ fail:
 out:
   k_http_stop(&srv);
   k_work_free(srv.work);
+  k_fleet_close(srv.fleet);
   k_audit_close(srv.audit);
   k_store_close(srv.store);
   k_loop_free(srv.loop);
@@ -417,6 +458,7 @@ int main(int argc, char **argv) {
   o.srv.checkpoint_interval_ms = 10000;
   o.srv.log_level = KEEL_LOG_INFO;
   o.srv.shutdown_grace_ms = 10000;
+  o.srv.heartbeat_ms = 5000;
 
   if (argc > 1 && strncmp(argv[1], "--", 2)) {
     cmd = argv[1];

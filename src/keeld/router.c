@@ -11,6 +11,7 @@
 static const char *const q_page[] = {"limit", "cursor", NULL};
 static const char *const q_tokens[] = {"limit", "cursor", "user", NULL};
 static const char *const q_audit[] = {"limit", "cursor", "since", "actor", "action", NULL};
+static const char *const q_agents[] = {"limit", "cursor", "target", "status", NULL};
 
 /* Every route.  Tests enumerate this table (keeld routes): a route added
  * here is covered by the 401 sweep automatically. */
@@ -32,6 +33,31 @@ const k_route_t k_routes[] = {
      k_api_token_revoke_decode, k_api_token_revoke},
     {"GET", "/v1/audit", "audit:read", 0, q_audit, k_api_audit_decode, k_api_audit_list},
     {"GET", "/v1/audit/verify", "audit:verify", 0, NULL, NULL, k_api_audit_verify},
+    {"POST", "/v1/agent-tokens", "agent-token:create", K_ROUTE_MUTATION | K_ROUTE_BODY, NULL,
+     k_api_etoken_create_decode, k_api_etoken_create},
+    {"GET", "/v1/agent-tokens", "agent-token:read", 0, q_page, NULL, k_api_etoken_list},
+    {"GET", "/v1/agents", "agent:read", 0, q_agents, k_api_agent_list_decode, k_api_agent_list},
+    {"GET", "/v1/agents/{id}", "agent:read", 0, NULL, k_api_agent_one_decode, k_api_agent_get},
+    {"PATCH", "/v1/agents/{id}", "agent:update", K_ROUTE_MUTATION | K_ROUTE_BODY, NULL,
+     k_api_agent_update_decode, k_api_agent_update},
+    {"DELETE", "/v1/agents/{id}", "agent:retire", K_ROUTE_MUTATION, NULL, k_api_agent_one_decode,
+     k_api_agent_retire},
+    {"POST", "/v1/commands", "exec:run", K_ROUTE_MUTATION | K_ROUTE_BODY, NULL,
+     k_api_command_create_decode, k_api_command_create},
+    {"GET", "/v1/commands", "exec:read", 0, q_page, NULL, k_api_command_list},
+    {"GET", "/v1/commands/{id}", "exec:read", 0, NULL, k_api_command_one_decode,
+     k_api_command_get},
+    /* The agents' side (docs/agent-protocol.md). */
+    {"POST", "/v1/agent/enroll", "agent:enroll", K_ROUTE_ENROLL | K_ROUTE_MUTATION | K_ROUTE_BODY,
+     NULL, k_api_enroll_decode, k_api_enroll},
+    {"POST", "/v1/agent/poll", "agent:poll", K_ROUTE_AGENT | K_ROUTE_BODY | K_ROUTE_NOWRITE, NULL, NULL,
+     k_api_agent_poll},
+    {"POST", "/v1/agent/results", "agent:report",
+     K_ROUTE_AGENT | K_ROUTE_MUTATION | K_ROUTE_BODY | K_ROUTE_BIGBODY, NULL,
+     k_api_agent_result_decode, k_api_agent_result},
+    {"POST", "/v1/agent/inventory", "agent:report",
+     K_ROUTE_AGENT | K_ROUTE_MUTATION | K_ROUTE_BODY, NULL, k_api_agent_inventory_decode,
+     k_api_agent_inventory},
 };
 const int k_nroutes = (int)(sizeof k_routes / sizeof k_routes[0]);
 
@@ -83,6 +109,12 @@ int k_route_match(const char *method, const char *path, int *idx, char params[][
     path_seen = 1;
   }
   return path_seen ? KEEL_EPERM : KEEL_ENOENT;
+}
+
+long long k_route_body_limit(const k_server_t *srv, const k_route_t *r) {
+  if (r && (r->flags & K_ROUTE_BIGBODY) && (long long)K_EXEC_RESULT_BODY_MAX > srv->opts.body_limit)
+    return (long long)K_EXEC_RESULT_BODY_MAX;
+  return srv->opts.body_limit;
 }
 
 /* ---- answers -------------------------------------------------------------------- */
@@ -176,7 +208,7 @@ static void fill_rec(k_req_t *req, k_audit_rec_t *rec, char digest[KEEL_HASH_HEX
   rec->target = req->target.path[0] ? req->target.path : req->url;
   rec->outcome = outcome;
   rec->status = req->status;
-  rec->detail = req->status >= 400 ? req->err.msg : "";
+  rec->detail = req->status >= 400 ? req->err.msg : req->detail.len ? req->detail.data : "";
   rec->request_id = req->request_id;
   rec->body_digest = digest;
 }
@@ -243,9 +275,34 @@ void k_dispatch(k_server_t *srv, k_req_t *req) {
   snprintf(req->actor, sizeof req->actor, "anonymous");
 
   if (!(r->flags & K_ROUTE_PUBLIC)) {
-    rc = k_iam_authenticate(srv->store, MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND,
-                                                                    MHD_HTTP_HEADER_AUTHORIZATION),
-                            keel_now_ms(), &req->who, req->actor, sizeof req->actor, &e);
+    const char *authz = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND,
+                                                    MHD_HTTP_HEADER_AUTHORIZATION);
+    int64_t now = keel_now_ms();
+    if (r->flags & K_ROUTE_AGENT) {
+      /* The signature covers the body, so the body must be whole (and
+       * within its limit) before it can be checked. */
+      rc = req->too_big ? keel_err_set(&e, KEEL_EAUTH, "request body over the limit: not verified")
+                        : k_fleet_auth(srv->fleet, authz, req->method, req->url,
+                                       req->body.data, req->body.len, now, &req->agent,
+                                       req->actor, sizeof req->actor, &e);
+      if (!rc) {
+        snprintf(req->who.user_id, sizeof req->who.user_id, "%s", req->agent->id);
+        snprintf(req->who.user, sizeof req->who.user, "%s", req->agent->id);
+        snprintf(req->who.role, sizeof req->who.role, "agent");
+      }
+    } else if (r->flags & K_ROUTE_ENROLL) {
+      char tid[32];
+      rc = k_fleet_token_check(srv->fleet, authz, now, tid, &e);
+      snprintf(req->actor, sizeof req->actor, tid[0] ? "enroll_token:%s%s" : "anonymous", tid,
+               rc ? " (unverified)" : "");
+      if (!rc) {
+        snprintf(req->who.token_id, sizeof req->who.token_id, "%s", tid);
+        snprintf(req->who.role, sizeof req->who.role, "enroll");
+      }
+    } else {
+      rc = k_iam_authenticate(srv->store, authz, now, &req->who, req->actor, sizeof req->actor,
+                              &e);
+    }
     if (rc == KEEL_EAUTH) {
       k_req_fail(req, 401, "unauthorized", "%s", e.msg);
       deny(srv, req);
@@ -258,7 +315,7 @@ void k_dispatch(k_server_t *srv, k_req_t *req) {
   }
   if (req->too_big) {
     k_req_fail(req, 413, "payload_too_large", "request body is larger than %lld bytes",
-               srv->opts.body_limit);
+               k_route_body_limit(srv, r));
     goto out;
   }
   q.allowed = r->query;

@@ -18,6 +18,8 @@
 #include <stdint.h>
 
 #include "audit/audit.h"
+#include "exec/exec.h"
+#include "fleet/fleet.h"
 #include "hist.h"
 #include "iam/iam.h"
 #include "keel/buf.h"
@@ -34,6 +36,10 @@ enum {
   K_ROUTE_PUBLIC = 1,   /* no token (healthz, readyz, metrics) */
   K_ROUTE_MUTATION = 2, /* apply + audit in one store unit */
   K_ROUTE_BODY = 4,     /* takes a JSON body; other routes refuse one */
+  K_ROUTE_AGENT = 8,    /* authenticated by an agent's signature, not a token */
+  K_ROUTE_ENROLL = 16,  /* authenticated by an enrollment token */
+  K_ROUTE_BIGBODY = 32, /* body up to K_EXEC_RESULT_BODY_MAX (agent results) */
+  K_ROUTE_NOWRITE = 64, /* a POST that stores nothing (the long-poll): no audit unit */
 };
 
 /* What a request acts on, for the policy check and the audit record. */
@@ -66,10 +72,12 @@ struct k_req {
   int route_idx;      /* index in the route table, -1 = unmatched */
   char params[K_MAX_PARAMS][160];
   keel_buf_t body;
+  long long body_limit; /* of the matched route (server default if none) */
   int too_big;
   json_t *in;         /* decoded JSON body, if any */
 
-  k_principal_t who;
+  k_principal_t who;     /* for agent routes: role "agent", user_id = agent id */
+  k_agent_t *agent;      /* agent routes: the authenticated agent (borrowed) */
   char actor[96];
   k_target_t target;
 
@@ -81,6 +89,7 @@ struct k_req {
   char allow[64];     /* for 405 */
   char err_code[32];
   keel_err_t err;
+  keel_buf_t detail;  /* audit detail of a successful mutation (optional) */
 
   uint64_t wait_gen;  /* answer leaves once this generation is durable */
   int suspended;
@@ -101,7 +110,8 @@ typedef struct k_server_opts {
   long long checkpoint_records;
   int64_t checkpoint_interval_ms;
   int log_level;
-  int shutdown_grace_ms;
+  int64_t shutdown_grace_ms;
+  int64_t heartbeat_ms;
 } k_server_opts_t;
 
 struct k_server {
@@ -114,6 +124,10 @@ struct k_server {
   k_audit_t *audit;
   k_serverkey_t key;
   k_work_t *work;
+  k_fleet_t *fleet;
+  int fleet_wake;     /* some agent has new jobs: answer its long-poll */
+  int mhd_kick;
+  int64_t last_fleet_cron_ms;       /* connections were resumed: run MHD before sleeping */
   int sigfd;
 
   k_req_t *wait_head, *wait_tail;
@@ -160,6 +174,15 @@ void k_http_release(k_server_t *srv);
 /* Resumes a request whose async job set its answer. */
 void k_http_async_done(k_server_t *srv, k_req_t *req);
 
+/* The largest body route r accepts. */
+long long k_route_body_limit(const k_server_t *srv, const k_route_t *r);
+
+/* api_agent.c: long-poll waiters */
+/* Answers the held polls of agents marked wake (all when force). */
+void k_agent_wake(k_server_t *srv, int force);
+/* Answers held polls whose time is up. */
+void k_agent_expire(k_server_t *srv, int64_t mono_ms);
+
 /* metrics.c */
 int k_metrics_render(k_server_t *srv, keel_buf_t *out);
 void k_metrics_observe(k_server_t *srv, int route_idx, int status, double seconds);
@@ -185,11 +208,38 @@ int k_api_token_revoke(k_server_t *, k_req_t *);
 int k_api_audit_decode(k_server_t *, k_req_t *);
 int k_api_audit_list(k_server_t *, k_req_t *);
 int k_api_audit_verify(k_server_t *, k_req_t *);
+int k_api_etoken_create_decode(k_server_t *, k_req_t *);
+int k_api_etoken_create(k_server_t *, k_req_t *);
+int k_api_etoken_list(k_server_t *, k_req_t *);
+int k_api_enroll_decode(k_server_t *, k_req_t *);
+int k_api_enroll(k_server_t *, k_req_t *);
+int k_api_agent_poll(k_server_t *, k_req_t *);
+int k_api_agent_result_decode(k_server_t *, k_req_t *);
+int k_api_agent_result(k_server_t *, k_req_t *);
+int k_api_agent_inventory_decode(k_server_t *, k_req_t *);
+int k_api_agent_inventory(k_server_t *, k_req_t *);
+int k_api_agent_list_decode(k_server_t *, k_req_t *);
+int k_api_agent_list(k_server_t *, k_req_t *);
+int k_api_agent_one_decode(k_server_t *, k_req_t *);
+int k_api_agent_get(k_server_t *, k_req_t *);
+int k_api_agent_update_decode(k_server_t *, k_req_t *);
+int k_api_agent_update(k_server_t *, k_req_t *);
+int k_api_agent_retire(k_server_t *, k_req_t *);
+int k_api_command_create_decode(k_server_t *, k_req_t *);
+int k_api_command_create(k_server_t *, k_req_t *);
+int k_api_command_list(k_server_t *, k_req_t *);
+int k_api_command_one_decode(k_server_t *, k_req_t *);
+int k_api_command_get(k_server_t *, k_req_t *);
 
 /* Request decoders shared with the fuzz harness: body -> checked JSON. */
 int k_decode_user_create(const char *body, size_t len, json_t **out, keel_err_t *e);
 int k_decode_user_update(const char *body, size_t len, json_t **out, keel_err_t *e);
 int k_decode_token_create(const char *body, size_t len, int64_t now_ms, json_t **out,
                           int64_t *expires_ms, keel_err_t *e);
+/* {tags?, ttl?, uses?} -> checked; *expires_ms from ttl (default 1h). */
+int k_decode_etoken_create(const char *body, size_t len, int64_t now_ms, json_t **out,
+                           int64_t *expires_ms, keel_err_t *e);
+int k_decode_enroll(const char *body, size_t len, json_t **out, keel_err_t *e);
+int k_decode_agent_update(const char *body, size_t len, json_t **out, keel_err_t *e);
 
 #endif

@@ -452,7 +452,9 @@ static void test_append_sanitizes_and_hashes(void **state) {
       {"user:\"evil\\\"", "user:create", "user/\"x\"\\y", "ok", 201, "", "r1", ""},
       {bad_utf8, bad_utf8, bad_utf8, "failed", 400, bad_utf8, bad_utf8, bad_utf8},
       {ctl, "a", ctl, "denied", 403, ctl, "r3", ""},
-      {big, big, big, big, 500, big, big, big},
+      /* detail has its own, larger cap (K_AUDIT_DETAIL_MAX); the row
+       * buffers here hold 600 bytes, so it is left out of this record */
+      {big, big, big, big, 500, "", big, big},
       {"token:tok_x (unverified)", "t", straddle, "ok", 200, straddle, "r5", ""},
       {NULL, NULL, NULL, NULL, 0, NULL, NULL, NULL}, /* NULL fields are "" */
   };
@@ -478,7 +480,7 @@ static void test_append_sanitizes_and_hashes(void **state) {
     char *dump, h[KEEL_HASH_HEX];
     for (int j = F_ACTOR; j <= F_DIGEST; j++) {
       const unsigned char *p = (const unsigned char *)r->f[j];
-      assert_true(strlen(r->f[j]) <= 512);
+      assert_true(strlen(r->f[j]) <= (j == F_DETAIL ? K_AUDIT_DETAIL_MAX : 512));
       for (; *p; p++)
         if ((*p < 0x20 && *p != '\t' && *p != '\n') || *p == 0x7f)
           fail_msg("record %zu field %d keeps control byte 0x%02x", i + 1, j, *p);

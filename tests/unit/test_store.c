@@ -140,9 +140,10 @@ static void check_migrations(k_store_t *s) {
                                 " ORDER BY version",
                                 NULL, 0, mig_cb, &m, &e),
                    0);
-  assert_int_equal(m.rows, 1);
-  assert_int_equal(m.version, 1);
-  assert_string_equal(m.name, "0001_init.sql");
+  /* every embedded migration, in order; the last one is the newest */
+  assert_int_equal(m.rows, 2);
+  assert_int_equal(m.version, 2);
+  assert_string_equal(m.name, "0002_fleet_exec.sql");
   assert_true(m.applied > 1600000000000LL); /* a wall-clock ms time */
 }
 

@@ -11,6 +11,9 @@
 #include "keel/time.h"
 
 #define FIELD_MAX 512
+/* detail carries server-built summaries (a command's argv and hosts), so
+ * it gets more room; still bounded so one record stays small. */
+#define DETAIL_MAX K_AUDIT_DETAIL_MAX
 #define GENESIS "0000000000000000000000000000000000000000000000000000000000000000"
 
 struct k_audit {
@@ -153,13 +156,16 @@ uint64_t k_audit_appended(const k_audit_t *a) { return a->appended; }
 
 /* ---- append ---------------------------------------------------------------- */
 
-static char *field(char *dst, const char *src) {
-  snprintf(dst, FIELD_MAX + 1, "%s", src ? src : "");
+static char *field_n(char *dst, size_t cap, const char *src) {
+  snprintf(dst, cap + 1, "%s", src ? src : "");
   return keel_utf8_sanitize(dst);
 }
 
+static char *field(char *dst, const char *src) { return field_n(dst, FIELD_MAX, src); }
+
 int k_audit_append(k_audit_t *a, const k_audit_rec_t *in, uint64_t *seq_out, keel_err_t *e) {
   char f[7][FIELD_MAX + 1], now[KEEL_TIME_STRLEN], hash[KEEL_HASH_HEX];
+  char *detail = malloc(DETAIL_MAX + 1);
   k_audit_row_t r;
   int rc;
 
@@ -170,13 +176,16 @@ int k_audit_append(k_audit_t *a, const k_audit_rec_t *in, uint64_t *seq_out, kee
   r.action = field(f[1], in->action);
   r.target = field(f[2], in->target);
   r.outcome = field(f[3], in->outcome);
-  r.detail = field(f[4], in->detail);
+  if (!detail) return keel_err_set(e, KEEL_ENOMEM, "out of memory");
+  r.detail = field_n(detail, DETAIL_MAX, in->detail);
   r.request_id = field(f[5], in->request_id);
   r.body_digest = field(f[6], in->body_digest);
   r.prev_hash = a->head_hash;
   r.status = in->status;
-  if ((rc = k_audit_canonical(&a->canon, &r)))
-    return keel_err_set(e, rc, "audit: record too large");
+  if ((rc = k_audit_canonical(&a->canon, &r))) {
+    rc = keel_err_set(e, rc, "audit: record too large");
+    goto out;
+  }
   keel_hash_hex(hash, a->canon.data, a->canon.len);
   {
     k_val_t args[] = {K_INT(r.seq),         K_TEXT(r.time),   K_TEXT(r.actor),
@@ -189,12 +198,14 @@ int k_audit_append(k_audit_t *a, const k_audit_rec_t *in, uint64_t *seq_out, kee
                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                       args, 12, NULL, NULL, e);
   }
-  if (rc) return rc;
+  if (rc) goto out;
   a->head_seq = r.seq;
   memcpy(a->head_hash, hash, sizeof hash);
   a->appended++;
   if (seq_out) *seq_out = r.seq;
-  return 0;
+out:
+  free(detail);
+  return rc;
 }
 
 /* ---- checkpoints ----------------------------------------------------------- */

@@ -27,8 +27,11 @@
 
 typedef struct k_audit k_audit_t;
 
+#define K_AUDIT_DETAIL_MAX 16384
+
 /* What the caller says happened. All strings borrowed for the call; they are
- * sanitized to printable UTF-8 and capped (512 bytes) before hashing.
+ * sanitized to printable UTF-8 and capped (512 bytes; detail
+ * K_AUDIT_DETAIL_MAX) before hashing.
  * MUST NOT contain secrets (tokens, passwords): the trail is readable. */
 typedef struct k_audit_rec {
   const char *actor;       /* "user:alice", "anonymous", "token:tok_x (unverified)" */

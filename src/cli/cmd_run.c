@@ -1,0 +1,295 @@
+/* cmd_run.c — keel run, keel command show/list. */
+#define _GNU_SOURCE
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+#include "keel/json.h"
+#include "keel/time.h"
+
+#define POLL_MS 150
+
+static void sleep_ms(long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+static int run_ok(const json_t *r) {
+  return !strcmp(keel_json_str(r, "status") ? keel_json_str(r, "status") : "", "exited") &&
+         json_integer_value(json_object_get(r, "exit_code")) == 0;
+}
+
+/* One host's result, human form: a header line, then its output. */
+static void print_run(const json_t *r) {
+  const char *st = keel_json_str(r, "status"), *err = keel_json_str(r, "error");
+  const char *out = keel_json_str(r, "stdout"), *serr = keel_json_str(r, "stderr");
+  char host[300], what[160], dur[48] = "";
+  const json_t *d = json_object_get(r, "duration_ms");
+
+  snprintf(host, sizeof host, "%s (%s)", keel_json_str(r, "hostname") ? keel_json_str(r, "hostname") : "?",
+           keel_json_str(r, "agent_id") ? keel_json_str(r, "agent_id") : "?");
+  out_safe(host);
+  if (st && !strcmp(st, "exited"))
+    snprintf(what, sizeof what, "exit %" JSON_INTEGER_FORMAT, json_integer_value(json_object_get(r, "exit_code")));
+  else if (st && !strcmp(st, "signaled"))
+    snprintf(what, sizeof what, "killed by signal %" JSON_INTEGER_FORMAT, json_integer_value(json_object_get(r, "signal")));
+  else
+    snprintf(what, sizeof what, "%s%s%.100s", st ? st : "?", err && *err ? ": " : "", err ? err : "");
+  out_safe(what);
+  if (json_is_integer(d)) snprintf(dur, sizeof dur, ", %" JSON_INTEGER_FORMAT " ms", json_integer_value(d));
+  printf("=== %s: %s%s%s%s\n", host, what, dur,
+         json_is_true(json_object_get(r, "stdout_truncated")) ? ", stdout truncated" : "",
+         json_is_true(json_object_get(r, "stderr_truncated")) ? ", stderr truncated" : "");
+  /* Output is the host's, shown as it came: the user asked for it. */
+  if (out && *out) {
+    fputs(out, stdout);
+    if (out[strlen(out) - 1] != '\n') fputc('\n', stdout);
+  }
+  if (serr && *serr) {
+    fflush(stdout);
+    fputs(serr, stderr);
+    if (serr[strlen(serr) - 1] != '\n') fputc('\n', stderr);
+  }
+  fflush(stdout);
+}
+
+/* Prints runs of cmd not printed yet (seen: object of run ids); counts. */
+static void print_new(cli_t *c, const json_t *cmd, json_t *seen, size_t *failed) {
+  const json_t *runs = json_object_get(cmd, "runs");
+  size_t i;
+  json_t *r;
+  json_array_foreach(runs, i, r) {
+    const char *id = keel_json_str(r, "run_id"), *st = keel_json_str(r, "status");
+    if (!id || !st || !strcmp(st, "pending") || json_object_get(seen, id)) continue;
+    json_object_set_new(seen, id, json_true());
+    if (!run_ok(r)) (*failed)++;
+    if (c->json) out_json_line(r, stdout);
+    else print_run(r);
+  }
+}
+
+/* Pulls "--env K=V" pairs out of argv[0..n) (compacting it); 0 or usage. */
+static int take_env(cli_t *c, int *argc, char **argv, int n, json_t *env) {
+  int w = 0, i;
+  for (i = 0; i < n; i++) {
+    const char *a = argv[i], *kv = NULL;
+    if (!strcmp(a, "--env")) {
+      if (i + 1 >= n) return cli_usage(c, "flag '--env' needs K=V");
+      kv = argv[++i];
+    } else if (!strncmp(a, "--env=", 6)) {
+      kv = a + 6;
+    } else {
+      argv[w++] = argv[i];
+      continue;
+    }
+    {
+      const char *eq = strchr(kv, '=');
+      char key[129];
+      if (!eq || eq == kv || eq - kv > 128) return cli_usage(c, "--env: expected K=V, got '%s'", kv);
+      snprintf(key, sizeof key, "%.*s", (int)(eq - kv), kv);
+      json_object_set_new(env, key, json_string(eq + 1));
+    }
+  }
+  for (i = n; i < *argc; i++) argv[w++] = argv[i];
+  *argc = w;
+  return 0;
+}
+
+int cmd_run(cli_t *c, int argc, char **argv) {
+  cli_opt_t opts[] = {{"target", "SELECTOR", NULL}, {"timeout", "DURATION", NULL},
+                      {"cwd", "DIR", NULL},         {"user", "USER", NULL},
+                      {"shell", NULL, NULL},        {NULL, NULL, NULL}};
+  json_t *body = NULL, *res = NULL, *cmd = NULL, *seen = json_object(), *env = json_object();
+  json_t *argvj = NULL;
+  keel_buf_t path;
+  int dd = -1, rc, nopt;
+  size_t failed = 0, total, skipped;
+  int64_t tmo = 60000, deadline;
+  const char *id;
+
+  keel_buf_init(&path, 1);
+  if (!seen || !env) {
+    rc = cli_fail("out of memory");
+    goto out;
+  }
+  for (int i = 0; i < argc; i++)
+    if (!strcmp(argv[i], "--")) {
+      dd = i;
+      break;
+    }
+  nopt = dd < 0 ? argc : dd;
+  if ((rc = take_env(c, &argc, argv, nopt, env))) goto out;
+  /* find "--" again: take_env removed words before it */
+  dd = -1;
+  for (int i = 0; i < argc; i++)
+    if (!strcmp(argv[i], "--")) {
+      dd = i;
+      break;
+    }
+  if ((rc = cli_parse(c, dd < 0 ? argc : dd, argv, opts, NULL, 0, 0)) != CLI_GO) goto out;
+  if (dd < 0 || dd + 1 >= argc) {
+    rc = cli_usage(c, "missing the command: put it after '--'");
+    goto out;
+  }
+  if (!opts[0].value) {
+    rc = cli_usage(c, "missing --target SELECTOR (\"\" matches every agent)");
+    goto out;
+  }
+  if (opts[1].value && keel_duration_parse(opts[1].value, &tmo)) {
+    rc = cli_usage(c, "--timeout: expected a duration such as 30s or 5m, got '%s'", opts[1].value);
+    goto out;
+  }
+  body = json_pack("{s:s,s:O}", "target", opts[0].value, "env", env);
+  if (!body) {
+    rc = cli_fail("out of memory");
+    goto out;
+  }
+  if (opts[4].value) {
+    /* --shell: the words after -- form one script for /bin/sh -c */
+    keel_buf_t script;
+    keel_buf_init(&script, 65536);
+    for (int i = dd + 1; i < argc; i++)
+      if (keel_buf_printf(&script, "%s%s", i > dd + 1 ? " " : "", argv[i])) {
+        keel_buf_free(&script);
+        rc = cli_usage(c, "script over 64 KiB");
+        goto out;
+      }
+    json_object_set_new(body, "shell", json_string(script.data));
+    keel_buf_free(&script);
+  } else {
+    argvj = json_array();
+    for (int i = dd + 1; i < argc; i++) json_array_append_new(argvj, json_string(argv[i]));
+    json_object_set(body, "argv", argvj);
+  }
+  if (opts[1].value) json_object_set_new(body, "timeout", json_string(opts[1].value));
+  if (opts[2].value) json_object_set_new(body, "cwd", json_string(opts[2].value));
+  if (opts[3].value) json_object_set_new(body, "user", json_string(opts[3].value));
+
+  if ((rc = api_call(c, "POST", "/v1/commands", body, &res))) goto out;
+  id = keel_json_str(res, "id");
+  total = json_array_size(json_object_get(res, "runs"));
+  skipped = (size_t)json_integer_value(json_object_get(res, "skipped"));
+  if (!id) {
+    rc = cli_fail("bad answer: no command id");
+    goto out;
+  }
+  if (!c->json) {
+    fprintf(stderr, "keel: command %s on %zu host(s)", id, total - skipped);
+    if (skipped) fprintf(stderr, ", %zu skipped (offline)", skipped);
+    fputc('\n', stderr);
+  }
+  if (total == 0) {
+    rc = cli_fail("no agent matches target '%s'", opts[0].value);
+    goto out;
+  }
+  if ((rc = api_path(c, &path, "commands", id))) goto out;
+  /* The server stops every run at its timeout; allow for delivery on top. */
+  deadline = keel_mono_ms() + tmo + 30000;
+  for (;;) {
+    json_decref(cmd);
+    cmd = NULL;
+    if ((rc = api_call(c, "GET", path.data, NULL, &cmd))) goto out;
+    print_new(c, cmd, seen, &failed);
+    if (json_is_true(json_object_get(cmd, "done"))) break;
+    if (keel_mono_ms() > deadline) {
+      rc = cli_fail("gave up waiting; %zu host(s) have not answered (keel command show %s)",
+                    total - json_object_size(seen), id);
+      goto out;
+    }
+    sleep_ms(POLL_MS);
+  }
+  if (!c->json)
+    fprintf(stderr, "keel: %zu of %zu host(s) succeeded\n", total - failed, total);
+  rc = failed ? CLI_FAIL : CLI_OK;
+out:
+  keel_buf_free(&path);
+  json_decref(body);
+  json_decref(res);
+  json_decref(cmd);
+  json_decref(seen);
+  json_decref(env);
+  json_decref(argvj);
+  return rc;
+}
+
+int cmd_command_show(cli_t *c, int argc, char **argv) {
+  const char *pos[1];
+  json_t *cmd = NULL, *seen = json_object();
+  keel_buf_t path;
+  size_t failed = 0;
+  int rc;
+
+  if ((rc = cli_parse(c, argc, argv, NULL, pos, 1, 1)) != CLI_GO) goto done;
+  if ((rc = api_path(c, &path, "commands", pos[0])) ||
+      (rc = api_call(c, "GET", path.data, NULL, &cmd)))
+    goto out;
+  if (c->json) {
+    out_json(cmd, stdout);
+    goto out;
+  }
+  {
+    static const char *const keys[] = {"id", "target", "created_by", "created_at", NULL};
+    const json_t *sum = json_object_get(cmd, "summary");
+    char *spec = json_dumps(json_object_get(cmd, "spec"), JSON_COMPACT);
+    out_kv(cmd, keys, stdout);
+    printf("spec        %s\n", spec ? out_safe(spec) : "-");
+    free(spec);
+    printf("summary     %" JSON_INTEGER_FORMAT " total, %" JSON_INTEGER_FORMAT " succeeded, %" JSON_INTEGER_FORMAT
+           " failed, %" JSON_INTEGER_FORMAT " pending, %" JSON_INTEGER_FORMAT " skipped\n\n",
+           json_integer_value(json_object_get(sum, "total")), json_integer_value(json_object_get(sum, "succeeded")),
+           json_integer_value(json_object_get(sum, "failed")), json_integer_value(json_object_get(sum, "pending")),
+           json_integer_value(json_object_get(sum, "skipped")));
+    print_new(c, cmd, seen, &failed);
+  }
+out:
+  keel_buf_free(&path);
+done:
+  json_decref(cmd);
+  json_decref(seen);
+  return rc;
+}
+
+static int command_row(cli_t *c, json_t *k, void *ud) {
+  char *spec;
+  const char *row[5];
+  int rc;
+  if (c->json) {
+    out_json_line(k, stdout);
+    return 0;
+  }
+  spec = json_dumps(json_object_get(json_object_get(k, "spec"), "argv"), JSON_COMPACT);
+  if (!spec || !strcmp(spec, "null")) {
+    free(spec);
+    spec = json_dumps(json_object_get(json_object_get(k, "spec"), "shell"), JSON_ENCODE_ANY);
+  }
+  row[0] = keel_json_str(k, "id");
+  row[1] = keel_json_str(k, "created_at");
+  row[2] = keel_json_str(k, "created_by");
+  row[3] = keel_json_str(k, "target");
+  row[4] = spec;
+  rc = out_table_add(ud, row);
+  free(spec);
+  return rc;
+}
+
+int cmd_command_list(cli_t *c, int argc, char **argv) {
+  static const char *const heads[] = {"ID", "CREATED", "BY", "TARGET", "COMMAND"};
+  cli_opt_t opts[] = {{"limit", "N", NULL}, {NULL, NULL, NULL}};
+  out_table_t t;
+  size_t max = 50;
+  int rc;
+  if ((rc = cli_parse(c, argc, argv, opts, NULL, 0, 0)) != CLI_GO) return rc;
+  if (opts[0].value) {
+    char *end;
+    long long n = strtoll(opts[0].value, &end, 10);
+    if (!opts[0].value[0] || *end || n < 1)
+      return cli_usage(c, "--limit: expected a positive integer, got '%s'", opts[0].value);
+    max = (size_t)n;
+  }
+  out_table_init(&t, 5, heads);
+  rc = api_list(c, "/v1/commands", max, command_row, &t);
+  if (!rc && !c->json) out_table_print(&t, stdout);
+  out_table_free(&t);
+  return rc;
+}

@@ -1,0 +1,431 @@
+/* api_agent.c — enrollment tokens, agents, commands, and the agents' own
+ * routes (docs/agent-protocol.md), including the long-poll. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "keel/json.h"
+#include "keel/time.h"
+#include "server.h"
+
+#define POLL_MAX_JOBS 64
+
+static int decode_checked(const char *body, size_t len, const keel_json_field_t *fields,
+                          json_t **out, keel_err_t *e) {
+  json_t *v = NULL;
+  int rc;
+  *out = NULL;
+  if ((rc = keel_json_parse(body, len, &v, e))) return rc;
+  if ((rc = keel_json_check(v, fields, e))) {
+    json_decref(v);
+    return rc;
+  }
+  *out = v;
+  return 0;
+}
+
+static void set_page(k_req_t *req, json_t *items, const char *next) {
+  req->out = json_pack("{s:o,s:o}", "items", items, "next_cursor",
+                       next ? json_string(next) : json_null());
+}
+
+/* ---- enrollment tokens ----------------------------------------------------------- */
+
+static const keel_json_field_t etoken_fields[] = {
+    {"tags", KEEL_JSON_OBJECT, 0, 0},
+    {"ttl", KEEL_JSON_STRING, 0, 32},
+    {"uses", KEEL_JSON_INT, 0, 0},
+    {NULL, 0, 0, 0},
+};
+
+int k_decode_etoken_create(const char *body, size_t len, int64_t now_ms, json_t **out,
+                           int64_t *expires_ms, keel_err_t *e) {
+  const char *ttl;
+  int64_t v = 3600 * 1000;
+  int rc;
+
+  *expires_ms = 0;
+  if (len == 0) {
+    *out = json_object();
+    if (!*out) return keel_err_set(e, KEEL_ENOMEM, "out of memory");
+  } else if ((rc = decode_checked(body, len, etoken_fields, out, e))) {
+    return rc;
+  }
+  ttl = keel_json_str(*out, "ttl");
+  if (ttl && (keel_duration_parse(ttl, &v) || v > 366LL * 86400 * 1000)) {
+    json_decref(*out);
+    *out = NULL;
+    return keel_err_set(e, KEEL_EINVAL, "field 'ttl': expected a duration up to 366d (e.g. 1h, 7d)");
+  }
+  *expires_ms = now_ms + v;
+  return 0;
+}
+
+int k_api_etoken_create_decode(k_server_t *srv, k_req_t *req) {
+  keel_err_t e = {0};
+  int64_t exp;
+  int rc = k_decode_etoken_create(req->body.data, req->body.len, keel_now_ms(), &req->in, &exp, &e);
+  (void)srv;
+  if (rc) return k_req_fail_err(req, rc, &e);
+  json_object_set_new(req->in, "_expires_ms", json_integer(exp));
+  snprintf(req->target.path, sizeof req->target.path, "agent-tokens");
+  return 0;
+}
+
+int k_api_etoken_create(k_server_t *srv, k_req_t *req) {
+  const json_t *uses = json_object_get(req->in, "uses");
+  keel_err_t e = {0};
+  int rc = k_fleet_token_create(srv->fleet, json_object_get(req->in, "tags"),
+                                json_integer_value(json_object_get(req->in, "_expires_ms")),
+                                uses ? json_integer_value(uses) : 1, req->actor, keel_now_ms(),
+                                &req->out, &e);
+  if (rc) return k_req_fail_err(req, rc, &e);
+  snprintf(req->target.path, sizeof req->target.path, "agent-token/%s", keel_json_str(req->out, "id"));
+  req->status = 201;
+  return 0;
+}
+
+int k_api_etoken_list(k_server_t *srv, k_req_t *req) {
+  json_t *items;
+  char *next = NULL;
+  keel_err_t e = {0};
+  int limit, rc;
+  if (k_req_limit(req, &limit)) return -1;
+  rc = k_fleet_token_list(srv->fleet, k_req_query(req, "cursor"), limit, keel_now_ms(), &items,
+                          &next, &e);
+  if (rc) return k_req_fail_err(req, rc, &e);
+  set_page(req, items, next);
+  free(next);
+  return 0;
+}
+
+/* ---- enrollment ------------------------------------------------------------------- */
+
+static const keel_json_field_t enroll_fields[] = {
+    {"public_key", KEEL_JSON_STRING, 1, 64},
+    {"hostname", KEEL_JSON_STRING, 1, 253},
+    {"tags", KEEL_JSON_OBJECT, 0, 0},
+    {"inventory", KEEL_JSON_OBJECT, 0, 0},
+    {"agent_version", KEEL_JSON_STRING, 0, 64},
+    {NULL, 0, 0, 0},
+};
+
+int k_decode_enroll(const char *body, size_t len, json_t **out, keel_err_t *e) {
+  return decode_checked(body, len, enroll_fields, out, e);
+}
+
+int k_api_enroll_decode(k_server_t *srv, k_req_t *req) {
+  keel_err_t e = {0};
+  int rc = k_decode_enroll(req->body.data, req->body.len, &req->in, &e);
+  (void)srv;
+  if (rc) return k_req_fail_err(req, rc, &e);
+  snprintf(req->target.path, sizeof req->target.path, "agent-token/%s", req->who.token_id);
+  return 0;
+}
+
+int k_api_enroll(k_server_t *srv, k_req_t *req) {
+  char pk[2 * KEEL_AGENT_PK_BYTES + 1];
+  keel_err_t e = {0};
+  int rc = k_fleet_enroll(srv->fleet, req->who.token_id, req->in, keel_now_ms(), &req->out, &e);
+  if (rc) return k_req_fail_err(req, rc, &e);
+  keel_hex(pk, srv->key.pk, sizeof srv->key.pk);
+  json_object_set_new(req->out, "server_public_key", json_string(pk));
+  snprintf(req->target.path, sizeof req->target.path, "agent/%s",
+           keel_json_str(req->out, "agent_id"));
+  keel_buf_printf(&req->detail, "hostname=%s", keel_json_str(req->in, "hostname"));
+  req->status = 201;
+  return 0;
+}
+
+/* ---- the long-poll -------------------------------------------------------------- */
+
+/* Answers a's held poll (if any) with its pending jobs. */
+static void answer_waiter(k_server_t *srv, k_agent_t *a) {
+  k_req_t *req = a->waiter;
+  json_t *jobs = NULL;
+  keel_err_t e = {0};
+
+  a->waiter = NULL;
+  a->wake = 0;
+  if (!req) return;
+  if (k_exec_jobs(srv->store, a->id, json_object_get(req->in, "running"), POLL_MAX_JOBS, &jobs,
+                  &e)) {
+    keel_log(&srv->log, KEEL_LOG_ERROR, "poll of %s: %s", a->id, e.msg);
+    k_req_fail_err(req, KEEL_EIO, &e);
+  } else {
+    req->status = 200;
+    req->out = json_pack("{s:o,s:I}", "jobs", jobs, "heartbeat_ms",
+                         (json_int_t)k_fleet_heartbeat_ms(srv->fleet));
+  }
+  /* The jobs may sit in the open batch: the answer leaves once durable, so
+   * an agent never runs a job keeld could still lose. */
+  k_http_async_done(srv, req);
+}
+
+void k_agent_wake(k_server_t *srv, int force) {
+  if (!srv->fleet_wake && !force) return;
+  srv->fleet_wake = 0;
+  for (size_t i = 0; i < k_fleet_count(srv->fleet); i++) {
+    k_agent_t *a = k_fleet_at(srv->fleet, i);
+    if (a->waiter && (a->wake || force)) answer_waiter(srv, a);
+    else a->wake = 0;
+  }
+}
+
+void k_agent_expire(k_server_t *srv, int64_t mono_ms) {
+  for (size_t i = 0; i < k_fleet_count(srv->fleet); i++) {
+    k_agent_t *a = k_fleet_at(srv->fleet, i);
+    if (a->waiter && mono_ms >= a->waiter_deadline_ms) answer_waiter(srv, a);
+  }
+}
+
+static const keel_json_field_t poll_fields[] = {
+    {"running", KEEL_JSON_ARRAY, 0, 4096},
+    {NULL, 0, 0, 0},
+};
+
+int k_api_agent_poll(k_server_t *srv, k_req_t *req) {
+  k_agent_t *a = req->agent;
+  json_t *jobs = NULL;
+  keel_err_t e = {0};
+  int rc;
+
+  if (req->body.len && (rc = decode_checked(req->body.data, req->body.len, poll_fields, &req->in, &e)))
+    return k_req_fail_err(req, rc, &e);
+  k_fleet_seen(srv->fleet, a, keel_now_ms());
+  if (a->waiter) answer_waiter(srv, a); /* a newer poll replaces a stale one */
+  if ((rc = k_exec_jobs(srv->store, a->id, json_object_get(req->in, "running"), POLL_MAX_JOBS,
+                        &jobs, &e)))
+    return k_req_fail_err(req, KEEL_EIO, &e);
+  if (json_array_size(jobs) || srv->stopping) {
+    req->out = json_pack("{s:o,s:I}", "jobs", jobs, "heartbeat_ms",
+                         (json_int_t)k_fleet_heartbeat_ms(srv->fleet));
+    return 0;
+  }
+  json_decref(jobs);
+  /* Hold it: answered by k_agent_wake when jobs arrive, or empty at the
+   * heartbeat, which keeps the agent's liveness fresh. */
+  a->waiter = req;
+  a->waiter_deadline_ms = keel_mono_ms() + k_fleet_heartbeat_ms(srv->fleet);
+  req->async = 1;
+  return 0;
+}
+
+/* ---- results and inventory -------------------------------------------------------- */
+
+int k_api_agent_result_decode(k_server_t *srv, k_req_t *req) {
+  char agent[32], cmd[32];
+  keel_err_t e = {0};
+  int rc = k_exec_decode_result(req->body.data, req->body.len, &req->in, &e);
+  if (rc) return k_req_fail_err(req, rc, &e);
+  if ((rc = k_exec_run_owner(srv->store, keel_json_str(req->in, "run_id"), agent, cmd, &e)))
+    return k_req_fail_err(req, rc, &e);
+  snprintf(req->target.path, sizeof req->target.path, "command/%s/run/%s", cmd,
+           keel_json_str(req->in, "run_id"));
+  snprintf(req->target.owner_id, sizeof req->target.owner_id, "%s", agent);
+  return 0;
+}
+
+int k_api_agent_result(k_server_t *srv, k_req_t *req) {
+  keel_err_t e = {0};
+  int dup = 0;
+  int rc = k_exec_store_result(srv->store, req->agent->id, req->in, keel_now_ms(), &dup,
+                               &req->detail, &e);
+  if (rc) return k_req_fail_err(req, rc, &e);
+  req->out = json_pack("{s:s,s:b}", "ack", keel_json_str(req->in, "run_id"), "duplicate", dup);
+  return 0;
+}
+
+static const keel_json_field_t inventory_fields[] = {
+    {"hostname", KEEL_JSON_STRING, 1, 253},
+    {"inventory", KEEL_JSON_OBJECT, 1, 0},
+    {NULL, 0, 0, 0},
+};
+
+int k_api_agent_inventory_decode(k_server_t *srv, k_req_t *req) {
+  keel_err_t e = {0};
+  int rc = decode_checked(req->body.data, req->body.len, inventory_fields, &req->in, &e);
+  (void)srv;
+  if (rc) return k_req_fail_err(req, rc, &e);
+  snprintf(req->target.path, sizeof req->target.path, "agent/%s/inventory", req->agent->id);
+  snprintf(req->target.owner_id, sizeof req->target.owner_id, "%s", req->agent->id);
+  return 0;
+}
+
+int k_api_agent_inventory(k_server_t *srv, k_req_t *req) {
+  keel_err_t e = {0};
+  int rc = k_fleet_set_inventory(srv->fleet, req->agent, keel_json_str(req->in, "hostname"),
+                                 json_object_get(req->in, "inventory"), keel_now_ms(), &e);
+  if (rc) return k_req_fail_err(req, rc, &e);
+  req->out = json_object();
+  return 0;
+}
+
+/* ---- agents (users' side) ----------------------------------------------------------- */
+
+int k_api_agent_list_decode(k_server_t *srv, k_req_t *req) {
+  const char *st = k_req_query(req, "status");
+  (void)srv;
+  if (st && strcmp(st, "online") && strcmp(st, "offline"))
+    return k_req_fail(req, 400, "bad_request", "query parameter 'status': expected online or offline");
+  snprintf(req->target.path, sizeof req->target.path, "agents");
+  return 0;
+}
+
+int k_api_agent_list(k_server_t *srv, k_req_t *req) {
+  const char *target = k_req_query(req, "target"), *cursor = k_req_query(req, "cursor");
+  const char *status = k_req_query(req, "status");
+  keel_selector_t *sel = NULL;
+  json_t *items = json_array();
+  keel_err_t e = {0};
+  const char *last = NULL;
+  int limit, n = 0, more = 0;
+
+  if (k_req_limit(req, &limit)) goto fail;
+  if (!items) {
+    k_req_fail_err(req, KEEL_ENOMEM, NULL);
+    goto fail;
+  }
+  if (target && keel_selector_parse(target, strlen(target), &sel, &e)) {
+    k_req_fail(req, 400, "bad_request", "query parameter 'target': %s", e.msg);
+    goto fail;
+  }
+  for (size_t i = 0; i < k_fleet_count(srv->fleet); i++) {
+    k_agent_t *a = k_fleet_at(srv->fleet, i);
+    json_t *one;
+    if (cursor && strcmp(a->id, cursor) <= 0) continue;
+    if (!k_fleet_match(srv->fleet, a, sel, status)) continue;
+    if (n == limit) {
+      more = 1;
+      break;
+    }
+    if (k_fleet_agent_json(srv->fleet, a->id, 0, &one, &e) || json_array_append_new(items, one)) {
+      k_req_fail_err(req, KEEL_ENOMEM, NULL);
+      goto fail;
+    }
+    last = a->id;
+    n++;
+  }
+  set_page(req, items, more ? last : NULL);
+  keel_selector_free(sel);
+  return 0;
+fail:
+  keel_selector_free(sel);
+  json_decref(items);
+  return -1;
+}
+
+int k_api_agent_one_decode(k_server_t *srv, k_req_t *req) {
+  (void)srv;
+  snprintf(req->target.path, sizeof req->target.path, "agent/%s", req->params[0]);
+  return 0;
+}
+
+int k_api_agent_get(k_server_t *srv, k_req_t *req) {
+  keel_err_t e = {0};
+  int rc = k_fleet_agent_json(srv->fleet, req->params[0], 1, &req->out, &e);
+  return rc ? k_req_fail_err(req, rc, &e) : 0;
+}
+
+static const keel_json_field_t agent_update_fields[] = {
+    {"version", KEEL_JSON_INT, 1, 0},
+    {"tags", KEEL_JSON_OBJECT, 1, 0},
+    {NULL, 0, 0, 0},
+};
+
+int k_decode_agent_update(const char *body, size_t len, json_t **out, keel_err_t *e) {
+  return decode_checked(body, len, agent_update_fields, out, e);
+}
+
+int k_api_agent_update_decode(k_server_t *srv, k_req_t *req) {
+  keel_err_t e = {0};
+  int rc = k_decode_agent_update(req->body.data, req->body.len, &req->in, &e);
+  if (rc) return k_req_fail_err(req, rc, &e);
+  return k_api_agent_one_decode(srv, req);
+}
+
+int k_api_agent_update(k_server_t *srv, k_req_t *req) {
+  keel_err_t e = {0};
+  int rc = k_fleet_set_tags(srv->fleet, req->params[0], json_object_get(req->in, "tags"),
+                            json_integer_value(json_object_get(req->in, "version")), keel_now_ms(),
+                            &req->out, &e);
+  char *tags;
+  if (rc) return k_req_fail_err(req, rc, &e);
+  if ((tags = keel_json_canonical(json_object_get(req->in, "tags")))) {
+    keel_buf_printf(&req->detail, "tags=%s", tags);
+    free(tags);
+  }
+  return 0;
+}
+
+int k_api_agent_retire(k_server_t *srv, k_req_t *req) {
+  keel_err_t e = {0};
+  void *waiter = NULL;
+  int rc = k_fleet_retire(srv->fleet, req->params[0], keel_now_ms(), &waiter, &req->out, &e);
+  k_req_t *w = waiter;
+  if (rc) return k_req_fail_err(req, rc, &e);
+  if (w) {
+    /* Its held poll ends now; the next one is refused. */
+    w->status = 200;
+    w->out = json_pack("{s:[],s:I}", "jobs", "heartbeat_ms",
+                       (json_int_t)k_fleet_heartbeat_ms(srv->fleet));
+    k_http_async_done(srv, w);
+  }
+  return 0;
+}
+
+/* ---- commands ---------------------------------------------------------------------- */
+
+int k_api_command_create_decode(k_server_t *srv, k_req_t *req) {
+  keel_selector_t *sel = NULL;
+  keel_err_t e = {0};
+  int rc = k_exec_decode(req->body.data, req->body.len, &req->in, &sel, &e);
+  (void)srv;
+  if (rc) return k_req_fail_err(req, rc, &e);
+  keel_selector_free(sel); /* parsed again in apply: decode only proves it valid */
+  snprintf(req->target.path, sizeof req->target.path, "commands");
+  return 0;
+}
+
+int k_api_command_create(k_server_t *srv, k_req_t *req) {
+  const char *target = keel_json_str(req->in, "target");
+  keel_selector_t *sel = NULL;
+  keel_err_t e = {0};
+  int rc;
+
+  if ((rc = keel_selector_parse(target, strlen(target), &sel, &e)))
+    return k_req_fail(req, 400, "bad_request", "field 'target': %s", e.msg);
+  rc = k_exec_create(srv->store, srv->fleet, &srv->key, req->in, sel, req->actor, keel_now_ms(),
+                     &req->out, &req->detail, &e);
+  keel_selector_free(sel);
+  if (rc) return k_req_fail_err(req, rc, &e);
+  snprintf(req->target.path, sizeof req->target.path, "command/%s", keel_json_str(req->out, "id"));
+  srv->fleet_wake = 1;
+  req->status = 201;
+  return 0;
+}
+
+int k_api_command_list(k_server_t *srv, k_req_t *req) {
+  json_t *items;
+  char *next = NULL;
+  keel_err_t e = {0};
+  int limit, rc;
+  if (k_req_limit(req, &limit)) return -1;
+  rc = k_exec_list(srv->store, k_req_query(req, "cursor"), limit, &items, &next, &e);
+  if (rc) return k_req_fail_err(req, rc, &e);
+  set_page(req, items, next);
+  free(next);
+  return 0;
+}
+
+int k_api_command_one_decode(k_server_t *srv, k_req_t *req) {
+  (void)srv;
+  snprintf(req->target.path, sizeof req->target.path, "command/%s", req->params[0]);
+  return 0;
+}
+
+int k_api_command_get(k_server_t *srv, k_req_t *req) {
+  keel_err_t e = {0};
+  int rc = k_exec_get(srv->store, req->params[0], &req->out, &e);
+  return rc ? k_req_fail_err(req, rc, &e) : 0;
+}

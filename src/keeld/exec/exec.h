@@ -1,0 +1,67 @@
+/* exec.h — commands run on many hosts, and their per-host runs.
+ *
+ * A command is created for every agent its selector matches at that moment:
+ * online agents get a run in status "pending" carrying a job signed with
+ * the server key; offline ones a run "skipped" (error "offline").  Agents
+ * fetch pending runs by long-poll (fleet) and report one result per run;
+ * results are idempotent by run id.
+ *
+ * The engine owns the tables commands and command_runs; agents are read
+ * through the fleet engine's API only.  Functions that write MUST be called
+ * inside a store unit.  JSON results are new references the caller owns.
+ */
+#ifndef KEELD_EXEC_H
+#define KEELD_EXEC_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "fleet/fleet.h"
+#include "keel/buf.h"
+#include "keel/selector.h"
+#include "serverkey.h"
+#include "store/store.h"
+
+#define K_EXEC_OUTPUT_CAP_DEFAULT (1 << 20)
+#define K_EXEC_OUTPUT_CAP_MAX (8 << 20)
+/* Largest result body an agent may send: both outputs at the largest cap,
+ * base64, plus room for the rest. */
+#define K_EXEC_RESULT_BODY_MAX ((size_t)K_EXEC_OUTPUT_CAP_MAX / 3 * 4 * 2 + 65536)
+
+/* Decodes POST /v1/commands: {target, argv | shell, timeout, env, cwd, user,
+ * output_cap}.  *spec (owned) is the normalized command
+ * {argv|null, shell|null, timeout_ms, env, cwd|null, user|null, output_cap},
+ * *sel (owned) the parsed target, *target the target text (borrowed from
+ * *spec's "target" member).  Errors name the field (and selector column). */
+int k_exec_decode(const char *body, size_t len, json_t **spec, keel_selector_t **sel,
+                  keel_err_t *e);
+
+/* Creates the command and its runs; marks matched online agents to wake.
+ * detail receives the audit summary (argv, hosts, skipped; never env values). */
+int k_exec_create(k_store_t *s, k_fleet_t *f, const k_serverkey_t *key, const json_t *spec,
+                  const keel_selector_t *sel, const char *created_by, int64_t now_ms,
+                  json_t **out, keel_buf_t *detail, keel_err_t *e);
+
+/* Pending jobs of an agent, at most max, skipping run ids listed in running
+ * (array of strings, may be NULL): [{"job": text, "sig": hex}, ...]. */
+int k_exec_jobs(k_store_t *s, const char *agent_id, const json_t *running, int max,
+                json_t **jobs, keel_err_t *e);
+
+/* Decodes POST /v1/agent/results (one result); also used by the fuzzer. */
+int k_exec_decode_result(const char *body, size_t len, json_t **out, keel_err_t *e);
+/* Owner of a run: its agent and command.  KEEL_ENOENT when unknown. */
+int k_exec_run_owner(k_store_t *s, const char *run_id, char agent_id[32], char command_id[32],
+                     keel_err_t *e);
+/* Stores a decoded result of agent_id's run.  *dup is set when the run
+ * already had a result (nothing changes).  detail: audit summary with the
+ * exit code and the BLAKE2b of each output. */
+int k_exec_store_result(k_store_t *s, const char *agent_id, const json_t *res, int64_t now_ms,
+                        int *dup, keel_buf_t *detail, keel_err_t *e);
+
+/* One command with every run (outputs included). */
+int k_exec_get(k_store_t *s, const char *id, json_t **out, keel_err_t *e);
+/* Commands, newest first; cursor is the last id of the previous page. */
+int k_exec_list(k_store_t *s, const char *cursor, int limit, json_t **items, char **next,
+                keel_err_t *e);
+
+#endif
