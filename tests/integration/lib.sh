@@ -1,0 +1,222 @@
+# lib.sh — shared helpers for Keel's integration tests (bash + curl + sqlite3).
+#
+#   . "$(dirname "$0")/lib.sh" "$1"      # $1: the directory holding keeld and keel
+#
+# Gives each test a private temp dir ($TMP, removed on exit), starts and stops
+# keeld on 127.0.0.1:0, sends raw HTTP requests (req) and counts checks.  Any
+# keeld started here is killed when the test exits, however it exits.
+
+set -u
+set -o pipefail
+
+if [ -z "${1:-}" ] || [ ! -x "$1/keeld" ]; then
+  echo "usage: $0 BIN_DIR   (the directory holding keeld and keel)" >&2
+  exit 2
+fi
+BIN=$(cd "$1" && pwd)
+KEELD=$BIN/keeld
+KEEL=$BIN/keel
+TEST_NAME=$(basename "$0" .sh)
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/keel-integ-$TEST_NAME.XXXXXX")
+CHECKS=0
+KEELD_LOG=""
+URL=""
+PID=""
+TOKEN=""
+STATUS=""
+BODY=""
+HEADERS=""
+_PIDS=()
+_NLOG=0
+
+# The CLI must not pick up the invoking user's config or environment.
+export XDG_CONFIG_HOME=$TMP/xdg
+export HOME=$TMP/home
+unset KEEL_SERVER KEEL_TOKEN
+mkdir -p "$XDG_CONFIG_HOME" "$HOME"
+# ASan: report leaks at exit, but a keeld killed with -9 reports nothing anyway.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
+
+_cleanup() {
+  local p
+  for p in "${_PIDS[@]}"; do
+    kill -9 "$p" 2>/dev/null
+    wait "$p" 2>/dev/null
+  done
+  rm -rf "$TMP"
+}
+trap _cleanup EXIT
+
+# fail MSG... — report the first caller outside lib.sh, with the keeld log tail.
+fail() {
+  local i=1 line="?" src="?"
+  while [ "$i" -lt "${#BASH_SOURCE[@]}" ]; do
+    if [ "${BASH_SOURCE[$i]}" != "${BASH_SOURCE[0]}" ]; then
+      src=${BASH_SOURCE[$i]}
+      line=${BASH_LINENO[$((i - 1))]}
+      break
+    fi
+    i=$((i + 1))
+  done
+  echo "FAIL: $TEST_NAME ($(basename "$src"):$line): $*" >&2
+  if [ -n "$KEELD_LOG" ] && [ -s "$KEELD_LOG" ]; then
+    echo "--- last lines of $KEELD_LOG:" >&2
+    tail -n 15 "$KEELD_LOG" >&2
+  fi
+  exit 1
+}
+
+check() { CHECKS=$((CHECKS + 1)); }
+
+assert_eq() { # GOT WANT [WHAT]
+  [ "$1" = "$2" ] || fail "${3:-value}: got '$1', want '$2'"
+  check
+}
+assert_ne() { # GOT UNWANTED [WHAT]
+  [ "$1" != "$2" ] || fail "${3:-value}: got '$1', which it must not be"
+  check
+}
+assert_contains() { # HAYSTACK NEEDLE [WHAT]
+  case "$1" in
+  *"$2"*) check ;;
+  *) fail "${3:-text} does not contain '$2': $(printf '%.600s' "$1")" ;;
+  esac
+}
+assert_not_contains() { # HAYSTACK NEEDLE [WHAT]
+  case "$1" in
+  *"$2"*) fail "${3:-text} contains '$2', which it must not: $(printf '%.600s' "$1")" ;;
+  *) check ;;
+  esac
+}
+assert_match() { # TEXT ERE [WHAT]
+  printf '%s' "$1" | grep -Eq -- "$2" || fail "${3:-text} does not match /$2/: $(printf '%.600s' "$1")"
+  check
+}
+assert_status() { # WANT [WHAT] — checks STATUS from the last req
+  [ "$STATUS" = "$1" ] || fail "${2:-request}: HTTP $STATUS, want $1; body: $(printf '%.600s' "$BODY")"
+  check
+}
+# assert_error STATUS CODE [WHAT] — status plus the documented error shape
+assert_error() {
+  assert_status "$1" "${3:-request}"
+  assert_match "$BODY" "^\\{\"error\":\\{\"code\":\"$2\",\"message\":\"([^\"\\\\]|\\\\.)+\"\\}\\}$" "${3:-request} error body"
+}
+assert_file_mode() { # FILE MODE
+  local m
+  m=$(stat -c %a "$1") || fail "stat $1"
+  assert_eq "$m" "$2" "mode of $1"
+}
+
+finish() {
+  echo "ok: $CHECKS checks ($TEST_NAME, ${SECONDS}s)"
+  exit 0
+}
+
+# jget KEY [JSON] — first value of "KEY" in JSON (default $BODY): the string
+# without quotes, or the number / true / false / null as written.  Enough for
+# the flat answers of the API; no jq.
+jget() {
+  local text=${2-$BODY} v
+  v=$(printf '%s' "$text" | grep -oE "\"$1\":(\"([^\"\\\\]|\\\\.)*\"|[^],}]*)" | head -n 1) || true
+  v=${v#\"$1\":}
+  v=${v#\"}
+  v=${v%\"}
+  printf '%s' "$v"
+}
+# jcount KEY [JSON] — how many times "KEY": occurs
+jcount() { printf '%s' "${2-$BODY}" | grep -oE "\"$1\":" | wc -l | tr -d ' '; }
+
+# ---- keeld ------------------------------------------------------------------------
+
+# init_data DIR — keeld init; sets TOKEN to the admin token.
+init_data() {
+  local out
+  out=$("$KEELD" init --data "$1" 2>"$TMP/init.err") || fail "keeld init --data $1: $(cat "$TMP/init.err")"
+  TOKEN=$(printf '%s\n' "$out" | tail -n 1)
+  [ -n "$TOKEN" ] || fail "keeld init printed no token"
+}
+
+# start_keeld DIR [FLAGS...] — keeld --data DIR --listen 127.0.0.1:0 FLAGS
+start_keeld() {
+  local dir=$1
+  shift
+  start_keeld_args "$dir" --data "$dir" --listen 127.0.0.1:0 "$@"
+}
+
+# start_keeld_args DIR ARGS... — keeld ARGS exactly; DIR is where keeld.url
+# appears.  Waits up to 10 s for the URL and /readyz; sets URL, PID, KEELD_LOG.
+start_keeld_args() {
+  local dir=$1 i code
+  shift
+  rm -f "$dir/keeld.url"
+  _NLOG=$((_NLOG + 1))
+  KEELD_LOG=$TMP/keeld.$_NLOG.log
+  "$KEELD" "$@" 2>"$KEELD_LOG" &
+  PID=$!
+  _PIDS+=("$PID")
+  URL=""
+  for i in $(seq 1 100); do
+    if ! kill -0 "$PID" 2>/dev/null; then
+      wait "$PID"
+      fail "keeld exited with $? while starting: $(cat "$KEELD_LOG")"
+    fi
+    if [ -z "$URL" ] && [ -s "$dir/keeld.url" ]; then
+      URL=$(head -n 1 "$dir/keeld.url")
+      case "$URL" in http://*:[0-9]*) ;; *) URL="" ;; esac
+    fi
+    if [ -n "$URL" ]; then
+      code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$URL/readyz") || true
+      [ "$code" = 200 ] && return 0
+    fi
+    sleep 0.1
+  done
+  fail "keeld not ready within 10 s (url '$URL')"
+}
+
+# stop_keeld [SIGNAL] — signal (default TERM) and wait; sets KEELD_RC.
+stop_keeld() {
+  local sig=${1:-TERM}
+  [ -n "$PID" ] || fail "stop_keeld: no keeld running"
+  kill "-$sig" "$PID" 2>/dev/null || fail "keeld (pid $PID) was not running"
+  wait "$PID"
+  KEELD_RC=$?
+  PID=""
+}
+
+# req METHOD PATH [BODY] [TOKEN] — sets STATUS, BODY, HEADERS.
+# BODY "" sends none; "@FILE" sends the file.  TOKEN defaults to $TOKEN; an
+# explicitly empty TOKEN sends no Authorization header.
+req() {
+  local method=$1 path=$2 body=${3-} tok
+  local args=(-s -o "$TMP/req.body" -D "$TMP/req.hdr" -w '%{http_code}' --max-time 30 -X "$method")
+  if [ $# -ge 4 ]; then tok=$4; else tok=$TOKEN; fi
+  [ -n "$tok" ] && args+=(-H "Authorization: Bearer $tok")
+  if [ -n "$body" ]; then
+    args+=(-H 'Content-Type: application/json' --data-binary "$body")
+  fi
+  : >"$TMP/req.body"
+  : >"$TMP/req.hdr"
+  STATUS=$(curl "${args[@]}" "$URL$path") || STATUS="${STATUS:-000}"
+  BODY=$(cat "$TMP/req.body")
+  HEADERS=$(tr -d '\r' <"$TMP/req.hdr")
+}
+
+# header NAME — value of a response header of the last req (case-insensitive)
+header() {
+  printf '%s\n' "$HEADERS" | grep -i "^$1:" | head -n 1 | sed 's/^[^:]*: *//'
+}
+
+# make_user NAME ROLE — creates a user as $TOKEN and a token for it; sets UTOKEN, UTOKEN_ID
+make_user() {
+  req POST /v1/users "{\"name\":\"$1\",\"role\":\"$2\"}"
+  assert_status 201 "create user $1"
+  req POST /v1/tokens "{\"name\":\"t-$1\",\"user\":\"$1\"}"
+  assert_status 201 "create token for $1"
+  UTOKEN=$(jget token)
+  UTOKEN_ID=$(jget id)
+}
+
+# sql DIR SQL — sqlite3 on DIR/keel.db, failing the test on an error.
+sql() {
+  sqlite3 -batch -cmd ".timeout 5000" "$1/keel.db" "$2" 2>"$TMP/sql.err" || fail "sqlite3 '$2': $(cat "$TMP/sql.err")"
+}
