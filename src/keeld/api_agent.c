@@ -184,14 +184,23 @@ static const keel_json_field_t poll_fields[] = {
     {NULL, 0, 0, 0},
 };
 
+int k_api_agent_poll_decode(k_server_t *srv, k_req_t *req) {
+  keel_err_t e = {0};
+  int rc;
+  (void)srv;
+  if (req->body.len && (rc = decode_checked(req->body.data, req->body.len, poll_fields, &req->in, &e)))
+    return k_req_fail_err(req, rc, &e);
+  snprintf(req->target.path, sizeof req->target.path, "agent/%s/jobs", req->agent->id);
+  snprintf(req->target.owner_id, sizeof req->target.owner_id, "%s", req->agent->id);
+  return 0;
+}
+
 int k_api_agent_poll(k_server_t *srv, k_req_t *req) {
   k_agent_t *a = req->agent;
   json_t *jobs = NULL;
   keel_err_t e = {0};
   int rc;
 
-  if (req->body.len && (rc = decode_checked(req->body.data, req->body.len, poll_fields, &req->in, &e)))
-    return k_req_fail_err(req, rc, &e);
   k_fleet_seen(srv->fleet, a, keel_now_ms());
   if (a->waiter) answer_waiter(srv, a); /* a newer poll replaces a stale one */
   if ((rc = k_exec_jobs(srv->store, a->id, json_object_get(req->in, "running"), POLL_MAX_JOBS,

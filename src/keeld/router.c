@@ -50,8 +50,8 @@ const k_route_t k_routes[] = {
     /* The agents' side (docs/agent-protocol.md). */
     {"POST", "/v1/agent/enroll", "agent:enroll", K_ROUTE_ENROLL | K_ROUTE_MUTATION | K_ROUTE_BODY,
      NULL, k_api_enroll_decode, k_api_enroll},
-    {"POST", "/v1/agent/poll", "agent:poll", K_ROUTE_AGENT | K_ROUTE_BODY | K_ROUTE_NOWRITE, NULL, NULL,
-     k_api_agent_poll},
+    {"POST", "/v1/agent/poll", "agent:poll", K_ROUTE_AGENT | K_ROUTE_BODY | K_ROUTE_NOWRITE, NULL,
+     k_api_agent_poll_decode, k_api_agent_poll},
     {"POST", "/v1/agent/results", "agent:report",
      K_ROUTE_AGENT | K_ROUTE_MUTATION | K_ROUTE_BODY | K_ROUTE_BIGBODY, NULL,
      k_api_agent_result_decode, k_api_agent_result},

@@ -213,6 +213,7 @@ int k_api_etoken_create(k_server_t *, k_req_t *);
 int k_api_etoken_list(k_server_t *, k_req_t *);
 int k_api_enroll_decode(k_server_t *, k_req_t *);
 int k_api_enroll(k_server_t *, k_req_t *);
+int k_api_agent_poll_decode(k_server_t *, k_req_t *);
 int k_api_agent_poll(k_server_t *, k_req_t *);
 int k_api_agent_result_decode(k_server_t *, k_req_t *);
 int k_api_agent_result(k_server_t *, k_req_t *);
