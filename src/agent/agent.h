@@ -1,0 +1,197 @@
+/* agent.h — internal interfaces of keel-agent (docs/agent-protocol.md).
+ *
+ * Internal names are ka_.  Everything here is single-threaded: one thread
+ * runs the curl multi, the child pipes and the signals (main.c).
+ *
+ * State directory DIR (0700):
+ *   identity.json          the key pair, agent id, server key (0600)
+ *   running/<run_id>.json  a job accepted and (about to be) started
+ *   spool/<run_id>.json    a finished result not yet acknowledged
+ *   seen                   the last 4096 accepted run ids (dedup)
+ */
+#ifndef KA_AGENT_H
+#define KA_AGENT_H
+
+#include <jansson.h>
+#include <poll.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "keel/agentproto.h"
+#include "keel/buf.h"
+#include "keel/err.h"
+#include "keel/log.h"
+
+#define KA_RUN_ID_MAX 64              /* longest run id we accept (file names) */
+#define KA_SEEN_KEEP 4096             /* run ids remembered for dedup */
+#define KA_DEFAULT_OUTPUT_CAP (1 << 20)
+#define KA_MAX_OUTPUT_CAP (8 << 20)   /* keeld's K_EXEC_OUTPUT_CAP_MAX: the most we hold per stream */
+#define KA_RESPONSE_MAX ((size_t)8 << 20)
+#define KA_STATE_DIR_MAX 2048          /* bytes: leaves room under PATH_MAX for file names */
+#define KA_ERROR_MAX 1000              /* bytes of a result's error (keeld takes 1024) */
+
+/* ---- identity.c ---------------------------------------------------------- */
+
+typedef struct ka_identity {
+  char agent_id[40];
+  char server_url[1024];
+  uint8_t pk[KEEL_AGENT_PK_BYTES];
+  uint8_t sk[KEEL_AGENT_SK_BYTES];
+  uint8_t server_pk[KEEL_AGENT_PK_BYTES];
+} ka_identity_t;
+
+/* Creates DIR (0700), DIR/running and DIR/spool when missing; tightens DIR
+ * to 0700 when it exists with looser bits. */
+int ka_state_prepare(const char *dir, keel_err_t *e);
+
+/* Reads DIR/identity.json.  KEEL_ENOENT when there is none (first start),
+ * KEEL_ECORRUPT when it is unreadable or malformed. */
+int ka_identity_load(const char *dir, ka_identity_t *id, keel_err_t *e);
+/* Writes DIR/identity.json atomically, mode 0600. */
+int ka_identity_save(const char *dir, const ka_identity_t *id, keel_err_t *e);
+/* Fills pk/sk with a fresh Ed25519 pair. */
+void ka_identity_keygen(ka_identity_t *id);
+/* Wipes the secret key. */
+void ka_identity_wipe(ka_identity_t *id);
+
+/* Atomic file replace: DIR/name.tmp -> write, fsync, rename, fsync DIR.
+ * name MUST NOT contain '/'. */
+int ka_write_atomic(const char *dir, const char *name, const void *data, size_t len, mode_t mode,
+                    keel_err_t *e);
+/* Reads a whole (small) file into a new buffer of at most max bytes; caller
+ * frees *out.  KEEL_ENOENT when absent. */
+int ka_read_file(const char *path, size_t max, char **out, size_t *len, keel_err_t *e);
+/* snprintf into a PATH_MAX buffer; KEEL_ETOOBIG when it did not fit.  main.c
+ * bounds the state directory's length, so callers MAY ignore the result. */
+int ka_path(char *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* 1 when s is a run id we accept as a file name: [A-Za-z0-9_-]{1,64}. */
+int ka_valid_run_id(const char *s);
+
+/* ---- inventory.c --------------------------------------------------------- */
+
+/* The host inventory object of the protocol; a new reference, NULL on no
+ * memory.  Never fails for a missing /proc file: that field is left out
+ * or zero. */
+json_t *ka_inventory(void);
+/* BLAKE2b-256 (hex) of the canonical text of inv. */
+void ka_inventory_digest(char out[65], const json_t *inv);
+
+/* ---- spool.c ------------------------------------------------------------- */
+
+/* The result body of POST /v1/agent/results; new text, caller frees.  exit
+ * code / signal < 0 mean null.  error may be NULL (""). */
+char *ka_result_json(const char *run_id, const char *status, int exit_code, int sig,
+                     const char *out, size_t out_len, int out_trunc, const char *err,
+                     size_t err_len, int err_trunc, int64_t started_at, int64_t ended_at,
+                     const char *error);
+/* Writes DIR/spool/<run_id>.json atomically. */
+int ka_spool_put(const char *dir, const char *run_id, const char *body, keel_err_t *e);
+/* 1 when DIR/spool/<run_id>.json exists. */
+int ka_spool_has(const char *dir, const char *run_id);
+/* Every running/<id>.json without a spool file becomes an `interrupted`
+ * result (its id appended to DIR/seen first); the running file is removed
+ * once the spool file is durable.  MUST run before ka_exec_init, which
+ * reads DIR/seen.
+ * Returns the number of results spooled, or a negative code. */
+int ka_spool_recover(const char *dir, const keel_log_t *log, keel_err_t *e);
+/* The oldest spooled result (by modification time, then name): its run id
+ * and body (caller frees).  KEEL_ENOENT when the spool is empty. */
+int ka_spool_oldest(const char *dir, char run_id[KA_RUN_ID_MAX + 1], char **body, size_t *len,
+                    keel_err_t *e);
+/* Removes DIR/spool/<run_id>.json (and fsyncs the directory). */
+int ka_spool_drop(const char *dir, const char *run_id);
+
+/* ---- exec.c -------------------------------------------------------------- */
+
+typedef struct ka_run ka_run_t;
+
+typedef struct ka_exec {
+  const char *dir;            /* borrowed, outlives this */
+  const ka_identity_t *id;    /* borrowed, outlives this */
+  const keel_log_t *log;      /* borrowed, may be NULL */
+  ka_run_t *runs;             /* owned list of running children */
+  size_t nruns;
+  uint64_t *seen;             /* owned ring of KA_SEEN_KEEP id hashes */
+  size_t seen_n, seen_next;
+  size_t seen_lines;          /* lines in DIR/seen, to know when to compact */
+  int seen_fd;                /* DIR/seen opened O_APPEND */
+} ka_exec_t;
+
+int ka_exec_init(ka_exec_t *x, const char *dir, const ka_identity_t *id, const keel_log_t *log,
+                 keel_err_t *e);
+/* Does not kill running children: they are left to become `interrupted`
+ * on the next start (see main.c on SIGTERM).  Frees the bookkeeping only. */
+void ka_exec_free(ka_exec_t *x);
+
+/* One job from a poll answer: verifies sig with the stored server key and
+ * that the job names our agent id (else a `refused` result is spooled and
+ * nothing runs), skips a run id seen before, else records it in DIR/seen and
+ * DIR/running and starts it.  A job that cannot start is spooled as
+ * `failed`.  Returns 1 when a result was spooled at once (refused/failed), 0
+ * when started or skipped, negative on a local storage failure. */
+int ka_exec_submit(ka_exec_t *x, const char *job_text, size_t len, const char *sig_hex);
+
+/* The pipes to watch (POLLIN); returns how many were written (<= max). */
+size_t ka_exec_fds(const ka_exec_t *x, struct pollfd *fds, size_t max);
+/* Milliseconds until the next timeout or drain deadline (>= 0), or -1 when
+ * nothing is running. */
+long ka_exec_next_ms(const ka_exec_t *x);
+/* Reads pipes, reaps, enforces timeouts; spools every finished run.
+ * Returns the number of results spooled. */
+int ka_exec_step(ka_exec_t *x);
+/* Appends the running run ids to arr. */
+void ka_exec_running(const ka_exec_t *x, json_t *arr);
+/* Test helper: steps until nothing runs or max_ms passes; returns what is
+ * still running. */
+size_t ka_exec_wait(ka_exec_t *x, long max_ms);
+
+/* ---- conn.c -------------------------------------------------------------- */
+
+typedef struct ka_xfer {
+  void *easy;               /* CURL *, kept across requests (keep-alive) */
+  struct curl_slist *hdrs;  /* owned while active */
+  char *body;               /* owned while active */
+  keel_buf_t resp;          /* max KA_RESPONSE_MAX */
+  char errbuf[256];
+  int active;               /* added to the multi */
+  int done;                 /* finished since last looked at */
+  int cc;                   /* CURLcode */
+  long status;              /* HTTP status, 0 on transport error */
+  char tag[KA_RUN_ID_MAX + 1]; /* what the caller sent (run id or "inventory") */
+} ka_xfer_t;
+
+typedef struct ka_conn {
+  void *multi;              /* CURLM * */
+  char *base;               /* server URL without trailing '/' (owned) */
+  char *prefix;             /* its path part ("" or "/keel"), owned */
+  const ka_identity_t *id;  /* borrowed */
+  const keel_log_t *log;    /* borrowed */
+  ka_xfer_t poll, push;
+} ka_conn_t;
+
+int ka_conn_init(ka_conn_t *c, const char *base, const ka_identity_t *id, const keel_log_t *log,
+                 keel_err_t *e);
+void ka_conn_free(ka_conn_t *c);
+/* Starts a signed POST of body (ownership taken, freed when done) on x,
+ * which MUST be idle.  timeout_ms bounds the whole request. */
+int ka_conn_post(ka_conn_t *c, ka_xfer_t *x, const char *route, char *body, long timeout_ms,
+                 keel_err_t *e);
+/* curl_multi_poll on the transfers plus extra fds (their revents are
+ * filled), at most timeout_ms; then drives the transfers and marks
+ * finished ones done. */
+int ka_conn_wait(ka_conn_t *c, struct pollfd *extra, unsigned n, int timeout_ms);
+/* One line for a finished transfer's transport error. */
+const char *ka_conn_strerror(const ka_xfer_t *x);
+
+typedef struct ka_backoff {
+  int64_t step;   /* failures in a row */
+  int64_t until;  /* monotonic ms before which not to retry */
+} ka_backoff_t;
+/* After a failure: wait a random time in [0, min(30 s, 0.5 s * 2^step)]. */
+void ka_backoff_fail(ka_backoff_t *b, int64_t now_mono);
+/* After a 401: wait exactly the cap. */
+void ka_backoff_cap(ka_backoff_t *b, int64_t now_mono);
+void ka_backoff_reset(ka_backoff_t *b);
+
+#endif

@@ -1,0 +1,837 @@
+/* exec.c — running jobs: verification, dedup, fork/exec, capture, timeouts.
+ *
+ * Order of a job's life, each step durable before the next:
+ *   verify signature + agent id  (else: `refused`, nothing runs)
+ *   DIR/running/<id>.json + fsync       (a crash now reports `interrupted`)
+ *   append run id to DIR/seen + fsync   (a redelivery is never run twice)
+ *   fork + exec
+ *   ... capture, timeout ...
+ *   DIR/spool/<id>.json (atomic)        (the result survives a crash)
+ *   unlink DIR/running/<id>.json
+ */
+#define _GNU_SOURCE /* close_range, pipe2 */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <malloc.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "keel/crypto.h"
+#include "keel/json.h"
+#include "keel/time.h"
+
+#define SAFE_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#define DRAIN_GRACE_MS 1000  /* after killing a group, wait this long for EOF */
+#define MAX_ARGS 4096
+#define MAX_ENV 1024
+#define MAX_TIMEOUT_MS (7LL * 24 * 3600 * 1000)
+#define DEFAULT_TIMEOUT_MS 30000
+
+struct ka_run {
+  struct ka_run *next;
+  char run_id[KA_RUN_ID_MAX + 1];
+  pid_t pid;            /* also the process group id */
+  int out_fd, err_fd;   /* read ends, -1 once at EOF or abandoned */
+  keel_buf_t out, err;  /* capped at the job's output_cap */
+  int out_trunc, err_trunc;
+  int64_t started_at;   /* wall ms */
+  int64_t deadline;     /* mono ms: the job's timeout */
+  int64_t drain_until;  /* mono ms: after a kill, give up on the pipes */
+  int reaped, wstatus, killed, timed_out;
+};
+
+/* What the child needs, all prepared in the parent: between fork and exec
+ * only async-signal-safe calls are allowed (curl may run resolver threads,
+ * so malloc and NSS are off limits in the child). */
+struct spawn {
+  char **argv;
+  char **envp;
+  const char *path;     /* the PATH to search (from envp) */
+  const char *cwd;
+  int set_user;
+  uid_t uid;
+  gid_t gid;
+  gid_t *groups;
+  int ngroups;
+};
+
+/* The first failure in the child, written to the CLOEXEC error pipe. */
+struct child_err {
+  int stage; /* enum below */
+  int err;   /* errno */
+};
+enum { ST_SETUP, ST_SETGROUPS, ST_SETGID, ST_SETUID, ST_CHDIR, ST_EXEC };
+
+/* ---- seen ------------------------------------------------------------- */
+
+static uint64_t id_hash(const char *id) {
+  uint8_t h[KEEL_HASH_BYTES];
+  uint64_t v = 0;
+  keel_hash(h, id, strlen(id));
+  for (int i = 0; i < 8; i++) v = v << 8 | h[i];
+  return v;
+}
+
+static void seen_remember(ka_exec_t *x, uint64_t h) {
+  x->seen[x->seen_next] = h;
+  x->seen_next = (x->seen_next + 1) % KA_SEEN_KEEP;
+  if (x->seen_n < KA_SEEN_KEEP) x->seen_n++;
+}
+
+static int seen_has(const ka_exec_t *x, uint64_t h) {
+  for (size_t i = 0; i < x->seen_n; i++)
+    if (x->seen[i] == h) return 1;
+  return 0;
+}
+
+/* Rewrites DIR/seen with only its last KA_SEEN_KEEP lines, so the file
+ * stays bounded; reopens the append descriptor. */
+static int seen_compact(ka_exec_t *x, keel_err_t *e) {
+  char path[PATH_MAX], *text = NULL;
+  const char *start;
+  size_t len, lines = 0;
+  int rc;
+
+  ka_path(path, "%s/seen", x->dir);
+  if ((rc = ka_read_file(path, (size_t)64 << 20, &text, &len, e))) goto out;
+  /* Back from the end (ignoring the final newline) to just after the
+   * KA_SEEN_KEEP-th newline: what follows is the last KA_SEEN_KEEP lines. */
+  {
+    size_t i = len;
+    if (i > 0 && text[i - 1] == '\n') i--;
+    while (i > 0 && !(text[i - 1] == '\n' && ++lines == KA_SEEN_KEEP)) i--;
+    start = text + i;
+  }
+  if ((rc = ka_write_atomic(x->dir, "seen", start, (size_t)(text + len - start), 0600, e)))
+    goto out;
+  if (x->seen_fd >= 0) close(x->seen_fd);
+  x->seen_fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+  if (x->seen_fd < 0) {
+    rc = keel_err_set(e, KEEL_EIO, "open %s: %s", path, strerror(errno));
+    goto out;
+  }
+  x->seen_lines = KA_SEEN_KEEP;
+out:
+  free(text);
+  return rc;
+}
+
+static int seen_load(ka_exec_t *x, keel_err_t *e) {
+  char path[PATH_MAX], *text = NULL, *line, *save = NULL;
+  size_t len;
+  int rc;
+
+  ka_path(path, "%s/seen", x->dir);
+  rc = ka_read_file(path, (size_t)64 << 20, &text, &len, e);
+  if (rc && rc != KEEL_ENOENT) goto out;
+  rc = 0;
+  if (text) {
+    for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+      seen_remember(x, id_hash(line));
+      x->seen_lines++;
+    }
+  }
+  x->seen_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+  if (x->seen_fd < 0) {
+    rc = keel_err_set(e, KEEL_EIO, "open %s: %s", path, strerror(errno));
+    goto out;
+  }
+  if (x->seen_lines > KA_SEEN_KEEP) rc = seen_compact(x, e);
+out:
+  free(text);
+  return rc;
+}
+
+static int seen_add(ka_exec_t *x, const char *id, keel_err_t *e) {
+  char line[KA_RUN_ID_MAX + 2];
+  size_t n = (size_t)snprintf(line, sizeof line, "%s\n", id);
+  int rc = 0;
+
+  if (write(x->seen_fd, line, n) != (ssize_t)n || fdatasync(x->seen_fd)) {
+    rc = keel_err_set(e, KEEL_EIO, "append to %s/seen: %s", x->dir, strerror(errno));
+    goto out;
+  }
+  seen_remember(x, id_hash(id));
+  /* Compact at twice the window so the rewrite is rare. */
+  if (++x->seen_lines >= 2 * KA_SEEN_KEEP) rc = seen_compact(x, e);
+out:
+  return rc;
+}
+
+/* ---- init -------------------------------------------------------------- */
+
+int ka_exec_init(ka_exec_t *x, const char *dir, const ka_identity_t *id, const keel_log_t *log,
+                 keel_err_t *e) {
+  int rc;
+
+  memset(x, 0, sizeof *x);
+  x->dir = dir;
+  x->id = id;
+  x->log = log;
+  x->seen_fd = -1;
+  x->seen = calloc(KA_SEEN_KEEP, sizeof *x->seen);
+  if (!x->seen) {
+    rc = keel_err_set(e, KEEL_ENOMEM, "out of memory");
+    goto out;
+  }
+  rc = seen_load(x, e);
+out:
+  if (rc) ka_exec_free(x);
+  return rc;
+}
+
+static void run_free(ka_run_t *r) {
+  if (r->out_fd >= 0) close(r->out_fd);
+  if (r->err_fd >= 0) close(r->err_fd);
+  keel_buf_free(&r->out);
+  keel_buf_free(&r->err);
+  free(r);
+}
+
+void ka_exec_free(ka_exec_t *x) {
+  ka_run_t *r, *next;
+  for (r = x->runs; r; r = next) {
+    next = r->next;
+    run_free(r);
+  }
+  x->runs = NULL;
+  x->nruns = 0;
+  if (x->seen_fd >= 0) close(x->seen_fd);
+  x->seen_fd = -1;
+  free(x->seen);
+  x->seen = NULL;
+}
+
+/* ---- results ----------------------------------------------------------- */
+
+static int spool_simple(ka_exec_t *x, const char *run_id, const char *status, int64_t started,
+                        const char *error) {
+  keel_err_t e;
+  char *body = ka_result_json(run_id, status, -1, -1, "", 0, 0, "", 0, 0, started, keel_now_ms(),
+                              error);
+  int rc;
+
+  if (!body) return KEEL_ENOMEM;
+  rc = ka_spool_put(x->dir, run_id, body, &e);
+  free(body);
+  if (rc) keel_log(x->log, KEEL_LOG_ERROR, "run %s: cannot spool result: %s", run_id, e.msg);
+  return rc;
+}
+
+static void unlink_running(ka_exec_t *x, const char *run_id) {
+  char p[PATH_MAX];
+  ka_path(p, "%s/running/%s.json", x->dir, run_id);
+  unlink(p);
+}
+
+/* ---- the child --------------------------------------------------------- */
+
+__attribute__((noreturn)) static void child_fail(int efd, int stage, int err) {
+  struct child_err ce = {stage, err};
+  ssize_t n = write(efd, &ce, sizeof ce);
+  (void)n;
+  _exit(127);
+}
+
+/* Runs in the child: async-signal-safe calls only. */
+__attribute__((noreturn)) static void child(const struct spawn *s, int devnull, int out_w,
+                                            int err_w, int efd) {
+  struct sigaction sa;
+  sigset_t none;
+  char buf[PATH_MAX];
+  int saw_eacces = 0, last = ENOENT;
+
+  /* The agent blocks SIGCHLD/SIGTERM/SIGINT for its signalfd and ignores
+   * SIGPIPE: both survive exec, so restore the defaults a command expects. */
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = SIG_DFL;
+  for (int sig = 1; sig < NSIG; sig++) sigaction(sig, &sa, NULL);
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+
+  /* Own process group, so a timeout kills everything the job started. */
+  if (setpgid(0, 0)) child_fail(efd, ST_SETUP, errno);
+  /* The agent keeps 0-2 open (main.c), so every fd here is >= 3 and the
+   * dup2s cannot clobber one another. */
+  if (dup2(devnull, 0) < 0 || dup2(out_w, 1) < 0 || dup2(err_w, 2) < 0)
+    child_fail(efd, ST_SETUP, errno);
+  /* efd moves to 3 and survives the close_range; still CLOEXEC, so a
+   * successful exec closes it and the parent reads EOF. */
+  if (efd != 3) {
+    if (dup3(efd, 3, O_CLOEXEC) < 0) child_fail(efd, ST_SETUP, errno);
+    efd = 3;
+  }
+  close_range(4, ~0U, 0);
+
+  if (s->set_user) {
+    if (setgroups((size_t)s->ngroups, s->groups)) child_fail(efd, ST_SETGROUPS, errno);
+    if (setgid(s->gid)) child_fail(efd, ST_SETGID, errno);
+    if (setuid(s->uid)) child_fail(efd, ST_SETUID, errno);
+  }
+  /* After the user switch: the directory must be reachable as that user. */
+  if (chdir(s->cwd)) child_fail(efd, ST_CHDIR, errno);
+
+  if (strchr(s->argv[0], '/')) {
+    execve(s->argv[0], s->argv, s->envp);
+    child_fail(efd, ST_EXEC, errno);
+  }
+  /* Search the job's PATH, not the agent's (execvp would use ours). */
+  for (const char *p = s->path; *p;) {
+    const char *colon = strchr(p, ':');
+    size_t dl = colon ? (size_t)(colon - p) : strlen(p), al = strlen(s->argv[0]);
+    if (dl == 0) { /* an empty element means the current directory */
+      buf[0] = '.';
+      dl = 1;
+    } else if (dl < sizeof buf) {
+      memcpy(buf, p, dl);
+    }
+    if (dl + 1 + al < sizeof buf) {
+      buf[dl] = '/';
+      memcpy(buf + dl + 1, s->argv[0], al + 1);
+      execve(buf, s->argv, s->envp);
+      if (errno == EACCES) saw_eacces = 1;
+      else if (errno != ENOENT && errno != ENOTDIR) last = errno;
+    }
+    if (!colon) break;
+    p = colon + 1;
+  }
+  child_fail(efd, ST_EXEC, saw_eacces ? EACCES : last);
+}
+
+/* ---- starting ----------------------------------------------------------- */
+
+struct job {
+  const char *run_id, *command_id, *agent_id, *shell, *cwd, *user;
+  json_t *argv, *env;
+  int64_t timeout_ms, output_cap;
+};
+
+/* Reads the fields we use; unknown fields are tolerated (the server signed
+ * them; a newer server may add some). */
+static int job_decode(json_t *o, struct job *j, keel_err_t *e) {
+  json_t *v;
+  const char *key;
+
+  memset(j, 0, sizeof *j);
+  if (!json_is_object(o)) return keel_err_set(e, KEEL_EINVAL, "job: not a JSON object");
+  j->run_id = keel_json_str(o, "run_id");
+  j->command_id = keel_json_str(o, "command_id");
+  j->agent_id = keel_json_str(o, "agent_id");
+  if (!j->run_id || !ka_valid_run_id(j->run_id))
+    return keel_err_set(e, KEEL_EINVAL, "job: run_id missing or not [A-Za-z0-9_-]{1,64}");
+#define OPTSTR(name, field)                                                             \
+  do {                                                                                  \
+    v = json_object_get(o, name);                                                       \
+    if (v && !json_is_null(v)) {                                                        \
+      if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v)) \
+        return keel_err_set(e, KEEL_EINVAL, "job: '" name "' must be a string or null"); \
+      j->field = json_string_value(v);                                                  \
+    }                                                                                   \
+  } while (0)
+  OPTSTR("shell", shell);
+  OPTSTR("cwd", cwd);
+  OPTSTR("user", user);
+#undef OPTSTR
+  j->argv = json_object_get(o, "argv");
+  if (j->argv && json_is_null(j->argv)) j->argv = NULL;
+  if (!j->shell) {
+    size_t i;
+    if (!json_is_array(j->argv) || json_array_size(j->argv) == 0 ||
+        json_array_size(j->argv) > MAX_ARGS)
+      return keel_err_set(e, KEEL_EINVAL, "job: argv must be a non-empty array (no shell given)");
+    json_array_foreach(j->argv, i, v) {
+      if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v))
+        return keel_err_set(e, KEEL_EINVAL, "job: argv[%zu] must be a string without NUL", i);
+    }
+    if (!*json_string_value(json_array_get(j->argv, 0)))
+      return keel_err_set(e, KEEL_EINVAL, "job: argv[0] is empty");
+  }
+  j->env = json_object_get(o, "env");
+  if (j->env && json_is_null(j->env)) j->env = NULL;
+  if (j->env) {
+    if (!json_is_object(j->env) || json_object_size(j->env) > MAX_ENV)
+      return keel_err_set(e, KEEL_EINVAL, "job: env must be an object of strings");
+    json_object_foreach(j->env, key, v) {
+      if (!*key || strchr(key, '=') || !json_is_string(v) ||
+          strlen(json_string_value(v)) != json_string_length(v))
+        return keel_err_set(e, KEEL_EINVAL, "job: env '%.64s': bad name or value", key);
+    }
+  }
+  v = json_object_get(o, "timeout_ms");
+  j->timeout_ms = json_is_integer(v) ? json_integer_value(v) : DEFAULT_TIMEOUT_MS;
+  if (j->timeout_ms <= 0 || j->timeout_ms > MAX_TIMEOUT_MS)
+    return keel_err_set(e, KEEL_EINVAL, "job: timeout_ms out of range");
+  v = json_object_get(o, "output_cap");
+  j->output_cap = json_is_integer(v) ? json_integer_value(v) : KA_DEFAULT_OUTPUT_CAP;
+  if (j->output_cap < 0 || j->output_cap > KA_MAX_OUTPUT_CAP)
+    return keel_err_set(e, KEEL_EINVAL, "job: output_cap out of range (0..%d)",
+                        KA_MAX_OUTPUT_CAP);
+  return 0;
+}
+
+static char *env_entry(const char *k, const char *v) {
+  size_t kl = strlen(k), vl = strlen(v);
+  char *s = malloc(kl + vl + 2);
+  if (!s) return NULL;
+  memcpy(s, k, kl);
+  s[kl] = '=';
+  memcpy(s + kl + 1, v, vl + 1);
+  return s;
+}
+
+static void strv_free(char **v) {
+  if (!v) return;
+  for (char **p = v; *p; p++) free(*p);
+  free(v);
+}
+
+/* Sets or replaces NAME in the NULL-terminated envp of n entries. */
+static int env_set(char **envp, size_t *n, const char *k, const char *v) {
+  size_t kl = strlen(k);
+  char *s = env_entry(k, v);
+  if (!s) return KEEL_ENOMEM;
+  for (size_t i = 0; i < *n; i++)
+    if (!strncmp(envp[i], k, kl) && envp[i][kl] == '=') {
+      free(envp[i]);
+      envp[i] = s;
+      return 0;
+    }
+  envp[(*n)++] = s;
+  envp[*n] = NULL;
+  return 0;
+}
+
+/* Fills s from the job; on failure `error` says why (for a `failed`
+ * result). */
+static int spawn_prepare(const struct job *j, struct spawn *s, char *error, size_t errsz) {
+  struct passwd pw, *pwp = NULL;
+  char *pwbuf = NULL;
+  long pwsz = sysconf(_SC_GETPW_R_SIZE_MAX);
+  size_t n = 0, i;
+  const char *key;
+  json_t *v;
+  int rc = 0, err;
+
+  memset(s, 0, sizeof *s);
+  if (pwsz < 16384) pwsz = 16384;
+  pwbuf = malloc((size_t)pwsz);
+  if (!pwbuf) goto nomem;
+  if (j->user) {
+    err = getpwnam_r(j->user, &pw, pwbuf, (size_t)pwsz, &pwp);
+    if (!pwp) {
+      snprintf(error, errsz, "user '%.64s': %s", j->user, err ? strerror(err) : "no such user");
+      rc = KEEL_EINVAL;
+      goto out;
+    }
+    /* Switching to ourselves needs no privilege, and as non-root would fail
+     * at setgroups. */
+    if (pw.pw_uid != geteuid()) {
+      int ng = 64;
+      s->set_user = 1;
+      s->uid = pw.pw_uid;
+      s->gid = pw.pw_gid;
+      for (;;) {
+        gid_t *g = realloc(s->groups, (size_t)ng * sizeof *g);
+        if (!g) goto nomem;
+        s->groups = g;
+        if (getgrouplist(pw.pw_name, pw.pw_gid, s->groups, &ng) >= 0) break;
+        if (ng > 65536) {
+          snprintf(error, errsz, "user '%.64s': too many groups", j->user);
+          rc = KEEL_EINVAL;
+          goto out;
+        }
+      }
+      s->ngroups = ng;
+    }
+  } else {
+    getpwuid_r(geteuid(), &pw, pwbuf, (size_t)pwsz, &pwp);
+  }
+
+  if (j->shell) {
+    s->argv = calloc(4, sizeof *s->argv);
+    if (!s->argv || !(s->argv[0] = strdup("/bin/sh")) || !(s->argv[1] = strdup("-c")) ||
+        !(s->argv[2] = strdup(j->shell)))
+      goto nomem;
+  } else {
+    s->argv = calloc(json_array_size(j->argv) + 1, sizeof *s->argv);
+    if (!s->argv) goto nomem;
+    json_array_foreach(j->argv, i, v) {
+      if (!(s->argv[i] = strdup(json_string_value(v)))) goto nomem;
+    }
+  }
+
+  s->envp = calloc(6 + (j->env ? json_object_size(j->env) : 0) + 1, sizeof *s->envp);
+  if (!s->envp) goto nomem;
+  if (env_set(s->envp, &n, "PATH", SAFE_PATH) || env_set(s->envp, &n, "LANG", "C.UTF-8"))
+    goto nomem;
+  if (pwp && (env_set(s->envp, &n, "HOME", pw.pw_dir) || env_set(s->envp, &n, "USER", pw.pw_name) ||
+              env_set(s->envp, &n, "LOGNAME", pw.pw_name)))
+    goto nomem;
+  if (j->env) {
+    json_object_foreach(j->env, key, v) {
+      if (env_set(s->envp, &n, key, json_string_value(v))) goto nomem;
+    }
+  }
+  s->path = SAFE_PATH;
+  for (i = 0; i < n; i++)
+    if (!strncmp(s->envp[i], "PATH=", 5)) s->path = s->envp[i] + 5;
+  s->cwd = j->cwd && *j->cwd ? j->cwd : "/";
+  goto out;
+nomem:
+  snprintf(error, errsz, "out of memory");
+  rc = KEEL_ENOMEM;
+out:
+  free(pwbuf);
+  return rc;
+}
+
+static void spawn_free(struct spawn *s) {
+  strv_free(s->argv);
+  strv_free(s->envp);
+  free(s->groups);
+  memset(s, 0, sizeof *s);
+}
+
+static const char *stage_name(int st) {
+  switch (st) {
+  case ST_SETGROUPS: return "setgroups";
+  case ST_SETGID: return "setgid";
+  case ST_SETUID: return "setuid";
+  case ST_CHDIR: return "chdir";
+  case ST_EXEC: return "exec";
+  default: return "setup";
+  }
+}
+
+static int write_running(ka_exec_t *x, const struct job *j, int64_t started, keel_err_t *e) {
+  char rdir[PATH_MAX], name[KA_RUN_ID_MAX + 8], *text = NULL;
+  json_t *o;
+  int rc;
+
+  o = json_pack("{s:s,s:s?,s:I}", "run_id", j->run_id, "command_id", j->command_id, "started_at",
+                (json_int_t)started);
+  if (o) text = json_dumps(o, JSON_COMPACT);
+  json_decref(o);
+  if (!text) return keel_err_set(e, KEEL_ENOMEM, "out of memory");
+  ka_path(rdir, "%s/running", x->dir);
+  snprintf(name, sizeof name, "%s.json", j->run_id);
+  rc = ka_write_atomic(rdir, name, text, strlen(text), 0600, e);
+  free(text);
+  return rc;
+}
+
+/* Forks the job.  Returns 0 with r filled, or 1 when it could not start
+ * (a `failed` result was spooled), negative on storage failure. */
+static int start(ka_exec_t *x, const struct job *j, int64_t started) {
+  int outp[2] = {-1, -1}, errp[2] = {-1, -1}, ep[2] = {-1, -1}, devnull = -1, rc = 0;
+  char error[512] = "";
+  struct spawn s;
+  struct child_err ce;
+  ka_run_t *r = NULL;
+  ssize_t n;
+  pid_t pid;
+
+  memset(&s, 0, sizeof s);
+  if (spawn_prepare(j, &s, error, sizeof error)) goto failed;
+  r = calloc(1, sizeof *r);
+  if (!r) {
+    snprintf(error, sizeof error, "out of memory");
+    goto failed;
+  }
+  r->out_fd = r->err_fd = -1;
+  devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (devnull < 0 || pipe2(outp, O_CLOEXEC) || pipe2(errp, O_CLOEXEC) || pipe2(ep, O_CLOEXEC)) {
+    snprintf(error, sizeof error, "pipe: %s", strerror(errno));
+    goto failed;
+  }
+  pid = fork();
+  if (pid < 0) {
+    snprintf(error, sizeof error, "fork: %s", strerror(errno));
+    goto failed;
+  }
+  if (pid == 0) child(&s, devnull, outp[1], errp[1], ep[1]);
+  /* Also from the parent, so kill(-pid) works even if we get there before
+   * the child ran; EACCES after its exec is fine (it did it itself). */
+  setpgid(pid, pid);
+  close(outp[1]);
+  close(errp[1]);
+  close(ep[1]);
+  outp[1] = errp[1] = ep[1] = -1;
+  /* Blocks only until the child execs (CLOEXEC closes the pipe: EOF) or
+   * reports where it failed. */
+  do n = read(ep[0], &ce, sizeof ce);
+  while (n < 0 && errno == EINTR);
+  if (n == (ssize_t)sizeof ce) {
+    const char *what = stage_name(ce.stage);
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (ce.stage == ST_CHDIR)
+      snprintf(error, sizeof error, "chdir %.256s: %s", s.cwd, strerror(ce.err));
+    else if (ce.stage == ST_EXEC)
+      snprintf(error, sizeof error, "exec %.256s: %s", s.argv[0], strerror(ce.err));
+    else
+      snprintf(error, sizeof error, "%s: %s", what, strerror(ce.err));
+    goto failed;
+  }
+  fcntl(outp[0], F_SETFL, O_NONBLOCK);
+  fcntl(errp[0], F_SETFL, O_NONBLOCK);
+  strcpy(r->run_id, j->run_id);
+  r->pid = pid;
+  r->out_fd = outp[0];
+  r->err_fd = errp[0];
+  outp[0] = errp[0] = -1;
+  keel_buf_init(&r->out, (size_t)j->output_cap);
+  keel_buf_init(&r->err, (size_t)j->output_cap);
+  r->started_at = started;
+  r->deadline = keel_mono_ms() + j->timeout_ms;
+  r->next = x->runs;
+  x->runs = r;
+  x->nruns++;
+  r = NULL;
+  keel_log(x->log, KEEL_LOG_INFO, "run %s: started pid %d", j->run_id, (int)pid);
+  goto out;
+failed:
+  keel_log(x->log, KEEL_LOG_WARN, "run %s: failed to start: %s", j->run_id, error);
+  rc = spool_simple(x, j->run_id, "failed", started, error);
+  if (rc == 0) {
+    unlink_running(x, j->run_id);
+    rc = 1;
+  }
+out:
+  for (int i = 0; i < 2; i++) {
+    if (outp[i] >= 0) close(outp[i]);
+    if (errp[i] >= 0) close(errp[i]);
+    if (ep[i] >= 0) close(ep[i]);
+  }
+  if (devnull >= 0) close(devnull);
+  free(r);
+  spawn_free(&s);
+  return rc;
+}
+
+/* Spools a `refused` result unless the id already has a result or was
+ * accepted: a forged copy must not overwrite or pre-empt the genuine run,
+ * so a refused id is not recorded in DIR/seen either. */
+static int refuse(ka_exec_t *x, const char *run_id, int64_t now, const char *why) {
+  keel_log(x->log, KEEL_LOG_ERROR, "run %s: refused: %s", run_id, why);
+  if (seen_has(x, id_hash(run_id)) || ka_spool_has(x->dir, run_id)) return 0;
+  return spool_simple(x, run_id, "refused", now, why) == 0 ? 1 : KEEL_EIO;
+}
+
+int ka_exec_submit(ka_exec_t *x, const char *job_text, size_t len, const char *sig_hex) {
+  keel_err_t e, ve;
+  json_t *o = NULL;
+  const char *run_id;
+  struct job j;
+  int64_t now = keel_now_ms();
+  int rc = 0, verified;
+
+  /* The signature is checked before anything else; the text is parsed
+   * regardless, but only so a refusal can name the run: nothing else in an
+   * unverified job is acted upon. */
+  verified = keel_agent_verify_job(sig_hex, x->id->server_pk, job_text, len, &ve) == 0;
+  if (keel_json_parse(job_text, len, &o, &e) == 0)
+    run_id = json_is_object(o) ? keel_json_str(o, "run_id") : NULL;
+  else
+    run_id = NULL;
+  if (!ka_valid_run_id(run_id)) {
+    /* No run to report on (and no safe file name): log only. */
+    keel_log(x->log, KEEL_LOG_ERROR, "dropped a job without a valid run_id (%s)",
+             verified ? "signed by the server" : ve.msg);
+    goto out;
+  }
+  if (!verified) {
+    rc = refuse(x, run_id, now, ve.msg);
+    goto out;
+  }
+  if (job_decode(o, &j, &e)) {
+    /* Signed by the server but not runnable: report once, as failed. */
+    if (seen_has(x, id_hash(run_id)) || ka_spool_has(x->dir, run_id)) goto out;
+    keel_log(x->log, KEEL_LOG_WARN, "run %s: %s", run_id, e.msg);
+    if ((rc = seen_add(x, run_id, &ve)) == 0)
+      rc = spool_simple(x, run_id, "failed", now, e.msg) == 0 ? 1 : KEEL_EIO;
+    goto out;
+  }
+  if (!j.agent_id || strcmp(j.agent_id, x->id->agent_id)) {
+    rc = refuse(x, run_id, now, "job is for another agent");
+    goto out;
+  }
+  if (seen_has(x, id_hash(run_id)) || ka_spool_has(x->dir, run_id)) {
+    keel_log(x->log, KEEL_LOG_DEBUG, "run %s: delivered again, already accepted", run_id);
+    goto out;
+  }
+  /* running/ first, then seen: a crash between the two leaves a running
+   * file, which the next start reports as `interrupted` (and records in
+   * seen).  The other order would leave an id in seen with no result, and
+   * every redelivery would be skipped forever. */
+  if ((rc = write_running(x, &j, now, &e))) {
+    keel_log(x->log, KEEL_LOG_ERROR, "run %s: not started: %s", run_id, e.msg);
+    goto out;
+  }
+  if ((rc = seen_add(x, run_id, &e))) {
+    keel_log(x->log, KEEL_LOG_ERROR, "run %s: not started: %s", run_id, e.msg);
+    unlink_running(x, run_id);
+    goto out;
+  }
+  rc = start(x, &j, now);
+out:
+  json_decref(o);
+  return rc;
+}
+
+/* ---- running ----------------------------------------------------------- */
+
+/* Reads what is there; past the cap, keeps reading and discards so the
+ * child never blocks on a full pipe. */
+static void drain(int *fd, keel_buf_t *b, int *trunc) {
+  char chunk[16384];
+  for (;;) {
+    ssize_t n = read(*fd, chunk, sizeof chunk);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) return;
+    if (n <= 0) { /* EOF, or an error that will not go away */
+      close(*fd);
+      *fd = -1;
+      return;
+    }
+    size_t room = b->max - b->len, take = (size_t)n < room ? (size_t)n : room;
+    if (take && keel_buf_append(b, chunk, take)) take = 0; /* no memory: count as cut */
+    if (take < (size_t)n) *trunc = 1;
+  }
+}
+
+static int finish(ka_exec_t *x, ka_run_t *r) {
+  const char *status;
+  int code = -1, sig = -1, rc;
+  keel_err_t e;
+  char *body;
+
+  if (r->timed_out) {
+    status = "timeout";
+  } else if (WIFEXITED(r->wstatus)) {
+    status = "exited";
+    code = WEXITSTATUS(r->wstatus);
+  } else {
+    status = "signaled";
+    sig = WTERMSIG(r->wstatus);
+  }
+  body = ka_result_json(r->run_id, status, code, sig, r->out.data, r->out.len, r->out_trunc,
+                        r->err.data, r->err.len, r->err_trunc, r->started_at, keel_now_ms(),
+                        r->timed_out ? "timed out: process group killed" : "");
+  if (!body) {
+    keel_log(x->log, KEEL_LOG_ERROR, "run %s: out of memory building the result", r->run_id);
+    return KEEL_ENOMEM;
+  }
+  rc = ka_spool_put(x->dir, r->run_id, body, &e);
+  free(body);
+  if (rc) {
+    keel_log(x->log, KEEL_LOG_ERROR, "run %s: cannot spool result: %s", r->run_id, e.msg);
+    return rc;
+  }
+  unlink_running(x, r->run_id);
+  keel_log(x->log, KEEL_LOG_INFO, "run %s: %s%s%d", r->run_id, status,
+           code >= 0 ? " code " : sig >= 0 ? " signal " : "", code >= 0 ? code : sig);
+  return 0;
+}
+
+int ka_exec_step(ka_exec_t *x) {
+  int64_t now = keel_mono_ms();
+  ka_run_t **pp = &x->runs, *r;
+  int spooled = 0, big = 0;
+
+  while ((r = *pp)) {
+    if (r->out_fd >= 0) drain(&r->out_fd, &r->out, &r->out_trunc);
+    if (r->err_fd >= 0) drain(&r->err_fd, &r->err, &r->err_trunc);
+    if (!r->reaped) {
+      pid_t p = waitpid(r->pid, &r->wstatus, WNOHANG);
+      if (p == r->pid || (p < 0 && errno == ECHILD)) r->reaped = 1;
+    }
+    if (!r->killed && now >= r->deadline && (!r->reaped || r->out_fd >= 0 || r->err_fd >= 0)) {
+      /* The whole group: a shell's children go too.  After the leader
+       * exited, this ends whoever still holds its pipes. */
+      kill(-r->pid, SIGKILL);
+      r->killed = 1;
+      r->timed_out = !r->reaped;
+      r->drain_until = now + DRAIN_GRACE_MS;
+      if (!r->reaped) {
+        while (waitpid(r->pid, &r->wstatus, 0) < 0 && errno == EINTR) {
+        }
+        r->reaped = 1;
+      }
+    }
+    if (r->killed && now >= r->drain_until) {
+      /* Someone escaped the group (setsid) and holds the pipes: stop
+       * waiting for them. */
+      if (r->out_fd >= 0) close(r->out_fd);
+      if (r->err_fd >= 0) close(r->err_fd);
+      r->out_fd = r->err_fd = -1;
+    }
+    if (r->reaped && r->out_fd < 0 && r->err_fd < 0) {
+      /* On a spool failure the run is kept and retried next step. */
+      if (finish(x, r) == 0) {
+        big |= r->out.len + r->err.len > 65536;
+        *pp = r->next;
+        x->nruns--;
+        run_free(r);
+        spooled++;
+        continue;
+      }
+    }
+    pp = &r->next;
+  }
+  /* Large outputs leave freed heap behind; give it back so the idle
+   * footprint stays small. */
+  if (big) malloc_trim(0);
+  return spooled;
+}
+
+size_t ka_exec_fds(const ka_exec_t *x, struct pollfd *fds, size_t max) {
+  size_t n = 0;
+  for (const ka_run_t *r = x->runs; r; r = r->next) {
+    if (r->out_fd >= 0 && n < max) fds[n++] = (struct pollfd){.fd = r->out_fd, .events = POLLIN};
+    if (r->err_fd >= 0 && n < max) fds[n++] = (struct pollfd){.fd = r->err_fd, .events = POLLIN};
+  }
+  return n;
+}
+
+long ka_exec_next_ms(const ka_exec_t *x) {
+  int64_t now = keel_mono_ms(), best = -1;
+  for (const ka_run_t *r = x->runs; r; r = r->next) {
+    int64_t t = r->killed ? r->drain_until : r->deadline;
+    /* Done but not spooled (disk full?): retry each second, not in a spin. */
+    if (r->reaped && r->out_fd < 0 && r->err_fd < 0) t = now + 1000;
+    int64_t d = t > now ? t - now : 0;
+    if (best < 0 || d < best) best = d;
+  }
+  return (long)best;
+}
+
+void ka_exec_running(const ka_exec_t *x, json_t *arr) {
+  for (const ka_run_t *r = x->runs; r; r = r->next) json_array_append_new(arr, json_string(r->run_id));
+}
+
+size_t ka_exec_wait(ka_exec_t *x, long max_ms) {
+  int64_t end = keel_mono_ms() + max_ms;
+  struct pollfd fds[256];
+
+  ka_exec_step(x);
+  while (x->runs && keel_mono_ms() < end) {
+    size_t n = ka_exec_fds(x, fds, 256);
+    long t = ka_exec_next_ms(x);
+    /* No SIGCHLD here (tests have no signalfd): wake often to reap. */
+    if (t < 0 || t > 20) t = 20;
+    poll(fds, n, (int)t);
+    ka_exec_step(x);
+  }
+  return x->nruns;
+}
