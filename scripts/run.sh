@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make run`: Keel's main job on the embedded default.  Creates ./var on the
 # first run (SQLite database, server key, admin user), starts keeld on
-# 127.0.0.1:7700 (KEEL_LISTEN overrides), prints the URL and the admin
-# token, and stays in the foreground until Ctrl-C, which stops keeld
+# 127.0.0.1:7700 (KEEL_LISTEN overrides) and one local keel-agent (state in
+# ./var/agent, enrolled on the first run), prints the URL and the admin
+# token, and stays in the foreground until Ctrl-C, which stops both
 # cleanly (SIGTERM: in-flight requests finish, everything is flushed).
 set -euo pipefail
 
@@ -23,7 +24,8 @@ fi
 rm -f "$data/keeld.url"
 "$bin/keeld" --data "$data" --listen "$listen" &
 pid=$!
-trap 'kill -TERM $pid 2>/dev/null || true; wait $pid; exit $?' INT TERM
+apid=
+trap 'kill -TERM $apid $pid 2>/dev/null || true; wait $pid; exit $?' INT TERM
 
 for _ in $(seq 1 100); do
   if [ -s "$data/keeld.url" ] && curl -fsS "$(cat "$data/keeld.url")/readyz" >/dev/null 2>&1; then
@@ -38,6 +40,20 @@ for _ in $(seq 1 100); do
 done
 
 url=$(cat "$data/keeld.url")
+token=$(cat "$data/admin.token")
+
+# One local agent.  It enrolls once with a single-use token; later runs
+# reuse its identity in var/agent.
+agent_args=(--server "$url" --state "$data/agent")
+if [ ! -e "$data/agent/identity.json" ]; then
+  enroll=$(curl -fsS -X POST -H "Authorization: Bearer $token" \
+    -d '{"tags":{"env":"dev","role":"local"},"ttl":"10m","uses":1}' "$url/v1/agent-tokens" |
+    sed -n 's/.*"token": *"\(kenr_[a-z0-9_]*\)".*/\1/p')
+  agent_args+=(--enroll-token "$enroll")
+fi
+"$bin/keel-agent" "${agent_args[@]}" &
+apid=$!
+
 cat <<MSG
 
   Keel is running.
@@ -48,8 +64,10 @@ cat <<MSG
   Try:  export KEEL_SERVER=$url KEEL_TOKEN=\$(cat $data/admin.token)
         $bin/keel whoami
         $bin/keel audit verify
+        $bin/keel agent list
+        $bin/keel run --target env=dev -- uname -a
 
-  Ctrl-C stops keeld cleanly.
+  Ctrl-C stops keeld and the agent cleanly.
 
 MSG
 wait $pid
