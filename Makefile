@@ -28,7 +28,7 @@ fuzz: check
 	@scripts/fuzz.sh $(CHECK_DIR)/bin $(FUZZ_SECONDS)
 
 bench: build
-	@build/bin/bench-audit
+	@build/bin/bench-audit && build/bin/bench-fanout
 
 clean:
 	rm -rf build

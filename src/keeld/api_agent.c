@@ -157,6 +157,7 @@ static void answer_waiter(k_server_t *srv, k_agent_t *a) {
     req->out = json_pack("{s:o,s:I}", "jobs", jobs, "heartbeat_ms",
                          (json_int_t)k_fleet_heartbeat_ms(srv->fleet));
   }
+  if (srv->stopping) req->close = 1; /* the agent reconnects to the next keeld */
   /* The jobs may sit in the open batch: the answer leaves once durable, so
    * an agent never runs a job keeld could still lose. */
   k_http_async_done(srv, req);

@@ -119,6 +119,7 @@ static enum MHD_Result queue_answer(k_req_t *req) {
   MHD_add_response_header(resp, "X-Request-Id", req->request_id);
   MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
   if (req->status == 405 && req->allow[0]) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, req->allow);
+  if (req->close) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
   ret = MHD_queue_response(req->conn, (unsigned)req->status, resp);
   MHD_destroy_response(resp);
   return ret;
@@ -148,6 +149,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (!req) return MHD_NO;
     *con_cls = req;
     srv->inflight++;
+    if (srv->stopping) {
+      /* A new request on a kept-alive connection after SIGTERM: refuse it
+       * and close, or agents re-polling at once would hold the drain open. */
+      req->close = 1;
+      k_req_fail(req, 503, "unavailable", "keeld is shutting down; retry shortly");
+      return queue_answer(req);
+    }
     /* A declared length over the cap is refused before reading the body;
      * MHD then closes the connection, which is what we want here. */
     if (cl && strtoll(cl, NULL, 10) > req->body_limit) {

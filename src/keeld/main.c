@@ -204,23 +204,24 @@ static int64_t before_sleep(k_loop_t *l, void *ud) {
     srv->mhd_kick = 0;
     MHD_run(srv->mhd);
   }
-  if (srv->stopping) {
-    if ((srv->inflight == 0 && k_work_pending(srv->work) == 0) ||
-        keel_mono_ms() > srv->stop_deadline_ms) {
-      k_loop_stop(l);
-      return 0;
-    }
-    return 50;
+  if (srv->stopping && ((srv->inflight == 0 && k_work_pending(srv->work) == 0) ||
+                        keel_mono_ms() > srv->stop_deadline_ms)) {
+    k_loop_stop(l);
+    return 0;
   }
   if (MHD_get_timeout(srv->mhd, &mt) == MHD_YES) {
-    /* Due now (a body partly read, a connection timed out): MHD only makes
-     * progress in MHD_run, and its epoll fd may not fire again for it. */
+    /* Due now (a body partly read, a resumed connection to finish, a
+     * connection timed out): MHD only makes progress in MHD_run, and its
+     * epoll fd may not fire again for it.  While stopping too, or the
+     * drain would wait out its grace. */
     if (mt == 0) {
       k_http_run(srv);
       return 0;
     }
+    if (srv->stopping) return mt < 50 ? (int64_t)mt : 50;
     return (int64_t)mt;
   }
+  if (srv->stopping) return 50;
   return -1;
 }
 

@@ -95,6 +95,7 @@ struct k_req {
   int suspended;
   int ready;          /* answer built, to queue on the next handler call */
   int async;          /* a background job will fill the answer */
+  int close;          /* answer with Connection: close (shutting down) */
   void *async_state;
 };
 
