@@ -9,6 +9,7 @@
  * flags given on the command line win over the file.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -375,6 +376,22 @@ static int init(cli_opts_t *o) {
               "it\n",
               dir, mine[i]);
       return 1;
+    }
+  }
+  /* An existing directory is taken only when empty (one made ready by a
+   * package or an operator, with its owner and mode); anything in it
+   * might be someone's, so init refuses and changes nothing. */
+  {
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    if (d) {
+      while ((de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) break;
+      closedir(d);
+      if (de) {
+        fprintf(stderr, "keeld init: %s exists and is not empty; refusing to touch it\n", dir);
+        return 1;
+      }
     }
   }
   if (mkdir(dir, 0700) && errno != EEXIST) {
