@@ -41,6 +41,12 @@ typedef struct keel_json_field {
  * UTF-8; NUL is rejected here).  Changes nothing. */
 int keel_json_check(const json_t *obj, const keel_json_field_t *fields, keel_err_t *e);
 
+/* keel_json_parse then keel_json_check: a request body into a checked
+ * object.  On success *out is a new reference the caller owns; on error
+ * *out is NULL. */
+int keel_json_decode(const char *buf, size_t len, const keel_json_field_t *fields, json_t **out,
+                     keel_err_t *e);
+
 /* Rewrites s in place so it is valid UTF-8 (each invalid byte becomes '?')
  * and holds no control characters other than tab/newline (C0, DEL and the
  * C1 range U+0080..U+009F become '?' per byte); returns s.  For

@@ -10,25 +10,6 @@
 
 #define POLL_MAX_JOBS 64
 
-static int decode_checked(const char *body, size_t len, const keel_json_field_t *fields,
-                          json_t **out, keel_err_t *e) {
-  json_t *v = NULL;
-  int rc;
-  *out = NULL;
-  if ((rc = keel_json_parse(body, len, &v, e))) return rc;
-  if ((rc = keel_json_check(v, fields, e))) {
-    json_decref(v);
-    return rc;
-  }
-  *out = v;
-  return 0;
-}
-
-static void set_page(k_req_t *req, json_t *items, const char *next) {
-  req->out = json_pack("{s:o,s:o}", "items", items, "next_cursor",
-                       next ? json_string(next) : json_null());
-}
-
 /* ---- enrollment tokens ----------------------------------------------------------- */
 
 static const keel_json_field_t etoken_fields[] = {
@@ -48,7 +29,7 @@ int k_decode_etoken_create(const char *body, size_t len, int64_t now_ms, json_t 
   if (len == 0) {
     *out = json_object();
     if (!*out) return keel_err_set(e, KEEL_ENOMEM, "out of memory");
-  } else if ((rc = decode_checked(body, len, etoken_fields, out, e))) {
+  } else if ((rc = keel_json_decode(body, len, etoken_fields, out, e))) {
     return rc;
   }
   ttl = keel_json_str(*out, "ttl");
@@ -94,7 +75,7 @@ int k_api_etoken_list(k_server_t *srv, k_req_t *req) {
   rc = k_fleet_token_list(srv->fleet, k_req_query(req, "cursor"), limit, keel_now_ms(), &items,
                           &next, &e);
   if (rc) return k_req_fail_err(req, rc, &e);
-  set_page(req, items, next);
+  k_req_set_page(req, items, next);
   free(next);
   return 0;
 }
@@ -111,7 +92,7 @@ static const keel_json_field_t enroll_fields[] = {
 };
 
 int k_decode_enroll(const char *body, size_t len, json_t **out, keel_err_t *e) {
-  return decode_checked(body, len, enroll_fields, out, e);
+  return keel_json_decode(body, len, enroll_fields, out, e);
 }
 
 int k_api_enroll_decode(k_server_t *srv, k_req_t *req) {
@@ -189,7 +170,7 @@ int k_api_agent_poll_decode(k_server_t *srv, k_req_t *req) {
   keel_err_t e = {0};
   int rc;
   (void)srv;
-  if (req->body.len && (rc = decode_checked(req->body.data, req->body.len, poll_fields, &req->in, &e)))
+  if (req->body.len && (rc = keel_json_decode(req->body.data, req->body.len, poll_fields, &req->in, &e)))
     return k_req_fail_err(req, rc, &e);
   snprintf(req->target.path, sizeof req->target.path, "agent/%s/jobs", req->agent->id);
   snprintf(req->target.owner_id, sizeof req->target.owner_id, "%s", req->agent->id);
@@ -254,7 +235,7 @@ static const keel_json_field_t inventory_fields[] = {
 
 int k_api_agent_inventory_decode(k_server_t *srv, k_req_t *req) {
   keel_err_t e = {0};
-  int rc = decode_checked(req->body.data, req->body.len, inventory_fields, &req->in, &e);
+  int rc = keel_json_decode(req->body.data, req->body.len, inventory_fields, &req->in, &e);
   (void)srv;
   if (rc) return k_req_fail_err(req, rc, &e);
   snprintf(req->target.path, sizeof req->target.path, "agent/%s/inventory", req->agent->id);
@@ -316,7 +297,7 @@ int k_api_agent_list(k_server_t *srv, k_req_t *req) {
     last = a->id;
     n++;
   }
-  set_page(req, items, more ? last : NULL);
+  k_req_set_page(req, items, more ? last : NULL);
   keel_selector_free(sel);
   return 0;
 fail:
@@ -344,7 +325,7 @@ static const keel_json_field_t agent_update_fields[] = {
 };
 
 int k_decode_agent_update(const char *body, size_t len, json_t **out, keel_err_t *e) {
-  return decode_checked(body, len, agent_update_fields, out, e);
+  return keel_json_decode(body, len, agent_update_fields, out, e);
 }
 
 int k_api_agent_update_decode(k_server_t *srv, k_req_t *req) {
@@ -423,7 +404,7 @@ int k_api_command_list(k_server_t *srv, k_req_t *req) {
   if (k_req_limit(req, &limit)) return -1;
   rc = k_exec_list(srv->store, k_req_query(req, "cursor"), limit, &items, &next, &e);
   if (rc) return k_req_fail_err(req, rc, &e);
-  set_page(req, items, next);
+  k_req_set_page(req, items, next);
   free(next);
   return 0;
 }

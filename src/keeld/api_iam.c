@@ -34,22 +34,8 @@ static const keel_json_field_t token_create_fields[] = {
     {NULL, 0, 0, 0},
 };
 
-static int decode_checked(const char *body, size_t len, const keel_json_field_t *fields,
-                          json_t **out, keel_err_t *e) {
-  json_t *v = NULL;
-  int rc;
-  *out = NULL;
-  if ((rc = keel_json_parse(body, len, &v, e))) return rc;
-  if ((rc = keel_json_check(v, fields, e))) {
-    json_decref(v);
-    return rc;
-  }
-  *out = v;
-  return 0;
-}
-
 int k_decode_user_create(const char *body, size_t len, json_t **out, keel_err_t *e) {
-  int rc = decode_checked(body, len, user_create_fields, out, e);
+  int rc = keel_json_decode(body, len, user_create_fields, out, e);
   const char *role;
   if (rc) return rc;
   role = keel_json_str(*out, "role");
@@ -66,7 +52,7 @@ int k_decode_user_create(const char *body, size_t len, json_t **out, keel_err_t 
 }
 
 int k_decode_user_update(const char *body, size_t len, json_t **out, keel_err_t *e) {
-  int rc = decode_checked(body, len, user_update_fields, out, e);
+  int rc = keel_json_decode(body, len, user_update_fields, out, e);
   const char *role;
   if (rc) return rc;
   role = keel_json_str(*out, "role");
@@ -90,7 +76,7 @@ int k_decode_token_create(const char *body, size_t len, int64_t now_ms, json_t *
     *out = json_object();
     return *out ? 0 : keel_err_set(e, KEEL_ENOMEM, "out of memory");
   }
-  if ((rc = decode_checked(body, len, token_create_fields, out, e))) return rc;
+  if ((rc = keel_json_decode(body, len, token_create_fields, out, e))) return rc;
   ttl = keel_json_str(*out, "ttl");
   at = keel_json_str(*out, "expires_at");
   if (ttl && at) {
@@ -116,11 +102,6 @@ int k_decode_token_create(const char *body, size_t len, int64_t now_ms, json_t *
 }
 
 static int decode_fail(k_req_t *req, int rc, keel_err_t *e) { return k_req_fail_err(req, rc, e); }
-
-static void set_page(k_req_t *req, json_t *items, const char *next) {
-  req->out = json_pack("{s:o,s:o}", "items", items, "next_cursor",
-                       next ? json_string(next) : json_null());
-}
 
 /* ---- whoami ------------------------------------------------------------------------ */
 
@@ -164,7 +145,7 @@ int k_api_user_list(k_server_t *srv, k_req_t *req) {
   if (k_req_limit(req, &limit)) return -1;
   rc = k_iam_user_list(srv->store, k_req_query(req, "cursor"), limit, &items, &next, &e);
   if (rc) return k_req_fail_err(req, rc, &e);
-  set_page(req, items, next);
+  k_req_set_page(req, items, next);
   free(next);
   return 0;
 }
@@ -254,7 +235,7 @@ int k_api_token_list(k_server_t *srv, k_req_t *req) {
   rc = k_iam_token_list(srv->store, req->target.owner_id[0] ? req->target.owner_id : NULL,
                         k_req_query(req, "cursor"), limit, keel_now_ms(), &items, &next, &e);
   if (rc) return k_req_fail_err(req, rc, &e);
-  set_page(req, items, next);
+  k_req_set_page(req, items, next);
   free(next);
   return 0;
 }

@@ -153,6 +153,11 @@ const char *k_req_query(k_req_t *req, const char *name) {
   return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
 }
 
+void k_req_set_page(k_req_t *req, json_t *items, const char *next) {
+  req->out = json_pack("{s:o,s:o}", "items", items, "next_cursor",
+                       next ? json_string(next) : json_null());
+}
+
 int k_req_limit(k_req_t *req, int *limit) {
   const char *s = k_req_query(req, "limit");
   char *end;

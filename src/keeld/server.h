@@ -157,6 +157,9 @@ int k_req_fail(k_req_t *req, int status, const char *code, const char *fmt, ...)
 /* Maps a KEEL_E* code and e's message onto an HTTP error answer. */
 int k_req_fail_err(k_req_t *req, int rc, const keel_err_t *e);
 const char *k_req_query(k_req_t *req, const char *name);
+/* The answer of a list route: {"items": items (reference taken),
+ * "next_cursor": next or null}. */
+void k_req_set_page(k_req_t *req, json_t *items, const char *next);
 /* ?limit=: 1..1000, default 100; 400 otherwise. */
 int k_req_limit(k_req_t *req, int *limit);
 

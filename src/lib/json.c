@@ -121,3 +121,17 @@ char *keel_utf8_sanitize(char *s) {
   }
   return s;
 }
+
+int keel_json_decode(const char *buf, size_t len, const keel_json_field_t *fields, json_t **out,
+                     keel_err_t *e) {
+  json_t *v = NULL;
+  int rc;
+  *out = NULL;
+  if ((rc = keel_json_parse(buf, len, &v, e))) return rc;
+  if ((rc = keel_json_check(v, fields, e))) {
+    json_decref(v);
+    return rc;
+  }
+  *out = v;
+  return 0;
+}

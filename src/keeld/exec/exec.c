@@ -113,8 +113,8 @@ int k_exec_decode(const char *body, size_t len, json_t **spec, keel_selector_t *
 
   *spec = NULL;
   *sel = NULL;
-  if ((rc = keel_json_parse(body, len, &in, e))) return rc;
-  if ((rc = keel_json_check(in, command_fields, e)) || (rc = check_spec(in, e))) goto fail;
+  if ((rc = keel_json_decode(body, len, command_fields, &in, e))) return rc;
+  if ((rc = check_spec(in, e))) goto fail;
   target = keel_json_str(in, "target");
   {
     keel_err_t se = {0};
