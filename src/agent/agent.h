@@ -1,7 +1,7 @@
 /* agent.h — internal interfaces of keel-agent (docs/agent-protocol.md).
  *
  * Internal names are ka_.  Everything here is single-threaded: one thread
- * runs the curl multi, the child pipes and the signals (main.c).
+ * runs the connections, the child pipes and the signals (main.c).
  *
  * State directory DIR (0700):
  *   identity.json          the key pair, agent id, server key (0600)
@@ -146,30 +146,64 @@ void ka_exec_running(const ka_exec_t *x, json_t *arr);
  * still running. */
 size_t ka_exec_wait(ka_exec_t *x, long max_ms);
 
-/* ---- conn.c -------------------------------------------------------------- */
+/* ---- procgroup.c ---------------------------------------------------------- */
+
+#define KA_BOOT_ID_LEN 64
+/* This boot's id (/proc/sys/kernel/random/boot_id); 0 or -1. */
+int ka_boot_id(char out[KA_BOOT_ID_LEN]);
+/* Start time of pid in clock ticks since boot (stat field 22); 0 or -1. */
+int ka_proc_start_time(long pid, unsigned long long *start);
+/* Kills what is left of a run's process group after an agent crash: only
+ * in the same boot, and only processes that are provably the run's (see
+ * procgroup.c).  Returns how many were signalled (a group kill counts 1). */
+int ka_procgroup_reap(long pgid, const char *boot_id, unsigned long long leader_start);
+
+/* ---- conn.c, conn_plain.c, conn_curl.c ----------------------------------- */
+
+/* Two transfers, `poll` (the long-poll) and `push` (results, inventory,
+ * enrollment), each on its own keep-alive connection.  conn.c picks the
+ * backend by the URL's scheme: http:// is conn_plain.c (our own small
+ * HTTP/1.1 client, no library), https:// is conn_curl.c (libcurl, loaded
+ * with dlopen only then, so a plain-http agent never maps it). */
+
+/* ka_xfer_t.cc: 0, or why the transfer failed (the same for both backends;
+ * ka_conn_strerror has the details). */
+enum {
+  KA_XE_OK = 0,
+  KA_XE_CONNECT = 1, /* could not resolve or connect */
+  KA_XE_TIMEOUT = 2, /* the request's timeout passed */
+  KA_XE_TOOBIG = 3,  /* response body over KA_RESPONSE_MAX, or header block over 16 KiB */
+  KA_XE_PROTO = 4,   /* malformed response */
+  KA_XE_IO = 5,      /* connection lost, or any other transport error */
+  KA_XE_NOMEM = 6,
+};
 
 typedef struct ka_xfer {
-  void *easy;               /* CURL *, kept across requests (keep-alive) */
-  struct curl_slist *hdrs;  /* owned while active */
+  void *be;                 /* backend state, owned; kept across requests (keep-alive) */
   char *body;               /* owned while active */
   keel_buf_t resp;          /* max KA_RESPONSE_MAX */
-  char errbuf[256];
-  int active;               /* added to the multi */
+  char errbuf[256];         /* set when cc != 0 */
+  int active;               /* a request is in flight */
   int done;                 /* finished since last looked at */
-  int cc;                   /* CURLcode */
+  int cc;                   /* KA_XE_* */
   long status;              /* HTTP status, 0 on transport error */
   char tag[KA_RUN_ID_MAX + 1]; /* what the caller sent (run id or "inventory") */
 } ka_xfer_t;
 
+struct ka_conn_backend;
+
 typedef struct ka_conn {
-  void *multi;              /* CURLM * */
+  const struct ka_conn_backend *ops; /* by the URL's scheme */
+  void *be;                 /* backend state, owned */
   char *base;               /* server URL without trailing '/' (owned) */
   char *prefix;             /* its path part ("" or "/keel"), owned */
-  const ka_identity_t *id;  /* borrowed */
+  const ka_identity_t *id;  /* borrowed; read at each ka_conn_post (may be filled after init) */
   const keel_log_t *log;    /* borrowed */
   ka_xfer_t poll, push;
 } ka_conn_t;
 
+/* For https:// this loads libcurl (KEEL_EIO naming the package when it is
+ * not installed). */
 int ka_conn_init(ka_conn_t *c, const char *base, const ka_identity_t *id, const keel_log_t *log,
                  keel_err_t *e);
 void ka_conn_free(ka_conn_t *c);
@@ -177,9 +211,13 @@ void ka_conn_free(ka_conn_t *c);
  * which MUST be idle.  timeout_ms bounds the whole request. */
 int ka_conn_post(ka_conn_t *c, ka_xfer_t *x, const char *route, char *body, long timeout_ms,
                  keel_err_t *e);
-/* curl_multi_poll on the transfers plus extra fds (their revents are
- * filled), at most timeout_ms; then drives the transfers and marks
- * finished ones done. */
+/* The same with `Authorization: Bearer <token>` instead of a signature
+ * (enrollment).  token is copied. */
+int ka_conn_post_bearer(ka_conn_t *c, ka_xfer_t *x, const char *route, char *body,
+                        long timeout_ms, const char *token, keel_err_t *e);
+/* poll() on the transfers' sockets plus extra (events as given, revents
+ * filled; at most 64 of them), at most timeout_ms; then drives the
+ * transfers and marks finished ones done.  extra MAY be NULL when n is 0. */
 int ka_conn_wait(ka_conn_t *c, struct pollfd *extra, unsigned n, int timeout_ms);
 /* One line for a finished transfer's transport error. */
 const char *ka_conn_strerror(const ka_xfer_t *x);

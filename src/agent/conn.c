@@ -1,36 +1,26 @@
-/* conn.c — the two keep-alive transfers on one libcurl multi handle:
- * `poll` (the long-poll) and `push` (results, inventory). */
-#include <curl/curl.h>
+/* conn.c — the two keep-alive transfers, `poll` (the long-poll) and `push`
+ * (results, inventory, enrollment), on the backend the URL's scheme picks:
+ * conn_plain.c for http://, conn_curl.c (libcurl, loaded at run time) for
+ * https://.  What is common lives here: the URL, the Authorization header,
+ * the transfer bookkeeping and the backoff. */
 #include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "agent.h"
+#include "conn_be.h"
 #include "keel/time.h"
-#include "keel/version.h"
 
 #define BACKOFF_BASE_MS 500
 #define BACKOFF_CAP_MS 30000
 
-static size_t on_body(char *p, size_t size, size_t nmemb, void *ud) {
-  ka_xfer_t *x = ud;
-  size_t n = size * nmemb;
-  return keel_buf_append(&x->resp, p, n) ? 0 : n; /* 0 aborts: over the cap */
-}
-
-static int xfer_init(ka_xfer_t *x) {
-  memset(x, 0, sizeof *x);
-  keel_buf_init(&x->resp, KA_RESPONSE_MAX);
-  x->easy = curl_easy_init();
-  return x->easy ? 0 : KEEL_ENOMEM;
-}
-
-static void xfer_clear(ka_xfer_t *x) {
-  curl_slist_free_all(x->hdrs);
-  x->hdrs = NULL;
-  free(x->body);
-  x->body = NULL;
+static int has_ctl(const char *s) {
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+    if (*p <= 0x20 || *p == 0x7f) return 1;
+  return 0;
 }
 
 int ka_conn_init(ka_conn_t *c, const char *base, const ka_identity_t *id, const keel_log_t *log,
@@ -42,13 +32,24 @@ int ka_conn_init(ka_conn_t *c, const char *base, const ka_identity_t *id, const 
   memset(c, 0, sizeof *c);
   c->id = id;
   c->log = log;
-  if (strncasecmp(base, "http://", 7) && strncasecmp(base, "https://", 8)) {
+  keel_buf_init(&c->poll.resp, KA_RESPONSE_MAX);
+  keel_buf_init(&c->push.resp, KA_RESPONSE_MAX);
+  if (!strncasecmp(base, "http://", 7)) {
+    c->ops = &ka_conn_plain;
+  } else if (!strncasecmp(base, "https://", 8)) {
+    c->ops = &ka_conn_curl;
+  } else {
     rc = keel_err_set(e, KEEL_EINVAL, "server URL '%.200s': expected http:// or https://", base);
     goto out;
   }
-  if (strpbrk(base, "?# \t\r\n")) {
+  if (strpbrk(base, "?#") || has_ctl(base)) {
     rc = keel_err_set(e, KEEL_EINVAL, "server URL '%.200s': must not contain '?', '#' or spaces",
                       base);
+    goto out;
+  }
+  auth = strstr(base, "://") + 3;
+  if (!*auth || *auth == '/') {
+    rc = keel_err_set(e, KEEL_EINVAL, "server URL '%.200s': no host", base);
     goto out;
   }
   c->base = strdup(base);
@@ -60,8 +61,8 @@ int ka_conn_init(ka_conn_t *c, const char *base, const ka_identity_t *id, const 
   auth = strstr(c->base, "://") + 3;
   slash = strchr(auth, '/');
   c->prefix = strdup(slash ? slash : "");
-  c->multi = curl_multi_init();
-  if (!c->prefix || !c->multi || xfer_init(&c->poll) || xfer_init(&c->push)) goto nomem;
+  if (!c->prefix) goto nomem;
+  rc = c->ops->init(c, e);
   goto out;
 nomem:
   rc = keel_err_set(e, KEEL_ENOMEM, "out of memory");
@@ -70,155 +71,120 @@ out:
   return rc;
 }
 
-static void xfer_free(ka_conn_t *c, ka_xfer_t *x) {
-  if (x->active && c->multi) curl_multi_remove_handle(c->multi, x->easy);
-  if (x->easy) curl_easy_cleanup(x->easy);
-  xfer_clear(x);
-  keel_buf_free(&x->resp);
-  memset(x, 0, sizeof *x);
-}
-
 void ka_conn_free(ka_conn_t *c) {
-  xfer_free(c, &c->poll);
-  xfer_free(c, &c->push);
-  if (c->multi) curl_multi_cleanup(c->multi);
+  if (c->ops) c->ops->free(c);
+  free(c->poll.body);
+  free(c->push.body);
+  keel_buf_free(&c->poll.resp);
+  keel_buf_free(&c->push.resp);
   free(c->base);
   free(c->prefix);
   memset(c, 0, sizeof *c);
 }
 
-int ka_conn_post(ka_conn_t *c, ka_xfer_t *x, const char *route, char *body, long timeout_ms,
-                 keel_err_t *e) {
-  keel_buf_t url, auth, path;
-  struct curl_slist *tmp;
-  CURL *h = x->easy;
-  CURLcode cc = CURLE_OK;
-  size_t blen = strlen(body);
-  int rc = 0;
+int ka_conn_authorization(const ka_conn_t *c, const char *route, const char *bearer,
+                          const char *body, size_t blen, keel_buf_t *out) {
+  keel_buf_t path;
+  int rc;
 
-  keel_buf_init(&url, 4096);
+  keel_buf_reset(out);
+  if (bearer) {
+    if (keel_buf_puts(out, "Bearer ") || keel_buf_puts(out, bearer)) return KEEL_ETOOBIG;
+    return 0;
+  }
   keel_buf_init(&path, 4096);
-  keel_buf_init(&auth, 1024);
-  xfer_clear(x);
-  x->body = body;
-  x->done = 0;
-  x->status = 0;
-  x->cc = CURLE_OK;
-  x->errbuf[0] = '\0';
-  keel_buf_reset(&x->resp);
-  if (keel_buf_puts(&path, c->prefix) || keel_buf_puts(&path, route) ||
-      keel_buf_puts(&url, c->base) || keel_buf_puts(&url, route) ||
-      keel_buf_puts(&auth, "Authorization: ")) {
-    rc = keel_err_set(e, KEEL_ETOOBIG, "request URL too long");
-    goto out;
-  }
-  /* The timestamp is taken now, per request: a retry signs afresh. */
-  {
-    keel_buf_t v;
-    keel_buf_init(&v, 1024);
-    rc = keel_agent_sign_request(&v, c->id->agent_id, c->id->sk, "POST", path.data,
+  rc = keel_buf_puts(&path, c->prefix);
+  if (!rc) rc = keel_buf_puts(&path, route);
+  if (!rc)
+    rc = keel_agent_sign_request(out, c->id->agent_id, c->id->sk, "POST", path.data,
                                  keel_now_ms(), body, blen);
-    if (rc == 0) rc = keel_buf_puts(&auth, v.data);
-    keel_buf_free(&v);
-    if (rc) {
-      rc = keel_err_set(e, rc, "cannot sign request");
-      goto out;
-    }
-  }
-  {
-    const char *hs[] = {"Content-Type: application/json", "Accept: application/json", "Expect:",
-                        auth.data};
-    for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) {
-      if (!(tmp = curl_slist_append(x->hdrs, hs[i]))) {
-        rc = keel_err_set(e, KEEL_ENOMEM, "out of memory");
-        goto out;
-      }
-      x->hdrs = tmp;
-    }
-  }
-  /* Options persist on the handle between requests; all of them are set
-   * each time, so nothing stale survives, and no curl_easy_reset is needed
-   * (which would keep the connection anyway). */
-#define SETOPT(opt, val) \
-  do { \
-    if (cc == CURLE_OK) cc = curl_easy_setopt(h, opt, val); \
-  } while (0)
-  SETOPT(CURLOPT_URL, url.data); /* curl copies strings */
-#if LIBCURL_VERSION_NUM >= 0x075500
-  SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
-#else
-  SETOPT(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
-#endif
-  SETOPT(CURLOPT_NOSIGNAL, 1L);
-  SETOPT(CURLOPT_ERRORBUFFER, x->errbuf);
-  SETOPT(CURLOPT_TIMEOUT_MS, timeout_ms);
-  SETOPT(CURLOPT_CONNECTTIMEOUT_MS, 10000L);
-  SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
-  SETOPT(CURLOPT_TCP_KEEPIDLE, 30L);
-  SETOPT(CURLOPT_TCP_KEEPINTVL, 15L);
-  SETOPT(CURLOPT_USERAGENT, "keel-agent/" KEEL_VERSION);
-  SETOPT(CURLOPT_HTTPHEADER, x->hdrs);
-  SETOPT(CURLOPT_POSTFIELDS, x->body);
-  SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
-  SETOPT(CURLOPT_WRITEFUNCTION, on_body);
-  SETOPT(CURLOPT_WRITEDATA, x);
-  SETOPT(CURLOPT_PRIVATE, x);
-  SETOPT(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)KA_RESPONSE_MAX);
-#undef SETOPT
-  if (cc != CURLE_OK) {
-    rc = keel_err_set(e, KEEL_EINVAL, "cannot set up request: %s", curl_easy_strerror(cc));
-    goto out;
-  }
-  if (curl_multi_add_handle(c->multi, h) != CURLM_OK) {
-    rc = keel_err_set(e, KEEL_ENOMEM, "cannot start request");
-    goto out;
-  }
-  x->active = 1;
-out:
-  if (rc) xfer_clear(x); /* body was taken either way */
-  if (auth.data) sodium_memzero(auth.data, auth.len);
-  keel_buf_free(&auth);
-  keel_buf_free(&url);
   keel_buf_free(&path);
   return rc;
 }
 
-int ka_conn_wait(ka_conn_t *c, struct pollfd *extra, unsigned n, int timeout_ms) {
-  struct curl_waitfd wfd[64];
-  CURLMsg *m;
-  int running = 0, left, numfds = 0;
+static int post(ka_conn_t *c, ka_xfer_t *x, const char *route, char *body, long timeout_ms,
+                const char *bearer, keel_err_t *e) {
+  int rc;
 
-  if (n > 64) n = 64;
-  for (unsigned i = 0; i < n; i++) {
-    wfd[i].fd = extra[i].fd;
-    wfd[i].events = CURL_WAIT_POLLIN;
-    wfd[i].revents = 0;
+  if (x->active) {
+    free(body);
+    return keel_err_set(e, KEEL_EINVAL, "a request is already in flight on this transfer");
   }
-  if (timeout_ms < 0) timeout_ms = 0;
-  curl_multi_poll(c->multi, wfd, n, timeout_ms, &numfds);
-  for (unsigned i = 0; i < n; i++) extra[i].revents = (short)(wfd[i].revents ? POLLIN : 0);
-  curl_multi_perform(c->multi, &running);
-  while ((m = curl_multi_info_read(c->multi, &left))) {
-    ka_xfer_t *x = NULL;
-    if (m->msg != CURLMSG_DONE) continue;
-    curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
-    if (!x) continue;
-    x->cc = (int)m->data.result;
-    x->status = 0;
-    if (m->data.result == CURLE_OK)
-      curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE, &x->status);
-    curl_multi_remove_handle(c->multi, m->easy_handle);
+  free(x->body);
+  x->body = body;
+  x->done = 0;
+  x->status = 0;
+  x->cc = KA_XE_OK;
+  x->errbuf[0] = '\0';
+  keel_buf_reset(&x->resp);
+  if (bearer && has_ctl(bearer)) {
+    rc = keel_err_set(e, KEEL_EINVAL, "token: must not contain spaces or control characters");
+    goto out;
+  }
+  if (strlen(c->prefix) + strlen(route) > 4000) {
+    rc = keel_err_set(e, KEEL_ETOOBIG, "request URL too long");
+    goto out;
+  }
+  rc = c->ops->start(c, x, route, bearer, strlen(body), timeout_ms, e);
+out:
+  if (rc) { /* body was taken either way */
+    free(x->body);
+    x->body = NULL;
     x->active = 0;
-    x->done = 1;
-    xfer_clear(x);
   }
-  return 0;
+  return rc;
+}
+
+int ka_conn_post(ka_conn_t *c, ka_xfer_t *x, const char *route, char *body, long timeout_ms,
+                 keel_err_t *e) {
+  return post(c, x, route, body, timeout_ms, NULL, e);
+}
+
+int ka_conn_post_bearer(ka_conn_t *c, ka_xfer_t *x, const char *route, char *body,
+                        long timeout_ms, const char *token, keel_err_t *e) {
+  return post(c, x, route, body, timeout_ms, token ? token : "", e);
+}
+
+int ka_conn_wait(ka_conn_t *c, struct pollfd *extra, unsigned n, int timeout_ms) {
+  if (n > 64) n = 64;
+  if (timeout_ms < 0) timeout_ms = 0;
+  return c->ops->wait(c, extra, n, timeout_ms);
+}
+
+void ka_conn_xfer_fail(ka_xfer_t *x, int cc, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(x->errbuf, sizeof x->errbuf, fmt, ap);
+  va_end(ap);
+  x->cc = cc ? cc : KA_XE_IO;
+  x->status = 0;
+  x->active = 0;
+  x->done = 1;
+  free(x->body);
+  x->body = NULL;
+}
+
+void ka_conn_xfer_ok(ka_xfer_t *x, long status) {
+  x->cc = KA_XE_OK;
+  x->errbuf[0] = '\0';
+  x->status = status;
+  x->active = 0;
+  x->done = 1;
+  free(x->body);
+  x->body = NULL;
 }
 
 const char *ka_conn_strerror(const ka_xfer_t *x) {
-  if (x->cc == CURLE_WRITE_ERROR || x->cc == CURLE_FILESIZE_EXCEEDED)
-    return "response larger than the cap";
-  return x->errbuf[0] ? x->errbuf : curl_easy_strerror((CURLcode)x->cc);
+  if (x->errbuf[0]) return x->errbuf;
+  switch (x->cc) {
+  case KA_XE_OK: return "no error";
+  case KA_XE_CONNECT: return "cannot connect";
+  case KA_XE_TIMEOUT: return "timed out";
+  case KA_XE_TOOBIG: return "response larger than the cap";
+  case KA_XE_PROTO: return "malformed response";
+  case KA_XE_NOMEM: return "out of memory";
+  default: return "transport error";
+  }
 }
 
 void ka_backoff_fail(ka_backoff_t *b, int64_t now) {

@@ -512,13 +512,24 @@ static const char *stage_name(int st) {
   }
 }
 
-static int write_running(ka_exec_t *x, const struct job *j, int64_t started, keel_err_t *e) {
-  char rdir[PATH_MAX], name[KA_RUN_ID_MAX + 8], *text = NULL;
+/* pid 0: before fork.  After fork the file is written again with the
+ * process group's identity, so a restarted agent can stop it (procgroup.c). */
+static int write_running(ka_exec_t *x, const struct job *j, int64_t started, pid_t pid,
+                         keel_err_t *e) {
+  char rdir[PATH_MAX], name[KA_RUN_ID_MAX + 8], *text = NULL, boot[KA_BOOT_ID_LEN];
+  unsigned long long st = 0;
   json_t *o;
   int rc;
 
   o = json_pack("{s:s,s:s?,s:I}", "run_id", j->run_id, "command_id", j->command_id, "started_at",
                 (json_int_t)started);
+  if (o && pid > 0 && ka_boot_id(boot) == 0 && ka_proc_start_time(pid, &st) == 0) {
+    char stxt[32];
+    snprintf(stxt, sizeof stxt, "%llu", st); /* text: ticks may exceed json_int_t */
+    json_object_set_new(o, "pgid", json_integer(pid));
+    json_object_set_new(o, "boot_id", json_string(boot));
+    json_object_set_new(o, "leader_start", json_string(stxt));
+  }
   if (o) text = json_dumps(o, JSON_COMPACT);
   json_decref(o);
   if (!text) return keel_err_set(e, KEEL_ENOMEM, "out of memory");
@@ -599,6 +610,13 @@ static int start(ka_exec_t *x, const struct job *j, int64_t started) {
   x->nruns++;
   r = NULL;
   keel_log(x->log, KEEL_LOG_INFO, "run %s: started pid %d", j->run_id, (int)pid);
+  {
+    /* Best effort: without it a crash leaves the group unsupervised, which
+     * is what happened before this record existed; the run still works. */
+    keel_err_t we = {0};
+    if (write_running(x, j, started, pid, &we))
+      keel_log(x->log, KEEL_LOG_WARN, "run %s: recording its process group: %s", j->run_id, we.msg);
+  }
   goto out;
 failed:
   keel_log(x->log, KEEL_LOG_WARN, "run %s: failed to start: %s", j->run_id, error);
@@ -674,7 +692,7 @@ int ka_exec_submit(ka_exec_t *x, const char *job_text, size_t len, const char *s
    * file, which the next start reports as `interrupted` (and records in
    * seen).  The other order would leave an id in seen with no result, and
    * every redelivery would be skipped forever. */
-  if ((rc = write_running(x, &j, now, &e))) {
+  if ((rc = write_running(x, &j, now, 0, &e))) {
     keel_log(x->log, KEEL_LOG_ERROR, "run %s: not started: %s", run_id, e.msg);
     goto out;
   }

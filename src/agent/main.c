@@ -3,13 +3,12 @@
  *   keel-agent --server URL --state DIR [--enroll-token T] [--tags k=v,...]
  *              [--log-level L] [--heartbeat-check]
  *
- * One thread does everything: the curl multi (long-poll + push), the child
- * pipes and a signalfd all wait in one curl_multi_poll.
+ * One thread does everything: the two connections (long-poll + push), the
+ * child pipes and a signalfd all wait in one poll (ka_conn_wait).
  *
  * Exit codes: 0 stopped by SIGTERM/SIGINT (or a good --heartbeat-check),
  * 1 runtime failure (enrollment refused, state unusable), 2 usage.
  */
-#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -25,7 +24,6 @@
 
 #include "agent.h"
 #include "keel/crypto.h"
-#include "keel/http.h"
 #include "keel/json.h"
 #include "keel/selector.h"
 #include "keel/time.h"
@@ -85,15 +83,15 @@ static void server_message(const keel_buf_t *resp, int status, char *out, size_t
   json_decref(o);
 }
 
+/* Over a->conn's push transfer (already set up: it reads a->id only when
+ * signing, which enrollment does not). */
 static int enroll(struct agent *a, const struct opts *o, json_t *tags, keel_err_t *e) {
   char pk[2 * KEEL_AGENT_PK_BYTES + 1], msg[512], *body = NULL;
-  keel_http_t h;
-  keel_buf_t resp;
+  ka_xfer_t *x = &a->conn.push;
   json_t *req = NULL, *inv = ka_inventory(), *ans = NULL, *hb;
   const char *aid, *spk;
-  int status = 0, rc, have_http = 0;
+  int status, rc;
 
-  keel_buf_init(&resp, KA_RESPONSE_MAX);
   ka_identity_keygen(&a->id);
   keel_hex(pk, a->id.pk, sizeof a->id.pk);
   if (!inv) {
@@ -108,18 +106,24 @@ static int enroll(struct agent *a, const struct opts *o, json_t *tags, keel_err_
     rc = keel_err_set(e, KEEL_ENOMEM, "out of memory");
     goto out;
   }
-  if ((rc = keel_http_init(&h, o->server, o->token, PUSH_TIMEOUT_MS, e))) goto out;
-  have_http = 1;
-  if ((rc = keel_http_request(&h, "POST", "/v1/agent/enroll", body, strlen(body), &status, &resp,
-                              e)))
+  rc = ka_conn_post_bearer(&a->conn, x, "/v1/agent/enroll", body, PUSH_TIMEOUT_MS, o->token, e);
+  body = NULL; /* taken */
+  if (rc) goto out;
+  /* The request's own timeout ends this loop. */
+  while (x->active) ka_conn_wait(&a->conn, NULL, 0, 1000);
+  x->done = 0;
+  if (x->cc) {
+    rc = keel_err_set(e, KEEL_EIO, "enrollment: %s", ka_conn_strerror(x));
     goto out;
+  }
+  status = (int)x->status;
   if (status != 201 && status != 200) {
-    server_message(&resp, status, msg, sizeof msg);
+    server_message(&x->resp, status, msg, sizeof msg);
     rc = keel_err_set(e, status == 401 || status == 403 ? KEEL_EAUTH : KEEL_EIO,
                       "enrollment refused: %s", msg);
     goto out;
   }
-  if (keel_json_parse(resp.data, resp.len, &ans, NULL) || !(aid = keel_json_str(ans, "agent_id")) ||
+  if (keel_json_parse(x->resp.data, x->resp.len, &ans, NULL) || !(aid = keel_json_str(ans, "agent_id")) ||
       !*aid || strlen(aid) >= sizeof a->id.agent_id || !(spk = keel_json_str(ans, "server_public_key")) ||
       keel_unhex(a->id.server_pk, sizeof a->id.server_pk, spk)) {
     rc = keel_err_set(e, KEEL_EIO,
@@ -147,8 +151,7 @@ static int enroll(struct agent *a, const struct opts *o, json_t *tags, keel_err_
   }
   keel_log(a->log, KEEL_LOG_INFO, "enrolled as %s", a->id.agent_id);
 out:
-  if (have_http) keel_http_free(&h);
-  keel_buf_free(&resp);
+  keel_buf_reset(&x->resp);
   free(body);
   json_decref(req);
   json_decref(inv);
@@ -449,7 +452,7 @@ int main(int argc, char **argv) {
   json_t *tags = NULL;
   keel_err_t e;
   sigset_t mask;
-  int c, rc = 1, sigfd = -1, lockfd = -1, curl_up = 0, exec_up = 0, conn_up = 0;
+  int c, rc = 1, sigfd = -1, lockfd = -1, exec_up = 0, conn_up = 0;
 
   memset(&a, 0, sizeof a);
   /* Big buffers (outputs, result bodies) go to mmap and back to the OS on
@@ -511,13 +514,6 @@ int main(int argc, char **argv) {
     fprintf(stderr, "keel-agent: cannot initialise libsodium\n");
     goto out;
   }
-  /* TLS libraries cost memory at init; a plain-http agent skips them. */
-  if (curl_global_init(strncasecmp(o.server, "https://", 8) ? CURL_GLOBAL_NOTHING
-                                                            : CURL_GLOBAL_DEFAULT)) {
-    fprintf(stderr, "keel-agent: cannot initialise libcurl\n");
-    goto out;
-  }
-  curl_up = 1;
   if (ka_state_prepare(o.state, &e)) {
     fprintf(stderr, "keel-agent: state directory: %s\n", e.msg);
     goto out;
@@ -532,6 +528,13 @@ int main(int argc, char **argv) {
                                  : strerror(errno));
     goto out;
   }
+  /* Before enrollment, which uses it.  For https:// this loads libcurl;
+   * a plain-http agent never does (its footprint). */
+  if (ka_conn_init(&a.conn, o.server, &a.id, &log, &e)) {
+    fprintf(stderr, "keel-agent: %s\n", e.msg);
+    goto out;
+  }
+  conn_up = 1;
   rc = ka_identity_load(o.state, &a.id, &e);
   if (rc == KEEL_ENOENT) {
     if (!o.token) {
@@ -567,11 +570,6 @@ int main(int argc, char **argv) {
                o.server);
   }
   rc = 1;
-  if (ka_conn_init(&a.conn, o.server, &a.id, &log, &e)) {
-    fprintf(stderr, "keel-agent: %s\n", e.msg);
-    goto out;
-  }
-  conn_up = 1;
   if (o.heartbeat_check) {
     rc = heartbeat_check(&a);
     goto out;
@@ -607,7 +605,6 @@ out:
   json_decref(a.inv);
   json_decref(tags);
   ka_identity_wipe(&a.id);
-  if (curl_up) curl_global_cleanup();
   fflush(stdout);
   fflush(stderr);
   return rc;

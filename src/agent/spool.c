@@ -136,6 +136,15 @@ int ka_spool_recover(const char *dir, const keel_log_t *log, keel_err_t *e) {
           keel_json_parse(text, len, &o, NULL) == 0 && (sa = json_object_get(o, "started_at")) &&
           json_is_integer(sa))
         started = json_integer_value(sa);
+      if (o && json_is_integer(json_object_get(o, "pgid"))) {
+        /* What the dead agent started may still run, unsupervised: stop it
+         * before saying the run is over. */
+        const char *ls = keel_json_str(o, "leader_start");
+        int n = ka_procgroup_reap((long)json_integer_value(json_object_get(o, "pgid")),
+                                  keel_json_str(o, "boot_id"), ls ? strtoull(ls, NULL, 10) : 0);
+        if (n > 0)
+          keel_log(log, KEEL_LOG_WARN, "run %s: killed what was left of its process group", id);
+      }
       body = ka_result_json(id, "interrupted", -1, -1, "", 0, 0, "", 0, 0, started, keel_now_ms(),
                             "the agent stopped while the command ran");
       rc = body ? ka_spool_put(dir, id, body, e) : keel_err_set(e, KEEL_ENOMEM, "out of memory");

@@ -220,3 +220,115 @@ make_user() {
 sql() {
   sqlite3 -batch -cmd ".timeout 5000" "$1/keel.db" "$2" 2>"$TMP/sql.err" || fail "sqlite3 '$2': $(cat "$TMP/sql.err")"
 }
+
+# ---- agents -------------------------------------------------------------------------
+# Agents run from $BIN/keel-agent with their state in $TMP/agent-NAME and their
+# log (appended across restarts) in $TMP/agent-NAME.log.
+
+KEEL_AGENT=$BIN/keel-agent
+declare -A AGENT_PIDS=() AGENT_MARK=()
+
+# wait_for SECS CMD... — run CMD every 0.1 s until it succeeds; 1 on timeout.
+wait_for() {
+  local secs=$1 end
+  shift
+  end=$((SECONDS + secs))
+  while :; do
+    "$@" && return 0
+    [ "$SECONDS" -ge "$end" ] && return 1
+    sleep 0.1
+  done
+}
+
+# start_agent NAME ARGS... — keel-agent --server $URL --state $TMP/agent-NAME ARGS
+# in the background; AGENT_PIDS[NAME] is its pid.
+start_agent() {
+  local name=$1
+  shift
+  [ -x "$KEEL_AGENT" ] || fail "no keel-agent in $BIN"
+  mkdir -p "$TMP/agent-$name"
+  chmod 700 "$TMP/agent-$name"
+  echo "--- start: $*" >>"$TMP/agent-$name.log"
+  AGENT_MARK[$name]=$(wc -l <"$TMP/agent-$name.log")
+  "$KEEL_AGENT" --server "$URL" --state "$TMP/agent-$name" --log-level debug "$@" \
+    2>>"$TMP/agent-$name.log" &
+  AGENT_PIDS[$name]=$!
+  _PIDS+=("$!")
+}
+
+# stop_agent NAME [SIGNAL] — signal (default TERM) and wait; sets AGENT_RC.
+stop_agent() {
+  local p=${AGENT_PIDS[$1]:-}
+  [ -n "$p" ] || fail "stop_agent: agent $1 is not running"
+  kill "-${2:-TERM}" "$p" 2>/dev/null || fail "agent $1 (pid $p) was not running"
+  wait "$p" 2>/dev/null
+  AGENT_RC=$?
+  AGENT_PIDS[$1]=""
+}
+
+# agent_log NAME — the agent's log so far
+agent_log() { cat "$TMP/agent-$1.log" 2>/dev/null; }
+
+# agent_logged NAME TEXT — the agent's log since its last start contains TEXT (for wait_for)
+agent_logged() { tail -n "+$((${AGENT_MARK[$1]:-0} + 1))" "$TMP/agent-$1.log" 2>/dev/null | grep -qF -- "$2"; }
+
+# agent_id NAME — the agent id in its state dir's identity.json
+agent_id() { jget agent_id "$(tr -d " \n\t" <"$TMP/agent-$1/identity.json" 2>/dev/null)"; }
+
+# wait_enrolled NAME — wait (10 s) until the agent, since its last start, polls;
+# sets AID to its id.
+wait_enrolled() {
+  wait_for 10 agent_logged "$1" "polling" || fail "agent $1 did not start polling: $(agent_log "$1")"
+  AID=$(agent_id "$1")
+  [ -n "$AID" ] || fail "agent $1 has no agent_id in identity.json"
+}
+
+# agent_status ID — the agent's status as GET /v1/agents/ID says (no req side effects)
+agent_status() {
+  jget status "$(curl -s --max-time 5 -H "Authorization: Bearer $TOKEN" "$URL/v1/agents/$1")"
+}
+# agent_is ID STATUS — for wait_for
+agent_is() { [ "$(agent_status "$1")" = "$2" ]; }
+
+# kc ARGS... — the keel CLI against $URL as $TOKEN; sets KOUT, KERR, KRC.
+kc() {
+  "$KEEL" --server "$URL" --token "$TOKEN" "$@" >"$TMP/kc.out" 2>"$TMP/kc.err"
+  KRC=$?
+  KOUT=$(cat "$TMP/kc.out")
+  KERR=$(cat "$TMP/kc.err")
+}
+
+# agent_auth NAME AS_ID METHOD PATH BODY — an Authorization header value for a
+# request signed with the key in $TMP/agent-NAME/identity.json but claiming
+# the agent id AS_ID (docs/agent-protocol.md; openssl does the Ed25519)..
+agent_auth() {
+  local name=$1 as=$2 method=$3 path=$4 body=$5 sk ts nonce digest
+  sk=$(jget secret_key "$(tr -d " \n\t" <"$TMP/agent-$name/identity.json")")
+  [ ${#sk} -ge 64 ] || fail "agent $name: no secret_key in identity.json"
+  # PKCS#8 DER of an Ed25519 private key: fixed prefix + the 32-byte seed.
+  printf "$(printf '302e020100300506032b657004220420%s' "${sk:0:64}" | sed 's/../\\x&/g')" >"$TMP/sk.der" ||
+    fail "writing the key"
+  openssl pkey -inform DER -in "$TMP/sk.der" -out "$TMP/sk.pem" 2>"$TMP/ossl.err" ||
+    fail "openssl pkey: $(cat "$TMP/ossl.err")"
+  ts=$(date +%s%3N)
+  nonce=$(tr -dc "a-z2-7" </dev/urandom 2>/dev/null | head -c 16)
+  [ ${#nonce} -eq 16 ] || fail "no nonce"
+  digest=$(printf '%s' "$body" | b2sum -l 256 | cut -d' ' -f1)
+  printf 'keel-agent-req:v1\n%s\n%s\n%s\n%s\n%s' "$method" "$path" "$ts" "$nonce" "$digest" >"$TMP/sig.msg"
+  openssl pkeyutl -sign -inkey "$TMP/sk.pem" -rawin -in "$TMP/sig.msg" -out "$TMP/sig.bin" 2>"$TMP/ossl.err" ||
+    fail "openssl pkeyutl: $(cat "$TMP/ossl.err")"
+  printf 'KeelAgent %s:%s:%s:%s' "$as" "$ts" "$nonce" "$(od -An -v -tx1 "$TMP/sig.bin" | tr -d ' \n')"
+}
+
+# areq METHOD PATH BODY AUTH — like req, with AUTH as the whole Authorization
+# value ("" sends none).
+areq() {
+  local args=(-s -o "$TMP/req.body" -D "$TMP/req.hdr" -w '%{http_code}' --max-time 30 -X "$1")
+  [ -n "$4" ] && args+=(-H "Authorization: $4")
+  [ -n "$3" ] && args+=(-H 'Content-Type: application/json' --data-binary "$3")
+  : >"$TMP/req.body"
+  : >"$TMP/req.hdr"
+  STATUS=$(curl "${args[@]}" "$URL$2") || STATUS="${STATUS:-000}"
+  BODY=$(cat "$TMP/req.body")
+  HEADERS=$(tr -d '\r' <"$TMP/req.hdr")
+}
