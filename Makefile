@@ -28,7 +28,7 @@ fuzz: check
 	@scripts/fuzz.sh $(CHECK_DIR)/bin $(FUZZ_SECONDS)
 
 bench: build
-	@build/bin/bench-audit && build/bin/bench-fanout && bench/agent_rss.sh build/bin
+	@build/bin/bench-audit && build/bin/bench-fanout && bench/agent_rss.sh build/bin && build/bin/bench-policy
 
 clean:
 	rm -rf build

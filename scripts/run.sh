@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make run`: Keel's main job on the embedded default.  Creates ./var on the
 # first run (SQLite database, server key, admin user), starts keeld on
-# 127.0.0.1:7700 (KEEL_LISTEN overrides) and one local keel-agent (state in
-# ./var/agent, enrolled on the first run), prints the URL and the admin
+# 127.0.0.1:7700 (KEEL_LISTEN overrides), applies examples/org.yaml, starts
+# one local keel-agent (state in ./var/agent, enrolled on the first run,
+# tagged app=checkout,env=dev), prints the URL and the admin
 # token, and stays in the foreground until Ctrl-C, which stops both
 # cleanly (SIGTERM: in-flight requests finish, everything is flushed).
 set -euo pipefail
@@ -47,10 +48,15 @@ token=$(cat "$data/admin.token")
 agent_args=(--server "$url" --state "$data/agent")
 if [ ! -e "$data/agent/identity.json" ]; then
   enroll=$(curl -fsS -X POST -H "Authorization: Bearer $token" \
-    -d '{"tags":{"env":"dev","role":"local"},"ttl":"10m","uses":1}' "$url/v1/agent-tokens" |
+    -d '{"tags":{"app":"checkout","env":"dev","role":"local"},"ttl":"10m","uses":1}' "$url/v1/agent-tokens" |
     sed -n 's/.*"token": *"\(kenr_[a-z0-9_]*\)".*/\1/p')
   agent_args+=(--enroll-token "$enroll")
 fi
+# The example organization (examples/org.yaml): applying it again when
+# nothing changed is a no-op, so every start does it.
+KEEL_SERVER="$url" KEEL_TOKEN="$token" "$bin/keel" apply -f "$root/examples/org.yaml" |
+  tail -1 | sed 's/^/  examples\/org.yaml: /'
+
 "$bin/keel-agent" "${agent_args[@]}" &
 apid=$!
 
@@ -65,7 +71,8 @@ cat <<MSG
         $bin/keel whoami
         $bin/keel audit verify
         $bin/keel agent list
-        $bin/keel run --target env=dev -- uname -a
+        $bin/keel run --target app=checkout,env=dev -- uname -a
+        $bin/keel policy explain --as chen exec:run app/checkout/env/prod/host/x
 
   Ctrl-C stops keeld and the agent cleanly.
 

@@ -50,21 +50,25 @@ static int report(const cli_t *c, int status, const keel_buf_t *resp) {
 }
 
 int api_call(cli_t *c, const char *method, const char *path, const json_t *body, json_t **out) {
+  char *text = NULL;
+  int rc;
+  if (body && !(text = json_dumps(body, JSON_COMPACT))) return cli_fail("out of memory");
+  rc = api_call_raw(c, method, path, text, text ? strlen(text) : 0, out);
+  free(text);
+  return rc;
+}
+
+int api_call_raw(cli_t *c, const char *method, const char *path, const char *text, size_t len,
+                 json_t **out) {
   keel_buf_t resp;
   keel_err_t e;
   json_t *v = NULL;
-  char *text = NULL;
   int status = 0, rc;
 
   if (out) *out = NULL;
   if ((rc = cli_connect(c))) return rc;
   keel_buf_init(&resp, KEEL_HTTP_MAX_RESPONSE);
-  if (body && !(text = json_dumps(body, JSON_COMPACT))) {
-    rc = cli_fail("out of memory");
-    goto out;
-  }
-  if (keel_http_request(&c->http, method, path, text, text ? strlen(text) : 0, &status, &resp,
-                        &e)) {
+  if (keel_http_request(&c->http, method, path, text, len, &status, &resp, &e)) {
     rc = cli_fail("%s", e.msg);
     goto out;
   }
@@ -80,7 +84,6 @@ int api_call(cli_t *c, const char *method, const char *path, const json_t *body,
     *out = v;
   }
 out:
-  free(text);
   keel_buf_free(&resp);
   return rc;
 }

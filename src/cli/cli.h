@@ -71,6 +71,9 @@ int cli_connect(cli_t *c);
  * prints one line on stderr (the server's error message and status, or the
  * transport failure) and returns CLI_FAIL. */
 int api_call(cli_t *c, const char *method, const char *path, const json_t *body, json_t **out);
+/* The same with a raw body (text[0..len), may be NULL): YAML documents. */
+int api_call_raw(cli_t *c, const char *method, const char *path, const char *text, size_t len,
+                 json_t **out);
 /* Called for each list item, oldest page first; returns 0 to go on or an
  * exit status to stop. */
 typedef int (*api_item_fn)(cli_t *c, json_t *item, void *ud);
@@ -134,5 +137,7 @@ int cmd_agent_retire(cli_t *c, int argc, char **argv);
 int cmd_run(cli_t *c, int argc, char **argv);
 int cmd_command_show(cli_t *c, int argc, char **argv);
 int cmd_command_list(cli_t *c, int argc, char **argv);
+int cmd_apply(cli_t *c, int argc, char **argv);
+int cmd_policy_explain(cli_t *c, int argc, char **argv);
 
 #endif

@@ -44,6 +44,10 @@ static const cli_cmd_t commands[] = {
      "run a command on every matching host; exit 0 only if all succeed"},
     {"command", "show", cmd_command_show, "ID", "show a command and each host's result"},
     {"command", "list", cmd_command_list, "[--limit N]", "list commands, newest first"},
+    {"apply", NULL, cmd_apply, "-f FILE [--dry-run] [--prune]",
+     "apply an Organization document (YAML or JSON); prints what changed"},
+    {"policy", "explain", cmd_policy_explain, "[--as USER] [--tags k=v,...] ACTION RESOURCE",
+     "allow or deny, and the statement that decided"},
     {"version", NULL, cmd_version, "", "print the client version"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])

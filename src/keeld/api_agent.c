@@ -46,10 +46,19 @@ int k_api_etoken_create_decode(k_server_t *srv, k_req_t *req) {
   keel_err_t e = {0};
   int64_t exp;
   int rc = k_decode_etoken_create(req->body.data, req->body.len, keel_now_ms(), &req->in, &exp, &e);
-  (void)srv;
   if (rc) return k_req_fail_err(req, rc, &e);
   json_object_set_new(req->in, "_expires_ms", json_integer(exp));
-  snprintf(req->target.path, sizeof req->target.path, "agent-tokens");
+  /* The token lets hosts join where its tags put them. */
+  {
+    const json_t *tags = json_object_get(req->in, "tags");
+    char host[200];
+    k_org_host_path(srv->org, "new", "", tags, host, sizeof host);
+    /* app/A/env/E/host/new -> app/A/env/E/agent-token */
+    *strrchr(host, '/') = '\0';
+    *strrchr(host, '/') = '\0';
+    snprintf(req->target.path, sizeof req->target.path, "%.170s/agent-token", host);
+    req->target.tags = tags;
+  }
   return 0;
 }
 
@@ -98,9 +107,14 @@ int k_decode_enroll(const char *body, size_t len, json_t **out, keel_err_t *e) {
 int k_api_enroll_decode(k_server_t *srv, k_req_t *req) {
   keel_err_t e = {0};
   int rc = k_decode_enroll(req->body.data, req->body.len, &req->in, &e);
-  (void)srv;
   if (rc) return k_req_fail_err(req, rc, &e);
-  snprintf(req->target.path, sizeof req->target.path, "agent-token/%s", req->who.token_id);
+  /* Judged as the host it would become: guardrails on tags apply here. */
+  if ((rc = k_fleet_enroll_tags(srv->fleet, req->who.token_id, json_object_get(req->in, "tags"),
+                                &req->target_tags, &e)))
+    return k_req_fail_err(req, rc, &e);
+  k_org_host_path(srv->org, "new", keel_json_str(req->in, "hostname"), req->target_tags,
+                  req->target.path, sizeof req->target.path);
+  req->target.tags = req->target_tags;
   return 0;
 }
 
@@ -259,7 +273,7 @@ int k_api_agent_list_decode(k_server_t *srv, k_req_t *req) {
   (void)srv;
   if (st && strcmp(st, "online") && strcmp(st, "offline"))
     return k_req_fail(req, 400, "bad_request", "query parameter 'status': expected online or offline");
-  snprintf(req->target.path, sizeof req->target.path, "agents");
+  snprintf(req->target.path, sizeof req->target.path, "hosts");
   return 0;
 }
 
@@ -286,6 +300,12 @@ int k_api_agent_list(k_server_t *srv, k_req_t *req) {
     json_t *one;
     if (cursor && strcmp(a->id, cursor) <= 0) continue;
     if (!k_fleet_match(srv->fleet, a, sel, status)) continue;
+    {
+      /* a list shows only the hosts the caller may read */
+      char path[200];
+      k_org_host_path(srv->org, a->id, a->hostname, a->tags, path, sizeof path);
+      if (!k_authz_req(srv, req, "agent:read", path, a->tags, 0)) continue;
+    }
     if (n == limit) {
       more = 1;
       break;
@@ -306,9 +326,18 @@ fail:
   return -1;
 }
 
+/* An agent is judged as its host: app/APP/env/ENV/host/ID with its tags
+ * (tags: the ones to judge, e.g. the new ones of a PATCH; NULL = current). */
+static void host_target(k_server_t *srv, k_req_t *req, const json_t *tags) {
+  k_agent_t *a = k_fleet_find(srv->fleet, req->params[0]);
+  if (!tags && a) tags = a->tags;
+  k_org_host_path(srv->org, req->params[0], a ? a->hostname : "", tags, req->target.path,
+                  sizeof req->target.path);
+  req->target.tags = tags;
+}
+
 int k_api_agent_one_decode(k_server_t *srv, k_req_t *req) {
-  (void)srv;
-  snprintf(req->target.path, sizeof req->target.path, "agent/%s", req->params[0]);
+  host_target(srv, req, NULL);
   return 0;
 }
 
@@ -332,7 +361,9 @@ int k_api_agent_update_decode(k_server_t *srv, k_req_t *req) {
   keel_err_t e = {0};
   int rc = k_decode_agent_update(req->body.data, req->body.len, &req->in, &e);
   if (rc) return k_req_fail_err(req, rc, &e);
-  return k_api_agent_one_decode(srv, req);
+  /* judged with the tags it would have: a guardrail on tags sees them */
+  host_target(srv, req, json_object_get(req->in, "tags"));
+  return 0;
 }
 
 int k_api_agent_update(k_server_t *srv, k_req_t *req) {
@@ -371,10 +402,22 @@ int k_api_command_create_decode(k_server_t *srv, k_req_t *req) {
   keel_selector_t *sel = NULL;
   keel_err_t e = {0};
   int rc = k_exec_decode(req->body.data, req->body.len, &req->in, &sel, &e);
-  (void)srv;
   if (rc) return k_req_fail_err(req, rc, &e);
-  keel_selector_free(sel); /* parsed again in apply: decode only proves it valid */
   snprintf(req->target.path, sizeof req->target.path, "commands");
+  /* A command is judged host by host: one host refused refuses it all,
+   * before anything is created (and the 403 names the host). */
+  for (size_t i = 0; i < k_fleet_count(srv->fleet); i++) {
+    k_agent_t *a = k_fleet_at(srv->fleet, i);
+    char path[200];
+    if (!k_fleet_match(srv->fleet, a, sel, NULL)) continue;
+    k_org_host_path(srv->org, a->id, a->hostname, a->tags, path, sizeof path);
+    if (!k_authz_req(srv, req, "exec:run", path, a->tags, 1)) {
+      keel_selector_free(sel);
+      return -1;
+    }
+  }
+  keel_selector_free(sel); /* parsed again in apply: decode only proves it valid */
+  req->authorized = 1;
   return 0;
 }
 
@@ -411,12 +454,25 @@ int k_api_command_list(k_server_t *srv, k_req_t *req) {
 
 int k_api_command_one_decode(k_server_t *srv, k_req_t *req) {
   (void)srv;
-  snprintf(req->target.path, sizeof req->target.path, "command/%s", req->params[0]);
+  snprintf(req->target.path, sizeof req->target.path, "commands");
   return 0;
 }
 
 int k_api_command_get(k_server_t *srv, k_req_t *req) {
   keel_err_t e = {0};
+  json_t *runs;
+  size_t i;
   int rc = k_exec_get(srv->store, req->params[0], &req->out, &e);
-  return rc ? k_req_fail_err(req, rc, &e) : 0;
+  if (rc) return k_req_fail_err(req, rc, &e);
+  /* Only the runs (and output) of hosts the caller may read. */
+  runs = json_object_get(req->out, "runs");
+  for (i = json_array_size(runs); i-- > 0;) {
+    json_t *r = json_array_get(runs, i);
+    k_agent_t *a = k_fleet_find(srv->fleet, keel_json_str(r, "agent_id"));
+    char path[200];
+    k_org_host_path(srv->org, keel_json_str(r, "agent_id"), a ? a->hostname : "",
+                    a ? a->tags : NULL, path, sizeof path);
+    if (!k_authz_req(srv, req, "exec:read", path, a ? a->tags : NULL, 0)) json_array_remove(runs, i);
+  }
+  return 0;
 }

@@ -103,6 +103,52 @@ int k_decode_token_create(const char *body, size_t len, int64_t now_ms, json_t *
 
 static int decode_fail(k_req_t *req, int rc, keel_err_t *e) { return k_req_fail_err(req, rc, e); }
 
+/* What the caller may do, as the allow statements that name it (directly,
+ * by team, partner team, role or "*"), and the denies and guardrails that
+ * bind it: a summary, not a proof (`policy explain` decides one request). */
+static int names_me(k_server_t *srv, k_req_t *req, const json_t *principals) {
+  k_pol_principal_t p;
+  size_t i;
+  json_t *v;
+  char buf[96];
+  k_org_principal(srv->org, req->who.user, req->who.role, 0, &p);
+  json_array_foreach(principals, i, v) {
+    const char *s = json_string_value(v);
+    if (!s) continue;
+    if (!strcmp(s, "*")) return 1;
+    snprintf(buf, sizeof buf, "user:%s", req->who.user);
+    if (!strcmp(s, buf)) return 1;
+    snprintf(buf, sizeof buf, "role:%s", req->who.role);
+    if (!strcmp(s, buf)) return 1;
+    for (size_t t = 0; t < p.nteams; t++) {
+      snprintf(buf, sizeof buf, "team:%s", p.teams[t]);
+      if (!strcmp(s, buf)) return 1;
+    }
+    for (size_t t = 0; t < p.npartner; t++) {
+      snprintf(buf, sizeof buf, "partner:%s", p.partner_of[t]);
+      if (!strcmp(s, buf)) return 1;
+    }
+  }
+  return 0;
+}
+
+static json_t *whoami_may(k_server_t *srv, k_req_t *req) {
+  json_t *all = k_org_statements(srv->org), *out = json_array(), *st;
+  size_t i;
+  json_array_foreach(all, i, st) {
+    if (!names_me(srv, req, json_object_get(st, "principals"))) continue;
+    json_array_append_new(out, json_pack("{s:O,s:s,s:O,s:O}", "statement", json_object_get(st, "id"),
+                                         "effect",
+                                         json_is_true(json_object_get(st, "guardrail"))
+                                             ? "guardrail"
+                                             : json_string_value(json_object_get(st, "effect")),
+                                         "actions", json_object_get(st, "actions"), "resources",
+                                         json_object_get(st, "resources")));
+  }
+  json_decref(all);
+  return out;
+}
+
 /* ---- whoami ------------------------------------------------------------------------ */
 
 int k_api_whoami(k_server_t *srv, k_req_t *req) {
@@ -114,7 +160,10 @@ int k_api_whoami(k_server_t *srv, k_req_t *req) {
     json_decref(u);
     return k_req_fail_err(req, rc, &e);
   }
-  req->out = json_pack("{s:o,s:o}", "user", u, "token", t);
+  req->out = json_pack("{s:o,s:o,s:o,s:o}", "user", u, "token", t, "teams",
+                       k_org_user_teams(srv->org, req->who.user), "organization",
+                       k_org_summary(srv->org));
+  if (req->out) json_object_set_new(req->out, "may", whoami_may(srv, req));
   return 0;
 }
 
@@ -134,6 +183,12 @@ int k_api_user_create(k_server_t *srv, k_req_t *req) {
   int rc = k_iam_user_create(srv->store, req->in, keel_now_ms(), &req->out, &e);
   if (rc) return k_req_fail_err(req, rc, &e);
   req->status = 201;
+  return 0;
+}
+
+int k_api_users_decode(k_server_t *srv, k_req_t *req) {
+  (void)srv;
+  snprintf(req->target.path, sizeof req->target.path, "users");
   return 0;
 }
 

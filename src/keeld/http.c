@@ -28,6 +28,7 @@ static void req_free(k_req_t *req) {
   keel_buf_free(&req->detail);
   json_decref(req->in);
   json_decref(req->out);
+  json_decref(req->target_tags);
   free(req->text);
   free(req->url);
   free(req);

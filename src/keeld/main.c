@@ -180,7 +180,9 @@ static void on_signal(k_loop_t *l, int fd, uint32_t ev, void *ud) {
 
 /* Phases before each wait, in order:
  *   1. wake        — answer long-polls of agents that got jobs (the answers
- *                    wait for the commit below)
+ *                    wait for the commit below); rebuild the policy after
+ *                    an apply (from the store, so a rolled-back apply is
+ *                    never in force)
  *   2. checkpoint  — sign the audit head when due
  *   3. commit      — group-commit the batch; the sync thread fsyncs it
  *   4. release     — answer held requests (and fail those of a failed batch)
@@ -193,6 +195,8 @@ static int64_t before_sleep(k_loop_t *l, void *ud) {
   int rc;
 
   k_agent_wake(srv, 0);
+  if (k_org_dirty(srv->org) && k_org_reload(srv->org, &e))
+    keel_log(&srv->log, KEEL_LOG_ERROR, "organization: %s (the previous policy stays)", e.msg);
   if (k_audit_maybe_checkpoint(srv->audit, keel_now_ms(), 0, &e))
     keel_log(&srv->log, KEEL_LOG_ERROR, "audit checkpoint: %s", e.msg);
   rc = k_store_flush(srv->store, &e);
@@ -290,7 +294,9 @@ static int serve(cli_opts_t *o) {
       k_store_open(srv.opts.data, 0, &srv.log, &srv.store, &e) ||
       k_audit_open(srv.store, &srv.key, &ao, &srv.log, &srv.audit, &e))
     goto fail;
-  if (k_fleet_open(srv.store, &srv.log, srv.opts.heartbeat_ms, &srv.fleet, &e)) goto fail;
+  if (k_fleet_open(srv.store, &srv.log, srv.opts.heartbeat_ms, &srv.fleet, &e) ||
+      k_org_open(srv.store, &srv.log, &srv.org, &e))
+    goto fail;
   raise_fd_limit(&srv);
   srv.loop = k_loop_new();
   srv.work = k_work_new(2);
@@ -333,6 +339,7 @@ fail:
 out:
   k_http_stop(&srv);
   k_work_free(srv.work);
+  k_org_close(srv.org);
   k_fleet_close(srv.fleet);
   k_audit_close(srv.audit);
   k_store_close(srv.store);

@@ -12,6 +12,8 @@ static const char *const q_page[] = {"limit", "cursor", NULL};
 static const char *const q_tokens[] = {"limit", "cursor", "user", NULL};
 static const char *const q_audit[] = {"limit", "cursor", "since", "actor", "action", NULL};
 static const char *const q_agents[] = {"limit", "cursor", "target", "status", NULL};
+static const char *const q_apply[] = {"dry_run", "prune", "file", NULL};
+static const char *const q_explain[] = {"user", "action", "resource", "tags", NULL};
 
 /* Every route.  Tests enumerate this table (keeld routes): a route added
  * here is covered by the 401 sweep automatically. */
@@ -22,7 +24,7 @@ const k_route_t k_routes[] = {
     {"GET", "/v1/whoami", "whoami:read", 0, NULL, NULL, k_api_whoami},
     {"POST", "/v1/users", "user:create", K_ROUTE_MUTATION | K_ROUTE_BODY, NULL,
      k_api_user_create_decode, k_api_user_create},
-    {"GET", "/v1/users", "user:read", 0, q_page, NULL, k_api_user_list},
+    {"GET", "/v1/users", "user:read", 0, q_page, k_api_users_decode, k_api_user_list},
     {"GET", "/v1/users/{id}", "user:read", 0, NULL, k_api_user_one_decode, k_api_user_get},
     {"PATCH", "/v1/users/{id}", "user:update", K_ROUTE_MUTATION | K_ROUTE_BODY, NULL,
      k_api_user_update_decode, k_api_user_update},
@@ -32,7 +34,12 @@ const k_route_t k_routes[] = {
     {"DELETE", "/v1/tokens/{id}", "token:revoke", K_ROUTE_MUTATION, NULL,
      k_api_token_revoke_decode, k_api_token_revoke},
     {"GET", "/v1/audit", "audit:read", 0, q_audit, k_api_audit_decode, k_api_audit_list},
-    {"GET", "/v1/audit/verify", "audit:verify", 0, NULL, NULL, k_api_audit_verify},
+    {"GET", "/v1/audit/verify", "audit:verify", 0, NULL, k_api_audit_decode,
+     k_api_audit_verify},
+    {"POST", "/v1/apply", "org:write", K_ROUTE_MUTATION | K_ROUTE_BODY, q_apply,
+     k_api_apply_decode, k_api_apply},
+    {"GET", "/v1/org", "org:read", 0, NULL, k_api_org_decode, k_api_org_get},
+    {"GET", "/v1/policy/explain", "policy:read", 0, q_explain, k_api_org_decode, k_api_explain},
     {"POST", "/v1/agent-tokens", "agent-token:create", K_ROUTE_MUTATION | K_ROUTE_BODY, NULL,
      k_api_etoken_create_decode, k_api_etoken_create},
     {"GET", "/v1/agent-tokens", "agent-token:read", 0, q_page, NULL, k_api_etoken_list},
@@ -151,6 +158,24 @@ int k_req_fail_err(k_req_t *req, int rc, const keel_err_t *e) {
 
 const char *k_req_query(k_req_t *req, const char *name) {
   return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+static void deny(k_server_t *srv, k_req_t *req);
+
+int k_authz_req(k_server_t *srv, k_req_t *req, const char *action, const char *path,
+                const json_t *tags, int answer) {
+  k_target_t t;
+  char reason[256];
+  memset(&t, 0, sizeof t);
+  snprintf(t.path, sizeof t.path, "%s", path);
+  t.tags = tags;
+  if (k_authz_check(srv->org, &req->who, action, &t, reason, sizeof reason)) return 1;
+  if (answer) {
+    memcpy(req->target.path, t.path, sizeof t.path);
+    k_req_fail(req, 403, "forbidden", "%s", reason);
+    deny(srv, req);
+  }
+  return 0;
 }
 
 void k_req_set_page(k_req_t *req, json_t *items, const char *next) {
@@ -308,6 +333,14 @@ void k_dispatch(k_server_t *srv, k_req_t *req) {
       rc = k_iam_authenticate(srv->store, authz, now, &req->who, req->actor, sizeof req->actor,
                               &e);
     }
+    if (rc == 0 && req->who.user[0]) {
+      /* Partners act as such on the record (docs/operating-models.md). */
+      k_pol_principal_t pp;
+      k_org_principal(srv->org, req->who.user, req->who.role, 0, &pp);
+      if (pp.npartner)
+        snprintf(req->actor, sizeof req->actor, "user:%s (partner %s)", req->who.user,
+                 pp.partner_of[0]);
+    }
     if (rc == KEEL_EAUTH) {
       k_req_fail(req, 401, "unauthorized", "%s", e.msg);
       deny(srv, req);
@@ -333,12 +366,15 @@ void k_dispatch(k_server_t *srv, k_req_t *req) {
     k_req_fail(req, 400, "bad_request", "%s %s takes no request body", r->method, r->pattern);
     goto out;
   }
-  if (r->decode && r->decode(srv, req)) goto out;
+  if (r->decode && r->decode(srv, req)) {
+    /* a decoder that judged sub-resources (k_authz_req) audited its 403 */
+    goto out;
+  }
   if (!req->target.path[0]) snprintf(req->target.path, sizeof req->target.path, "%s", req->url);
 
-  if (!(r->flags & K_ROUTE_PUBLIC)) {
+  if (!(r->flags & K_ROUTE_PUBLIC) && !req->authorized) {
     char reason[256];
-    if (!k_authz_check(&req->who, r->action, &req->target, reason, sizeof reason)) {
+    if (!k_authz_check(srv->org, &req->who, r->action, &req->target, reason, sizeof reason)) {
       k_req_fail(req, 403, "forbidden", "%s", reason);
       deny(srv, req);
       goto out;

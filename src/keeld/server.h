@@ -20,6 +20,7 @@
 #include "audit/audit.h"
 #include "exec/exec.h"
 #include "fleet/fleet.h"
+#include "org/org.h"
 #include "hist.h"
 #include "iam/iam.h"
 #include "keel/buf.h"
@@ -44,8 +45,9 @@ enum {
 
 /* What a request acts on, for the policy check and the audit record. */
 typedef struct k_target {
-  char path[192];     /* "user/alice", "token/tok_x", "audit" */
-  char owner_id[32];  /* user id owning it, when it has one ("" otherwise) */
+  char path[192];     /* policy path: "user/alice", "app/checkout/env/prod/host/agt_x", "audit" */
+  char owner_id[32];  /* user (or agent) id owning it, when it has one ("" otherwise) */
+  const json_t *tags; /* a host's tags, for tag conditions; borrowed, may be NULL */
 } k_target_t;
 
 typedef int (*k_handler_fn)(k_server_t *srv, k_req_t *req);
@@ -80,6 +82,8 @@ struct k_req {
   k_agent_t *agent;      /* agent routes: the authenticated agent (borrowed) */
   char actor[96];
   k_target_t target;
+  int authorized;     /* decode judged the request's resources itself (k_authz_req) */
+  json_t *target_tags; /* owned; what target.tags points at when a decoder built it */
 
   /* the answer */
   int status;
@@ -126,6 +130,7 @@ struct k_server {
   k_serverkey_t key;
   k_work_t *work;
   k_fleet_t *fleet;
+  k_org_t *org;
   int fleet_wake;     /* some agent has new jobs: answer its long-poll */
   int mhd_kick;
   int64_t last_fleet_cron_ms;       /* connections were resumed: run MHD before sleeping */
@@ -165,8 +170,13 @@ int k_req_limit(k_req_t *req, int *limit);
 
 /* authz.c: the one authorization decision.  Returns 1 to allow; on deny
  * returns 0 and writes why into reason. */
-int k_authz_check(const k_principal_t *who, const char *action, const k_target_t *t, char *reason,
-                  size_t reason_len);
+int k_authz_check(const k_org_t *org, const k_principal_t *who, const char *action,
+                  const k_target_t *t, char *reason, size_t reason_len);
+/* For handlers judging more than the route's one target (each host of a
+ * command, each item of a list): 1 allowed; 0 denied, and then, when
+ * answer is set, the request is answered 403 and the denial audited. */
+int k_authz_req(k_server_t *srv, k_req_t *req, const char *action, const char *path,
+                const json_t *tags, int answer);
 
 /* http.c */
 int k_http_start(k_server_t *srv, keel_err_t *e);
@@ -198,6 +208,7 @@ int k_api_metrics(k_server_t *, k_req_t *);
 int k_api_whoami(k_server_t *, k_req_t *);
 int k_api_user_create_decode(k_server_t *, k_req_t *);
 int k_api_user_create(k_server_t *, k_req_t *);
+int k_api_users_decode(k_server_t *, k_req_t *);
 int k_api_user_list(k_server_t *, k_req_t *);
 int k_api_user_one_decode(k_server_t *, k_req_t *);
 int k_api_user_get(k_server_t *, k_req_t *);
@@ -230,6 +241,11 @@ int k_api_agent_get(k_server_t *, k_req_t *);
 int k_api_agent_update_decode(k_server_t *, k_req_t *);
 int k_api_agent_update(k_server_t *, k_req_t *);
 int k_api_agent_retire(k_server_t *, k_req_t *);
+int k_api_apply_decode(k_server_t *, k_req_t *);
+int k_api_apply(k_server_t *, k_req_t *);
+int k_api_org_decode(k_server_t *, k_req_t *);
+int k_api_org_get(k_server_t *, k_req_t *);
+int k_api_explain(k_server_t *, k_req_t *);
 int k_api_command_create_decode(k_server_t *, k_req_t *);
 int k_api_command_create(k_server_t *, k_req_t *);
 int k_api_command_list(k_server_t *, k_req_t *);

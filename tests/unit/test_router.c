@@ -16,6 +16,31 @@
 #define KEEL_SOURCE_DIR "."
 #endif
 
+/* The decision needs an organization: a fresh one (built-in roles only),
+ * from an empty store, as on a just-initialized keeld. */
+static char g_dir[256];
+static k_store_t *g_store;
+static k_org_t *g_org;
+
+static int org_setup(void **state) {
+  keel_err_t e = {0};
+  (void)state;
+  if (kt_mkdtemp(g_dir, sizeof g_dir) || k_store_open(g_dir, 1, NULL, &g_store, &e) ||
+      k_org_open(g_store, NULL, &g_org, &e)) {
+    print_error("setup: %s\n", e.msg);
+    return -1;
+  }
+  return 0;
+}
+
+static int org_teardown(void **state) {
+  (void)state;
+  k_org_close(g_org);
+  k_store_close(g_store);
+  kt_rmrf(g_dir);
+  return 0;
+}
+
 /* ---- table invariants ------------------------------------------------------------- */
 
 static void test_routes_v1_need_auth_and_action(void **state) {
@@ -303,6 +328,8 @@ static const rule_t matrix[] = {
      * enrollment tokens authenticate otherwise; see test_fleet_exec) */
     {"agent:enroll", NONE, 1, 0, 0},  {"agent:poll", NONE, 1, 0, 0},
     {"agent:report", NONE, 1, 0, 0},
+    {"org:write", NONE, 1, 0, 0},     {"org:read", NONE, 1, 1, 1},
+    {"policy:read", NONE, 1, 1, 0},
 };
 
 static void test_authz_matrix(void **state) {
@@ -318,7 +345,7 @@ static void test_authz_matrix(void **state) {
                          : target(!strncmp(m->action, "token", 5) ? "tokens" : "user/them", "");
       char reason[256] = "";
       int want = r == 0 ? m->admin : r == 1 ? m->operator_ : m->viewer;
-      int got = k_authz_check(&p, m->action, &t, reason, sizeof reason);
+      int got = k_authz_check(g_org, &p, m->action, &t, reason, sizeof reason);
       if (got != want)
         fail_msg("%s %s on %s (owner '%s'): got %s, docs say %s", roles[r], m->action, t.path,
                  t.owner_id, got ? "allow" : "deny", want ? "allow" : "deny");
@@ -339,38 +366,38 @@ static void test_authz_edges(void **state) {
   {
     k_principal_t p = who("", "", "");
     k_target_t t = target("user/alice", "");
-    assert_false(k_authz_check(&p, "user:read", &t, reason, sizeof reason));
-    assert_false(k_authz_check(&p, "audit:read", &t, reason, sizeof reason));
-    assert_false(k_authz_check(&p, "user:create", &t, reason, sizeof reason));
+    assert_false(k_authz_check(g_org, &p, "user:read", &t, reason, sizeof reason));
+    assert_false(k_authz_check(g_org, &p, "audit:read", &t, reason, sizeof reason));
+    assert_false(k_authz_check(g_org, &p, "user:create", &t, reason, sizeof reason));
     /* an empty user id does not "own" a target with an empty owner */
-    assert_false(k_authz_check(&p, "token:read", &t, reason, sizeof reason));
-    assert_false(k_authz_check(&p, "token:revoke", &t, reason, sizeof reason));
+    assert_false(k_authz_check(g_org, &p, "token:read", &t, reason, sizeof reason));
+    assert_false(k_authz_check(g_org, &p, "token:revoke", &t, reason, sizeof reason));
   }
   /* an unknown role is not a viewer, operator or admin */
   {
     k_principal_t p = who("root", "me", "usr_me");
     k_target_t t = target("audit", "");
-    assert_false(k_authz_check(&p, "audit:read", &t, reason, sizeof reason));
-    assert_false(k_authz_check(&p, "user:create", &t, reason, sizeof reason));
+    assert_false(k_authz_check(g_org, &p, "audit:read", &t, reason, sizeof reason));
+    assert_false(k_authz_check(g_org, &p, "user:create", &t, reason, sizeof reason));
   }
   /* roles are exact: "Admin" is nobody */
   {
     k_principal_t p = who("Admin", "me", "usr_me");
     k_target_t t = target("user/x", "");
-    assert_false(k_authz_check(&p, "user:create", &t, reason, sizeof reason));
+    assert_false(k_authz_check(g_org, &p, "user:create", &t, reason, sizeof reason));
   }
   /* ownership is only about tokens: owning a user target grants no user:update */
   {
     k_principal_t p = who("viewer", "me", "usr_me");
-    assert_false(k_authz_check(&p, "user:update", &mine, reason, sizeof reason));
-    assert_false(k_authz_check(&p, "user:create", &mine, reason, sizeof reason));
-    assert_false(k_authz_check(&p, "audit:read", &mine, reason, sizeof reason));
+    assert_false(k_authz_check(g_org, &p, "user:update", &mine, reason, sizeof reason));
+    assert_false(k_authz_check(g_org, &p, "user:create", &mine, reason, sizeof reason));
+    assert_false(k_authz_check(g_org, &p, "audit:read", &mine, reason, sizeof reason));
   }
   /* the token refusal names the owner rule */
   {
     k_principal_t p = who("viewer", "me", "usr_me");
     k_target_t t = target("user/them/tokens", "usr_them");
-    assert_false(k_authz_check(&p, "token:revoke", &t, reason, sizeof reason));
+    assert_false(k_authz_check(g_org, &p, "token:revoke", &t, reason, sizeof reason));
     assert_non_null(strstr(reason, "own"));
   }
   /* a tiny reason buffer is not overrun */
@@ -379,7 +406,7 @@ static void test_authz_edges(void **state) {
     k_target_t t = target("audit", "");
     char small[8];
     memset(small, 'x', sizeof small);
-    assert_false(k_authz_check(&p, "audit:read", &t, small, sizeof small));
+    assert_false(k_authz_check(g_org, &p, "audit:read", &t, small, sizeof small));
     assert_int_equal(strlen(small), sizeof small - 1);
   }
 }
@@ -395,7 +422,7 @@ static void test_authz_every_route_action_usable(void **state) {
     char reason[256];
     int known = 0;
     if (!r->action) continue;
-    assert_true(k_authz_check(&p, r->action, &t, reason, sizeof reason));
+    assert_true(k_authz_check(g_org, &p, r->action, &t, reason, sizeof reason));
     for (size_t m = 0; m < sizeof matrix / sizeof *matrix; m++)
       if (!strcmp(matrix[m].action, r->action)) known = 1;
     if (!known)
@@ -416,5 +443,5 @@ int main(void) {
       cmocka_unit_test(test_authz_edges),
       cmocka_unit_test(test_authz_every_route_action_usable),
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  return cmocka_run_group_tests(tests, org_setup, org_teardown);
 }

@@ -336,6 +336,25 @@ static int valid_hostname(const char *h) {
   return 1;
 }
 
+int k_fleet_enroll_tags(k_fleet_t *f, const char *token_id, const json_t *own, json_t **out,
+                        keel_err_t *e) {
+  json_t *tags = NULL;
+  k_val_t args[] = {K_TEXT(token_id)};
+  int rc;
+  *out = NULL;
+  if ((rc = k_store_exec(f->store, "SELECT tags FROM enroll_tokens WHERE id = ?", args, 1,
+                         tags_of_token, &tags, e)))
+    return rc;
+  if (!json_is_object(tags)) {
+    json_decref(tags);
+    tags = json_object();
+  }
+  /* The token's tags are the operator's word; the agent's own may add, not override. */
+  if (json_is_object(own)) json_object_update_missing(tags, (json_t *)own);
+  *out = tags;
+  return tags ? 0 : keel_err_set(e, KEEL_ENOMEM, "out of memory");
+}
+
 int k_fleet_enroll(k_fleet_t *f, const char *token_id, const json_t *req, int64_t now_ms,
                    json_t **out, keel_err_t *e) {
   const char *pk_hex = keel_json_str(req, "public_key"), *host = keel_json_str(req, "hostname");
@@ -355,18 +374,7 @@ int k_fleet_enroll(k_fleet_t *f, const char *token_id, const json_t *req, int64_
   if ((rc = check_tags(own, "tags", e))) return rc;
   if (inv && !json_is_object(inv))
     return keel_err_set(e, KEEL_EINVAL, "field 'inventory': expected an object");
-  {
-    k_val_t args[] = {K_TEXT(token_id)};
-    if ((rc = k_store_exec(f->store, "SELECT tags FROM enroll_tokens WHERE id = ?", args, 1,
-                           tags_of_token, &tags, e)))
-      return rc;
-  }
-  if (!json_is_object(tags)) {
-    json_decref(tags);
-    tags = json_object();
-  }
-  /* The token's tags are the operator's word; the agent's own may add, not override. */
-  if (own) json_object_update_missing(tags, (json_t *)own);
+  if ((rc = k_fleet_enroll_tags(f, token_id, own, &tags, e))) return rc;
   tags_text = keel_json_canonical(tags);
   inv_text = inv ? keel_json_canonical(inv) : strdup("{}");
   if (!tags_text || !inv_text) {

@@ -72,6 +72,12 @@ int k_fleet_token_check(k_fleet_t *f, const char *authorization, int64_t now_ms,
 int k_fleet_enroll(k_fleet_t *f, const char *token_id, const json_t *req, int64_t now_ms,
                    json_t **out, keel_err_t *e);
 
+/* The tags an agent enrolling with token_id and its own tags (may be NULL)
+ * would get: the token's, plus the agent's where the token says nothing.
+ * *out is a new object. */
+int k_fleet_enroll_tags(k_fleet_t *f, const char *token_id, const json_t *own, json_t **out,
+                        keel_err_t *e);
+
 /* Authenticates an agent request (KeelAgent header): known live agent,
  * signature, time within KEEL_AGENT_SKEW_MS, nonce not seen.  On success
  * *out is the agent (borrowed).  actor receives "agent:<id>" (or

@@ -1,0 +1,92 @@
+/* api_org.c — /v1/apply (organization documents), /v1/org, /v1/policy/explain. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "keel/json.h"
+#include "keel/selector.h"
+#include "keel/time.h"
+#include "org/doc.h"
+#include "server.h"
+
+/* ?flag=true|false|1|0; absent = 0.  -1 after a 400. */
+static int query_bool(k_req_t *req, const char *name) {
+  const char *v = k_req_query(req, name);
+  if (!v) return 0;
+  if (!strcmp(v, "true") || !strcmp(v, "1")) return 1;
+  if (!strcmp(v, "false") || !strcmp(v, "0")) return 0;
+  k_req_fail(req, 400, "bad_request", "query parameter '%s': expected true or false", name);
+  return -1;
+}
+
+int k_api_apply_decode(k_server_t *srv, k_req_t *req) {
+  const char *name = k_req_query(req, "file");
+  keel_err_t e = {0};
+  int rc;
+  (void)srv;
+  if (query_bool(req, "dry_run") < 0 || query_bool(req, "prune") < 0) return -1;
+  if (!req->body.len) return k_req_fail(req, 400, "bad_request", "empty document");
+  /* YAML or JSON: JSON is YAML, so one loader names line and column for both. */
+  rc = k_org_doc_load(name && *name ? name : "document", req->body.data, req->body.len, &req->in,
+                      &e);
+  if (rc) return k_req_fail_err(req, rc, &e);
+  snprintf(req->target.path, sizeof req->target.path, "org");
+  return 0;
+}
+
+int k_api_apply(k_server_t *srv, k_req_t *req) {
+  keel_err_t e = {0};
+  int rc = k_org_apply(srv->org, req->in, query_bool(req, "dry_run"), query_bool(req, "prune"),
+                       keel_now_ms(), &req->out, &req->detail, &e);
+  return rc ? k_req_fail_err(req, rc, &e) : 0;
+}
+
+int k_api_org_get(k_server_t *srv, k_req_t *req) {
+  req->out = json_pack("{s:o,s:o}", "organization", k_org_summary(srv->org), "statements",
+                       k_org_statements(srv->org));
+  return req->out ? 0 : k_req_fail_err(req, KEEL_ENOMEM, NULL);
+}
+
+int k_api_org_decode(k_server_t *srv, k_req_t *req) {
+  (void)srv;
+  snprintf(req->target.path, sizeof req->target.path, "org");
+  return 0;
+}
+
+/* GET /v1/policy/explain?user=U&action=A&resource=R[&tags=k=v,...] */
+int k_api_explain(k_server_t *srv, k_req_t *req) {
+  const char *user = k_req_query(req, "user"), *action = k_req_query(req, "action");
+  const char *resource = k_req_query(req, "resource"), *tags_q = k_req_query(req, "tags");
+  json_t *u = NULL, *tags = NULL;
+  keel_err_t e = {0};
+  k_pol_principal_t p;
+  k_pol_resource_t res;
+  k_pol_decision_t d;
+  int rc = -1;
+
+  if (!action || !*action || !resource || !*resource)
+    return k_req_fail(req, 400, "bad_request", "query parameters 'action' and 'resource' are required");
+  if (!user || !*user) user = req->who.user;
+  if (k_iam_user_get(srv->store, user, &u, &e)) {
+    k_req_fail_err(req, KEEL_ENOENT, &e);
+    goto out;
+  }
+  if (tags_q && keel_tags_parse(tags_q, strlen(tags_q), &tags, &e)) {
+    k_req_fail(req, 400, "bad_request", "query parameter 'tags': %s", e.msg);
+    goto out;
+  }
+  k_org_principal(srv->org, keel_json_str(u, "name"), keel_json_str(u, "role"), 0, &p);
+  res.path = resource;
+  res.tags = tags;
+  k_policy_decide(k_org_policy(srv->org), &p, action, &res, keel_now_ms(), &d);
+  req->out = json_pack("{s:s,s:s,s:s,s:o,s:s,s:s,s:s,s:s}", "user", keel_json_str(u, "name"),
+                       "action", action, "resource", resource, "allow", json_boolean(d.allow),
+                       "decision", d.allow ? "allow" : "deny", "statement", d.statement, "kind",
+                       d.kind, "reason", d.reason);
+  if (req->out) json_object_set_new(req->out, "teams", k_org_user_teams(srv->org, keel_json_str(u, "name")));
+  rc = req->out ? 0 : k_req_fail_err(req, KEEL_ENOMEM, NULL);
+out:
+  json_decref(u);
+  json_decref(tags);
+  return rc;
+}
