@@ -37,9 +37,7 @@ static void add(json_t *out, json_t *s) {
   if (s) json_array_append_new(out, s);
 }
 
-static void builtins(json_t *out) {
-  add(out, stmt("builtin:admin", "allow", STRS("role:admin"), STRS("*"), STRS("**"),
-                NULL));
+static void roles(json_t *out) {
   add(out, stmt("builtin:operator-read", "allow", STRS("role:operator"),
                 STRS("user:read", "agent:read", "exec:read", "audit:read", "audit:verify",
                      "agent-token:read", "org:read", "policy:read"),
@@ -48,6 +46,14 @@ static void builtins(json_t *out) {
                 STRS("**"), NULL));
   add(out, stmt("builtin:viewer-read", "allow", STRS("role:viewer"),
                 STRS("user:read", "agent:read", "org:read"), STRS("**"), NULL));
+}
+
+/* with_roles: the operator and viewer roles decide only until an
+ * organization is applied; from then on teams and the model do, and only
+ * admin (the break-glass account) keeps a role of its own. */
+static void builtins(json_t *out, int with_roles) {
+  add(out, stmt("builtin:admin", "allow", STRS("role:admin"), STRS("*"), STRS("**"), NULL));
+  if (with_roles) roles(out);
   /* Agents and enrollment tokens: authentication already proved who they
    * are and the router checks that an agent acts on its own runs; the
    * statements exist so guardrails apply to them too. */
@@ -199,7 +205,7 @@ json_t *k_org_preset_statements(const json_t *org, const json_t *teams, const js
   const char *model = json_string_value(json_object_get(org, "operating_model"));
   const char *base = json_string_value(json_object_get(org, "base"));
   if (!out) return NULL;
-  builtins(out);
+  builtins(out, model == NULL);
   if (model) {
     const char *m = !strcmp(model, "ccoe") ? (base ? base : "decentralized") : model;
     member_reads(out, teams);
