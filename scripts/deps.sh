@@ -16,6 +16,7 @@ pkgs=(
   libcmocka-dev                     # unit tests
   prometheus                        # promtool, to validate /metrics output
   curl procps                       # integration tests drive raw HTTP, read /proc
+  openssl                           # integration tests sign agent requests (Ed25519)
 )
 
 missing=()

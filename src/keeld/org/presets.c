@@ -92,9 +92,11 @@ static void member_reads(json_t *out, const json_t *teams) {
     json_decref(all);
     return;
   }
-  add(out, stmt("preset:members-read", "allow", all,
+  add(out, stmt("preset:members-read", "allow", json_deep_copy(all),
                 STRS("user:read", "agent:read", "exec:read", "org:read", "policy:read"),
                 STRS("hosts", "commands", "users", "user/*", "org"), NULL));
+  /* submitting a command: each of its hosts is judged on its own */
+  add(out, stmt("preset:members-submit", "allow", all, STRS("exec:run"), STRS("commands"), NULL));
 }
 
 static void decentralized(json_t *out, const json_t *teams, const json_t *apps) {
@@ -170,8 +172,8 @@ static void grants(json_t *out, const json_t *gr) {
     add(out, s);
     /* the partner may list what its grant lets it see */
     snprintf(id, sizeof id, "grant:%s:lists", key);
-    s = stmt(id, "allow", STRS(who), STRS("agent:read", "exec:read"), STRS("hosts", "commands"),
-             NULL);
+    s = stmt(id, "allow", STRS(who), STRS("agent:read", "exec:read", "exec:run"),
+             STRS("hosts", "commands"), NULL);
     cond = json_pack("{s:O}", "expires_at", json_object_get(g, "expires_at"));
     if (s && cond) json_object_set_new(s, "conditions", cond);
     else json_decref(cond);
