@@ -63,14 +63,18 @@ static void builtins(json_t *out, int with_roles) {
                 NULL));
 }
 
-/* "team:NAME" principals of every team whose kind is in kinds (NULL = all). */
+/* "team:NAME" principals of every team of that kind (NULL = all; "!KIND":
+ * every team not of KIND). */
 static json_t *teams_of(const json_t *teams, const char *kind) {
   json_t *a = json_array(), *t;
   const char *name;
   char buf[96];
+  int neg = kind && kind[0] == '!';
+  if (neg) kind++;
   json_object_foreach((json_t *)teams, name, t) {
     const char *k = json_string_value(json_object_get(t, "kind"));
-    if (kind && (!k || strcmp(k, kind))) continue;
+    if (kind && !neg && (!k || strcmp(k, kind))) continue;
+    if (neg && k && !strcmp(k, kind)) continue;
     snprintf(buf, sizeof buf, "team:%s", name);
     json_array_append_new(a, json_string(buf));
   }
@@ -85,9 +89,10 @@ static json_t *app_res(const char *app, const char *env) {
 }
 
 /* Every team member may list the collections and read users; what they
- * see in a list is filtered per item. */
+ * see in a list is filtered per item.  Partners are not members here: they
+ * get only what their grants say, until they expire (grants()). */
 static void member_reads(json_t *out, const json_t *teams) {
-  json_t *all = teams_of(teams, NULL);
+  json_t *all = teams_of(teams, "!partner");
   if (!json_array_size(all)) {
     json_decref(all);
     return;
@@ -219,6 +224,12 @@ json_t *k_org_preset_statements(const json_t *org, const json_t *teams, const js
                     STRS("*:read", "audit:verify"), STRS("**"), NULL));
       add(out, stmt("preset:ccoe:ccoe-org", "allow", teams_of(teams, "ccoe"), STRS("org:write"),
                     STRS("org"), NULL));
+      /* ...and only the CCoE: the document holds the guardrails, so a team
+       * that could apply it could lift them (the base preset lets the
+       * platform team write it in the other models). */
+      add(out, stmt("preset:ccoe:only-ccoe-writes-org", "deny", teams_of(teams, "!ccoe"),
+                    STRS("org:write"), STRS("org"),
+                    "in the ccoe model only the CCoE team applies the organization document"));
     }
   }
   grants(out, gr);
