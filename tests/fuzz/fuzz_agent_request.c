@@ -15,17 +15,10 @@
 #include "keel/json.h"
 #include "server.h"
 
-#define CHECK(x)                                                          \
-  do {                                                                    \
-    if (!(x)) {                                                           \
-      fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #x); \
-      abort();                                                            \
-    }                                                                     \
-  } while (0)
+#include "fuzz_check.h"
 
 #define NOW_MS INT64_C(1764000000000)
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void check_failed(int rc, const json_t *out, const keel_err_t *e) {
   CHECK(rc < 0);

@@ -18,16 +18,8 @@
 #include "keel/time.h"
 #include "server.h"
 
-/* Unlike CHECK(), also active under NDEBUG. */
-#define CHECK(x)                                                                  \
-  do {                                                                            \
-    if (!(x)) {                                                                   \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #x);       \
-      abort();                                                                    \
-    }                                                                             \
-  } while (0)
+#include "fuzz_check.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* A fixed "now" (2025-11-24T16:00:00Z) keeps runs reproducible. */
 #define NOW_MS INT64_C(1764000000000)

@@ -16,16 +16,8 @@
 #include "keel/json.h"
 #include "org/doc.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* Unlike assert(), also active under NDEBUG. */
-#define CHECK(x)                                                                  \
-  do {                                                                            \
-    if (!(x)) {                                                                   \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #x);       \
-      abort();                                                                    \
-    }                                                                             \
-  } while (0)
+#include "fuzz_check.h"
 
 #define NAME "fuzz.yaml"
 

@@ -19,16 +19,8 @@
 #include "keel/err.h"
 #include "keel/selector.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* Unlike assert(), also active under NDEBUG. */
-#define CHECK(x)                                                                  \
-  do {                                                                            \
-    if (!(x)) {                                                                   \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #x);       \
-      abort();                                                                    \
-    }                                                                             \
-  } while (0)
+#include "fuzz_check.h"
 
 static const char *const tags_kv[][2] = {
     {"env", "prod"}, {"role", "web"}, {"empty", ""}, {"a.b/c-d", "x:y@z+1"},

@@ -18,16 +18,8 @@
 #include "keel/json.h"
 #include "keel/time.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* Unlike assert(), also active under NDEBUG. */
-#define CHECK(x)                                                                  \
-  do {                                                                            \
-    if (!(x)) {                                                                   \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #x);       \
-      abort();                                                                    \
-    }                                                                             \
-  } while (0)
+#include "fuzz_check.h"
 
 /* The instants keel_time_format can write without clamping:
  * 0000-01-01T00:00:00.000Z .. 9999-12-31T23:59:59.999Z. */
