@@ -284,6 +284,17 @@ void k_org_host_path(const k_org_t *o, const char *id, const char *hostname, con
 
 /* ---- apply ---------------------------------------------------------------------- */
 
+/* Adds each item of list to d[kind] under its key member, without it. */
+static void add_named(json_t *d, const char *kind, const json_t *list, const char *key) {
+  size_t i;
+  json_t *v;
+  json_array_foreach(list, i, v) {
+    json_t *spec = json_deep_copy(v);
+    json_object_del(spec, key);
+    json_object_set_new(json_object_get(d, kind), json_string_value(json_object_get(v, key)), spec);
+  }
+}
+
 /* The document as kind -> {name -> spec}. */
 static json_t *desired_of(const json_t *doc) {
   json_t *d = json_object(), *v;
@@ -294,24 +305,11 @@ static json_t *desired_of(const json_t *doc) {
                       json_pack("{s:O,s:O,s:O?}", "name", json_object_get(doc, "name"),
                                 "operating_model", json_object_get(doc, "operating_model"), "base",
                                 json_object_get(doc, "base")));
-  json_array_foreach(json_object_get(doc, "users"), i, v) {
-    json_t *spec = json_deep_copy(v);
-    json_object_del(spec, "name");
-    json_object_set_new(json_object_get(d, "user"), json_string_value(json_object_get(v, "name")),
-                        spec);
-  }
-  json_array_foreach(json_object_get(doc, "teams"), i, v) {
-    json_t *spec = json_deep_copy(v);
-    json_object_del(spec, "name");
-    json_object_set_new(json_object_get(d, "team"), json_string_value(json_object_get(v, "name")),
-                        spec);
-  }
-  json_array_foreach(json_object_get(doc, "applications"), i, v) {
-    json_t *spec = json_deep_copy(v);
-    json_object_del(spec, "name");
-    json_object_set_new(json_object_get(d, "application"),
-                        json_string_value(json_object_get(v, "name")), spec);
-  }
+  add_named(d, "user", json_object_get(doc, "users"), "name");
+  add_named(d, "team", json_object_get(doc, "teams"), "name");
+  add_named(d, "application", json_object_get(doc, "applications"), "name");
+  add_named(d, "policy", json_object_get(doc, "policies"), "id");
+  add_named(d, "guardrail", json_object_get(doc, "guardrails"), "id");
   json_array_foreach(json_object_get(doc, "grants"), i, v) {
     /* a grant is named by its team and applications */
     char key[512];
@@ -322,18 +320,6 @@ static json_t *desired_of(const json_t *doc) {
       if (n > 0 && (size_t)n < sizeof key)
         n += snprintf(key + n, sizeof key - (size_t)n, "%s%s", j ? "," : "", json_string_value(a));
     json_object_set_new(json_object_get(d, "grant"), key, json_deep_copy(v));
-  }
-  json_array_foreach(json_object_get(doc, "policies"), i, v) {
-    json_t *spec = json_deep_copy(v);
-    json_object_del(spec, "id");
-    json_object_set_new(json_object_get(d, "policy"), json_string_value(json_object_get(v, "id")),
-                        spec);
-  }
-  json_array_foreach(json_object_get(doc, "guardrails"), i, v) {
-    json_t *spec = json_deep_copy(v);
-    json_object_del(spec, "id");
-    json_object_set_new(json_object_get(d, "guardrail"),
-                        json_string_value(json_object_get(v, "id")), spec);
   }
   return d;
 }
