@@ -139,5 +139,7 @@ int cmd_command_show(cli_t *c, int argc, char **argv);
 int cmd_command_list(cli_t *c, int argc, char **argv);
 int cmd_apply(cli_t *c, int argc, char **argv);
 int cmd_policy_explain(cli_t *c, int argc, char **argv);
+int cmd_runbook_list(cli_t *c, int argc, char **argv);
+int cmd_runbook_show(cli_t *c, int argc, char **argv);
 
 #endif

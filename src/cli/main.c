@@ -48,6 +48,8 @@ static const cli_cmd_t commands[] = {
      "apply an Organization document (YAML or JSON); prints what changed"},
     {"policy", "explain", cmd_policy_explain, "[--as USER] [--tags k=v,...] ACTION RESOURCE",
      "allow or deny, and the statement that decided"},
+    {"runbook", "list", cmd_runbook_list, "", "list runbooks (apply them with keel apply -f)"},
+    {"runbook", "show", cmd_runbook_show, "NAME", "show a runbook and its steps"},
     {"version", NULL, cmd_version, "", "print the client version"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])

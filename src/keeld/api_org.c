@@ -6,7 +6,10 @@
 #include "keel/json.h"
 #include "keel/selector.h"
 #include "keel/time.h"
+#include "keel/yaml.h"
 #include "org/doc.h"
+#include "runbook/doc.h"
+#include "runbook/runbook.h"
 #include "server.h"
 
 /* ?flag=true|false|1|0; absent = 0.  -1 after a 400. */
@@ -26,9 +29,31 @@ int k_api_apply_decode(k_server_t *srv, k_req_t *req) {
   (void)srv;
   if (query_bool(req, "dry_run") < 0 || query_bool(req, "prune") < 0) return -1;
   if (!req->body.len) return k_req_fail(req, 400, "bad_request", "empty document");
-  /* YAML or JSON: JSON is YAML, so one loader names line and column for both. */
-  rc = k_org_doc_load(name && *name ? name : "document", req->body.data, req->body.len, &req->in,
-                      &e);
+  if (!name || !*name) name = "document";
+  /* YAML or JSON: JSON is YAML, so one loader names line and column for
+   * both.  The document's kind picks its validator. */
+  {
+    json_t *raw = NULL;
+    const char *kind;
+    if ((rc = keel_yaml_load(name, req->body.data, req->body.len, &raw, NULL, &e)))
+      return k_req_fail_err(req, rc, &e);
+    kind = keel_json_str(raw, "kind");
+    if (kind && !strcmp(kind, "Runbook")) {
+      char path[192];
+      json_decref(raw);
+      if ((rc = k_runbook_doc_load(name, req->body.data, req->body.len, &req->in, &e)))
+        return k_req_fail_err(req, rc, &e);
+      /* A runbook is its owner's: judged as runbook:write on its path,
+       * not as a change of the organization. */
+      k_runbook_path(req->in, path, sizeof path);
+      if (!k_authz_req(srv, req, "runbook:write", path, NULL, 1)) return -1;
+      req->authorized = 1;
+      snprintf(req->target.path, sizeof req->target.path, "%s", path);
+      return 0;
+    }
+    json_decref(raw);
+  }
+  rc = k_org_doc_load(name, req->body.data, req->body.len, &req->in, &e);
   if (rc) return k_req_fail_err(req, rc, &e);
   snprintf(req->target.path, sizeof req->target.path, "org");
   return 0;
@@ -36,8 +61,72 @@ int k_api_apply_decode(k_server_t *srv, k_req_t *req) {
 
 int k_api_apply(k_server_t *srv, k_req_t *req) {
   keel_err_t e = {0};
-  int rc = k_org_apply(srv->org, req->in, query_bool(req, "dry_run"), query_bool(req, "prune"),
-                       keel_now_ms(), &req->out, &req->detail, &e);
+  const char *kind = keel_json_str(req->in, "kind");
+  int rc;
+  if (kind && !strcmp(kind, "Runbook")) {
+    if (query_bool(req, "prune"))
+      return k_req_fail(req, 400, "bad_request", "--prune applies to Organization documents only");
+    rc = k_runbook_apply(srv->store, req->in, query_bool(req, "dry_run"), keel_now_ms(), &req->out,
+                         &req->detail, &e);
+  } else {
+    rc = k_org_apply(srv->org, req->in, query_bool(req, "dry_run"), query_bool(req, "prune"),
+                     keel_now_ms(), &req->out, &req->detail, &e);
+  }
+  return rc ? k_req_fail_err(req, rc, &e) : 0;
+}
+
+/* ---- runbooks ---------------------------------------------------------------------- */
+
+int k_api_runbooks_decode(k_server_t *srv, k_req_t *req) {
+  (void)srv;
+  snprintf(req->target.path, sizeof req->target.path, "runbooks");
+  return 0;
+}
+
+int k_api_runbook_list(k_server_t *srv, k_req_t *req) {
+  json_t *items, *it;
+  char *next = NULL;
+  keel_err_t e = {0};
+  size_t i;
+  int limit, rc;
+  if (k_req_limit(req, &limit)) return -1;
+  rc = k_runbook_list(srv->store, k_req_query(req, "cursor"), limit, &items, &next, &e);
+  if (rc) return k_req_fail_err(req, rc, &e);
+  /* only the runbooks the caller may read */
+  for (i = json_array_size(items); i-- > 0;) {
+    char path[192];
+    it = json_array_get(items, i);
+    k_runbook_path(it, path, sizeof path);
+    if (!k_authz_req(srv, req, "runbook:read", path, NULL, 0)) json_array_remove(items, i);
+  }
+  k_req_set_page(req, items, next);
+  free(next);
+  return 0;
+}
+
+/* A runbook's routes are judged on its own path. */
+int k_api_runbook_one_decode(k_server_t *srv, k_req_t *req) {
+  json_t *rb = NULL;
+  keel_err_t e = {0};
+  if (k_runbook_get(srv->store, req->params[0], &rb, &e) == 0) {
+    k_runbook_path(rb, req->target.path, sizeof req->target.path);
+    json_decref(rb);
+  } else {
+    snprintf(req->target.path, sizeof req->target.path, "team/_/runbook/%s", req->params[0]);
+  }
+  return 0;
+}
+
+int k_api_runbook_get(k_server_t *srv, k_req_t *req) {
+  keel_err_t e = {0};
+  int rc = k_runbook_get(srv->store, req->params[0], &req->out, &e);
+  return rc ? k_req_fail_err(req, rc, &e) : 0;
+}
+
+int k_api_runbook_delete(k_server_t *srv, k_req_t *req) {
+  keel_err_t e = {0};
+  int rc = k_runbook_get(srv->store, req->params[0], &req->out, &e);
+  if (!rc) rc = k_runbook_delete(srv->store, req->params[0], &e);
   return rc ? k_req_fail_err(req, rc, &e) : 0;
 }
 

@@ -330,6 +330,7 @@ static const rule_t matrix[] = {
     {"agent:report", NONE, 1, 0, 0},
     {"org:write", NONE, 1, 0, 0},     {"org:read", NONE, 1, 1, 1},
     {"policy:read", NONE, 1, 1, 0},
+    {"runbook:read", NONE, 1, 1, 0},  {"runbook:write", NONE, 1, 1, 0},
 };
 
 static void test_authz_matrix(void **state) {

@@ -40,7 +40,7 @@ static void add(json_t *out, json_t *s) {
 static void roles(json_t *out) {
   add(out, stmt("builtin:operator-read", "allow", STRS("role:operator"),
                 STRS("user:read", "agent:read", "exec:read", "audit:read", "audit:verify",
-                     "agent-token:read", "org:read", "policy:read"),
+                     "agent-token:read", "org:read", "policy:read", "runbook:read"),
                 STRS("**"), NULL));
   add(out, stmt("builtin:operator-operate", "allow", STRS("role:operator"), STRS(OPERATE),
                 STRS("**"), NULL));
@@ -98,8 +98,9 @@ static void member_reads(json_t *out, const json_t *teams) {
     return;
   }
   add(out, stmt("preset:members-read", "allow", json_deep_copy(all),
-                STRS("user:read", "agent:read", "exec:read", "org:read", "policy:read"),
-                STRS("hosts", "commands", "users", "user/*", "org"), NULL));
+                STRS("user:read", "agent:read", "exec:read", "org:read", "policy:read",
+                     "runbook:read"),
+                STRS("hosts", "commands", "users", "user/*", "org", "runbooks"), NULL));
   /* submitting a command: each of its hosts is judged on its own */
   add(out, stmt("preset:members-submit", "allow", all, STRS("exec:run"), STRS("commands"), NULL));
 }
