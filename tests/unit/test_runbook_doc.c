@@ -730,8 +730,65 @@ static void test_params_hostile_pattern(void **state) {
   json_decref(rb);
 }
 
+
+/* References in shell and script bodies: only where sh reads a word. */
+static void test_shell_reference_positions(void **state) {
+  static const struct {
+    const char *body;
+    const char *want; /* NULL: valid; else a substring of the error */
+  } cases[] = {
+      {"systemctl restart {{ params.svc }}", NULL},
+      {"x={{ params.svc }}; echo \"$x\"", NULL},
+      {"echo --name={{ params.svc }}", NULL},
+      {"echo '{{ '{{' }}'", NULL},
+      {"echo \"{{ params.svc }}\"", "inside double quotes"},
+      {"echo 'a {{ params.svc }} b'", "inside single quotes"},
+      {"echo ok # {{ params.svc }}", "inside a comment"},
+      {"cat <<EOF\n{{ params.svc }}\nEOF\n", "inside an unquoted here-document"},
+      {"cat <<'EOF'\n{{ params.svc }}\nEOF\n", NULL},
+      {"cat <<EOF\nx\nEOF\necho {{ params.svc }}", NULL},
+      {"echo \"a\\\"b\" {{ params.svc }}", NULL},
+      {"echo a#b {{ params.svc }}", NULL},
+  };
+  (void)state;
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char doc[1024];
+    json_t *out = NULL;
+    keel_err_t e = {0};
+    int n = snprintf(doc, sizeof doc,
+                     "{\"kind\":\"Runbook\",\"name\":\"r\",\"owner\":{\"team\":\"t\"},"
+                     "\"targets\":\"\",\"parameters\":[{\"name\":\"svc\",\"type\":\"string\"}],"
+                     "\"steps\":[{\"name\":\"a\",\"command\":{\"shell\":");
+    json_t *js = json_string(cases[i].body);
+    char *enc = json_dumps(js, JSON_ENCODE_ANY);
+    snprintf(doc + n, sizeof doc - (size_t)n, "%s}}]}", enc);
+    free(enc);
+    json_decref(js);
+    int rc = k_runbook_doc_load("t.json", doc, strlen(doc), &out, &e);
+    if (!cases[i].want) {
+      if (rc) fail_msg("case %zu (%s): unexpected error: %s", i, cases[i].body, e.msg);
+    } else if (!rc || !strstr(e.msg, cases[i].want)) {
+      fail_msg("case %zu (%s): want error with '%s', got rc %d '%s'", i, cases[i].body,
+               cases[i].want, rc, e.msg);
+    }
+    json_decref(out);
+  }
+  /* another interpreter: no references in the text at all */
+  {
+    const char *d = "{\"kind\":\"Runbook\",\"name\":\"r\",\"owner\":{\"team\":\"t\"},"
+                    "\"targets\":\"\",\"parameters\":[{\"name\":\"svc\",\"type\":\"string\"}],"
+                    "\"steps\":[{\"name\":\"a\",\"script\":{\"interpreter\":\"/usr/bin/python3\","
+                    "\"body\":\"print({{ params.svc }})\"}}]}";
+    json_t *out = NULL;
+    keel_err_t e = {0};
+    assert_int_equal(k_runbook_doc_load("t.json", d, strlen(d), &out, &e), KEEL_EINVAL);
+    assert_non_null(strstr(e.msg, "another interpreter"));
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_shell_reference_positions),
       cmocka_unit_test(test_full_normalizes),
       cmocka_unit_test(test_minimal_defaults),
       cmocka_unit_test(test_alternative_spellings),

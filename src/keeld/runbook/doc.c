@@ -539,6 +539,136 @@ static int get_tmpl(v_t *V, const json_t *obj, const char *key, int required, si
   return rc;
 }
 
+/* ---- template references in shell text --------------------------------------- */
+
+/* Values are spliced into shell and script bodies single-quoted
+ * (KEEL_TMPL_SHELL), which makes them one literal word only where the
+ * shell reads a plain word.  Inside double quotes, the author's own single
+ * quotes, an unquoted here-document or a comment, the quotes are just
+ * characters and a value like $(id) or a newline would run.  So a
+ * reference is refused there.  Returns 0, or the byte offset + 1 of the
+ * first unsafe `{{` with *why set. */
+static size_t unsafe_ref(const char *s, size_t n, const char **why) {
+  enum { NORMAL, SQ, DQ, COMMENT, HEREDOC } st = NORMAL;
+  char word[64] = "";
+  int pending = 0, strip_tabs = 0, quoted_doc = 0, doc_quoted = 0, doc_tabs = 0;
+  size_t i = 0;
+
+  while (i < n) {
+    char c = s[i];
+    if (c == '{' && i + 1 < n && s[i + 1] == '{') {
+      /* the escape {{ '{{' }} is literal text, not a value */
+      size_t j = i + 2;
+      while (j < n && (s[j] == ' ' || s[j] == '\t')) j++;
+      if (j < n && s[j] == '\'') {
+        const char *end = memchr(s + i, '}', n - i);
+        i = end ? (size_t)(end - s) + 2 : n;
+        continue;
+      }
+      if (st != NORMAL && !(st == HEREDOC && doc_quoted)) {
+        *why = st == SQ        ? "inside single quotes"
+               : st == DQ      ? "inside double quotes"
+               : st == COMMENT ? "inside a comment"
+                               : "inside an unquoted here-document";
+        return i + 1;
+      }
+      i += 2;
+      continue;
+    }
+    switch (st) {
+    case NORMAL:
+      if (c == '\\') i++;
+      else if (c == '\'') st = SQ;
+      else if (c == '"') st = DQ;
+      else if (c == '#' && (i == 0 || strchr(" \t\n;&|(", s[i - 1]))) st = COMMENT;
+      else if (c == '<' && i + 1 < n && s[i + 1] == '<' && (i + 2 >= n || s[i + 2] != '<')) {
+        size_t j = i + 2, k = 0;
+        strip_tabs = j < n && s[j] == '-';
+        if (strip_tabs) j++;
+        while (j < n && (s[j] == ' ' || s[j] == '\t')) j++;
+        quoted_doc = j < n && (s[j] == '\'' || s[j] == '"' || s[j] == '\\');
+        while (j < n && !strchr(" \t\n;&|<>", s[j]) && k + 1 < sizeof word) {
+          if (s[j] != '\'' && s[j] != '"' && s[j] != '\\') word[k++] = s[j];
+          j++;
+        }
+        word[k] = '\0';
+        pending = k > 0;
+        i = j - 1;
+      } else if (c == '\n' && pending) {
+        st = HEREDOC;
+        doc_quoted = quoted_doc;
+        doc_tabs = strip_tabs;
+        pending = 0;
+      }
+      break;
+    case SQ:
+      if (c == '\'') st = NORMAL;
+      break;
+    case DQ:
+      if (c == '\\') i++;
+      else if (c == '"') st = NORMAL;
+      break;
+    case COMMENT:
+      if (c == '\n') {
+        st = NORMAL;
+        continue; /* the newline may start a pending here-document */
+      }
+      break;
+    case HEREDOC:
+      if (c == '\n' || i == 0) {
+        /* a line equal to the word ends the document */
+        size_t b = c == '\n' ? i + 1 : i, e2, wl = strlen(word);
+        if (doc_tabs)
+          while (b < n && s[b] == '\t') b++;
+        e2 = b;
+        while (e2 < n && s[e2] != '\n') e2++;
+        if (e2 - b == wl && !memcmp(s + b, word, wl)) {
+          st = NORMAL;
+          i = e2;
+          continue;
+        }
+      }
+      break;
+    }
+    i++;
+  }
+  return 0;
+}
+
+/* A shell or script body: its references must sit where sh reads words. */
+static int check_shell_refs(v_t *V, const char *key, const json_t *body, int shell) {
+  const char *why = NULL;
+  size_t at;
+  mark_t m;
+  int rc = 0;
+  if (!body) return 0;
+  m = push_key(V, key);
+  if (!shell) {
+    /* values are quoted for /bin/sh: for another interpreter that quoting
+     * means nothing, so no value may go into its text */
+    keel_tmpl_t *t = NULL;
+    keel_err_t te = {0};
+    if (keel_tmpl_parse(json_string_value(body), json_string_length(body), &t, &te) == 0 &&
+        keel_tmpl_nrefs(t))
+      rc = verr(V, "templates are quoted for /bin/sh: with another interpreter pass values as "
+                   "arguments or environment, not in the script text");
+    keel_tmpl_free(t);
+  } else if ((at = unsafe_ref(json_string_value(body), json_string_length(body), &why))) {
+    rc = verr(V, "column %zu: a template reference %s is not safe (the value could run); "
+                 "assign it to a variable as a word first, e.g. x={{ params.x }}, then use \"$x\"",
+              at, why);
+  }
+  pop(V, m);
+  return rc;
+}
+
+static int is_posix_shell(const char *path) {
+  const char *b = strrchr(path, '/');
+  b = b ? b + 1 : path;
+  return !strcmp(b, "sh") || !strcmp(b, "bash") || !strcmp(b, "dash") || !strcmp(b, "ksh") ||
+         !strcmp(b, "zsh");
+}
+
 /* ---- parameter values ---------------------------------------------------------- */
 
 /* A string value (or list item) of parameter p: size, NUL, allowed,
@@ -1200,6 +1330,7 @@ static int command_kind(v_t *V, const json_t *c, json_t **out) {
   }
   if (!argv) {
     if ((rc = get_tmpl(V, c, "shell", 1, BODY_MAX, T_ANY, CTX_STEP, &sh))) return rc;
+    if ((rc = check_shell_refs(V, "shell", sh, 1))) return rc;
     if (!json_string_length(sh)) {
       m = push_key(V, "shell");
       rc = verr(V, "expected a command");
@@ -1245,6 +1376,9 @@ static int script_kind(v_t *V, const json_t *c, json_t **out) {
     if (rc) return rc;
   }
   if ((rc = get_tmpl(V, c, "body", 1, BODY_MAX, T_ANY, CTX_STEP, &body))) return rc;
+  if ((rc = check_shell_refs(V, "body", body,
+                             is_posix_shell(interp ? json_string_value(interp) : "/bin/sh"))))
+    return rc;
   if (!json_string_length(body)) {
     m = push_key(V, "body");
     rc = verr(V, "expected a script");
