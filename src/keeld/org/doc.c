@@ -4,6 +4,9 @@
  * the message). */
 #include "org/doc.h"
 
+#include "docwalk.h"
+#include "docwalk_short.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,13 +24,7 @@
 #define GLOB_MAX 512
 
 typedef struct v {
-  const char *name;
-  const keel_yaml_pos_t *pos;
-  keel_err_t *e;
-  char ptr[2048];
-  size_t plen;
-  char dot[1024];
-  size_t dlen;
+  k_walk_t w; /* where we are (docwalk.h) */
   /* Declared names -> details, filled as sections are checked. */
   json_t *users;  /* name -> true */
   json_t *teams;  /* name -> kind */
@@ -35,124 +32,6 @@ typedef struct v {
   json_t *ids;    /* policy/guardrail id -> dotted path of the first */
 } v_t;
 
-typedef struct mark {
-  size_t plen, dlen;
-} mark_t;
-
-static int verr(v_t *V, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int verr(v_t *V, const char *fmt, ...) {
-  char what[200], where[64] = "";
-  int line, col;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(what, sizeof what, fmt, ap);
-  va_end(ap);
-  if (!keel_yaml_pos_lookup(V->pos, V->ptr, &line, &col))
-    snprintf(where, sizeof where, ":%d:%d", line, col);
-  if (V->dlen)
-    return keel_err_set(V->e, KEEL_EINVAL, "%s%s: %s: %s", V->name, where, V->dot, what);
-  return keel_err_set(V->e, KEEL_EINVAL, "%s%s: %s", V->name, where, what);
-}
-
-static int oom(v_t *V) { return keel_err_set(V->e, KEEL_ENOMEM, "%s: out of memory", V->name); }
-
-/* Text from the document quoted in a message: at most 64 bytes, no control
- * characters (messages are one line). */
-static const char *q(char buf[80], const char *s, size_t n) {
-  size_t j = 0;
-  for (size_t i = 0; i < n && j < 64; i++) {
-    unsigned char c = (unsigned char)s[i];
-    buf[j++] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
-  }
-  if (j == 64 && n > 64) {
-    while (j > 0 && ((unsigned char)buf[j - 1] & 0xc0) == 0x80) j--;
-    if (j > 0 && ((unsigned char)buf[j - 1] & 0xc0) == 0xc0) j--;
-    memcpy(buf + j, "...", 3);
-    j += 3;
-  }
-  buf[j] = '\0';
-  return buf;
-}
-
-static const char *qs(char buf[80], const json_t *s) {
-  return q(buf, json_string_value(s), json_string_length(s));
-}
-
-/* key[0..klen) may hold any byte (an unknown key from the document). */
-static mark_t push_keyn(v_t *V, const char *key, size_t klen) {
-  mark_t m = {V->plen, V->dlen};
-  char b[80];
-  if (V->plen + 1 < sizeof V->ptr) V->ptr[V->plen++] = '/';
-  for (size_t i = 0; i < klen && V->plen + 3 < sizeof V->ptr; i++) {
-    if (key[i] == '~' || key[i] == '/') {
-      V->ptr[V->plen++] = '~';
-      V->ptr[V->plen++] = key[i] == '~' ? '0' : '1';
-    } else {
-      V->ptr[V->plen++] = key[i];
-    }
-  }
-  V->ptr[V->plen] = '\0';
-  V->dlen += (size_t)snprintf(V->dot + V->dlen, sizeof V->dot - V->dlen, "%s%s",
-                              V->dlen ? "." : "", q(b, key, klen));
-  if (V->dlen >= sizeof V->dot) V->dlen = sizeof V->dot - 1;
-  return m;
-}
-
-static mark_t push_key(v_t *V, const char *key) { return push_keyn(V, key, strlen(key)); }
-
-static mark_t push_idx(v_t *V, size_t i) {
-  mark_t m = {V->plen, V->dlen};
-  V->plen += (size_t)snprintf(V->ptr + V->plen, sizeof V->ptr - V->plen, "/%zu", i);
-  if (V->plen >= sizeof V->ptr) V->plen = sizeof V->ptr - 1;
-  V->dlen += (size_t)snprintf(V->dot + V->dlen, sizeof V->dot - V->dlen, "[%zu]", i);
-  if (V->dlen >= sizeof V->dot) V->dlen = sizeof V->dot - 1;
-  return m;
-}
-
-static void pop(v_t *V, mark_t m) {
-  V->plen = m.plen;
-  V->ptr[m.plen] = '\0';
-  V->dlen = m.dlen;
-  V->dot[m.dlen] = '\0';
-}
-
-/* ---- generic checks ------------------------------------------------------ */
-
-/* obj MUST be a mapping whose keys are all in allowed (NULL-ended). */
-static int check_map(v_t *V, const json_t *obj, const char *const *allowed) {
-  const char *key;
-  json_t *val;
-  if (!json_is_object(obj)) return verr(V, "expected a mapping");
-  json_object_foreach((json_t *)obj, key, val) {
-    const char *const *a;
-    size_t klen;
-    for (a = allowed; *a; a++)
-      if (!strcmp(*a, key)) break;
-    klen = json_object_iter_key_len(json_object_key_to_iter(key));
-    if (!*a || klen != strlen(key)) {
-      /* push_keyn quotes at most 64 bytes of it without control characters. */
-      mark_t m = push_keyn(V, key, klen);
-      int rc = verr(V, "unknown field");
-      pop(V, m);
-      return rc;
-    }
-  }
-  return 0;
-}
-
-/* Member key of obj: NULL when absent or null. */
-static json_t *member(const json_t *obj, const char *key) {
-  json_t *v = json_object_get(obj, key);
-  return json_is_null(v) ? NULL : v;
-}
-
-static int missing(v_t *V, const char *key) {
-  mark_t m = push_key(V, key);
-  int rc = verr(V, "required field is missing");
-  pop(V, m);
-  return rc;
-}
 
 /* A string of at most max bytes without NUL or control characters (the
  * value ends up in messages and logs as one line). Caller has pushed. */
@@ -558,7 +437,7 @@ static int user(v_t *V, const json_t *u, json_t **out) {
   if (!(name = member(u, "name"))) return missing(V, "name");
   m = push_key(V, "name");
   if (!(rc = check_name(V, name, 0)))
-    rc = unique(V, V->users, name, "user", json_string(V->dot));
+    rc = unique(V, V->users, name, "user", json_string(V->w.dot));
   pop(V, m);
   if (rc) return rc;
   if ((rc = get_str(V, u, "display_name", 0, DISPLAY_MAX, &dn))) return rc;
@@ -724,7 +603,7 @@ static int statement(v_t *V, const json_t *s, int guardrail, json_t **out) {
   if (!(id = member(s, "id"))) return missing(V, "id");
   m = push_key(V, "id");
   if (!(rc = check_name(V, id, 0)))
-    rc = unique(V, V->ids, id, "statement id", json_string(V->dot));
+    rc = unique(V, V->ids, id, "statement id", json_string(V->w.dot));
   pop(V, m);
   if (rc) return rc;
   effect = member(s, "effect");
@@ -802,9 +681,9 @@ int k_org_doc_validate(const char *name, const json_t *doc, const keel_yaml_pos_
   int rc, ccoe;
 
   memset(&V, 0, sizeof V);
-  V.name = name ? name : "<input>";
-  V.pos = pos;
-  V.e = e;
+  V.w.name = name ? name : "<input>";
+  V.w.pos = pos;
+  V.w.e = e;
   *out = NULL;
   if (!(V.users = json_object()) || !(V.teams = json_object()) || !(V.apps = json_object()) ||
       !(V.ids = json_object()) || !(norm = json_object())) {
