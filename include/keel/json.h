@@ -10,6 +10,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "keel/err.h"
 
@@ -46,6 +47,15 @@ int keel_json_check(const json_t *obj, const keel_json_field_t *fields, keel_err
  * *out is NULL. */
 int keel_json_decode(const char *buf, size_t len, const keel_json_field_t *fields, json_t **out,
                      keel_err_t *e);
+
+/* An instant as the API shows it: an RFC 3339 string, or null for ms <= 0
+ * (never set).  New reference. */
+json_t *keel_json_time(int64_t ms);
+
+/* The members of objects a and b whose values differ or that only one of
+ * them has, as a new array of key strings (a's order, then b's extras);
+ * for "what changed" reports. */
+json_t *keel_json_changed_keys(const json_t *a, const json_t *b);
 
 /* Rewrites s in place so it is valid UTF-8 (each invalid byte becomes '?')
  * and holds no control characters other than tab/newline (C0, DEL and the

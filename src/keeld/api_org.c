@@ -26,23 +26,24 @@ int k_api_apply_decode(k_server_t *srv, k_req_t *req) {
   const char *name = k_req_query(req, "file");
   keel_err_t e = {0};
   int rc;
-  (void)srv;
   if (query_bool(req, "dry_run") < 0 || query_bool(req, "prune") < 0) return -1;
   if (!req->body.len) return k_req_fail(req, 400, "bad_request", "empty document");
   if (!name || !*name) name = "document";
   /* YAML or JSON: JSON is YAML, so one loader names line and column for
-   * both.  The document's kind picks its validator. */
+   * both.  Parsed once; the document's kind picks its validator. */
   {
     json_t *raw = NULL;
+    keel_yaml_pos_t *pos = NULL;
     const char *kind;
-    if ((rc = keel_yaml_load(name, req->body.data, req->body.len, &raw, NULL, &e)))
+    if ((rc = keel_yaml_load(name, req->body.data, req->body.len, &raw, &pos, &e)))
       return k_req_fail_err(req, rc, &e);
     kind = keel_json_str(raw, "kind");
     if (kind && !strcmp(kind, "Runbook")) {
       char path[192];
+      rc = k_runbook_doc_validate(name, raw, pos, &req->in, &e);
       json_decref(raw);
-      if ((rc = k_runbook_doc_load(name, req->body.data, req->body.len, &req->in, &e)))
-        return k_req_fail_err(req, rc, &e);
+      keel_yaml_pos_free(pos);
+      if (rc) return k_req_fail_err(req, rc, &e);
       /* A runbook is its owner's: judged as runbook:write on its path,
        * not as a change of the organization. */
       k_runbook_path(req->in, path, sizeof path);
@@ -51,10 +52,11 @@ int k_api_apply_decode(k_server_t *srv, k_req_t *req) {
       snprintf(req->target.path, sizeof req->target.path, "%s", path);
       return 0;
     }
+    rc = k_org_doc_validate(name, raw, pos, &req->in, &e);
     json_decref(raw);
+    keel_yaml_pos_free(pos);
+    if (rc) return k_req_fail_err(req, rc, &e);
   }
-  rc = k_org_doc_load(name, req->body.data, req->body.len, &req->in, &e);
-  if (rc) return k_req_fail_err(req, rc, &e);
   snprintf(req->target.path, sizeof req->target.path, "org");
   return 0;
 }

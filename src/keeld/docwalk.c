@@ -116,3 +116,18 @@ int k_walk_missing(k_walk_t *V, const char *key) {
   return rc;
 }
 
+
+int k_walk_load(const char *name, const char *buf, size_t len, k_walk_validate_fn validate,
+                json_t **out, keel_err_t *e) {
+  json_t *doc = NULL;
+  keel_yaml_pos_t *pos = NULL;
+  int rc;
+
+  *out = NULL;
+  if ((rc = keel_yaml_load(name, buf, len, &doc, &pos, e))) goto out;
+  rc = validate(name, doc, pos, out, e);
+out:
+  json_decref(doc);
+  keel_yaml_pos_free(pos);
+  return rc;
+}

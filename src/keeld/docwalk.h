@@ -53,4 +53,11 @@ json_t *k_walk_member(const json_t *obj, const char *key);
 /* "required field is missing", at key. */
 int k_walk_missing(k_walk_t *W, const char *key);
 
+/* keel_yaml_load, then validate(name, doc, pos, out, e): the whole load
+ * of a document validator. */
+typedef int (*k_walk_validate_fn)(const char *name, const json_t *doc, const keel_yaml_pos_t *pos,
+                                  json_t **out, keel_err_t *e);
+int k_walk_load(const char *name, const char *buf, size_t len, k_walk_validate_fn validate,
+                json_t **out, keel_err_t *e);
+
 #endif

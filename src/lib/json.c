@@ -1,4 +1,5 @@
 #include "keel/json.h"
+#include "keel/time.h"
 
 #include <string.h>
 
@@ -134,4 +135,21 @@ int keel_json_decode(const char *buf, size_t len, const keel_json_field_t *field
   }
   *out = v;
   return 0;
+}
+
+json_t *keel_json_changed_keys(const json_t *a, const json_t *b) {
+  json_t *f = json_array(), *v;
+  const char *k;
+  json_object_foreach((json_t *)b, k, v) if (!json_equal(v, json_object_get(a, k)))
+      json_array_append_new(f, json_string(k));
+  json_object_foreach((json_t *)a, k, v) if (!json_object_get(b, k))
+      json_array_append_new(f, json_string(k));
+  return f;
+}
+
+json_t *keel_json_time(int64_t ms) {
+  char ts[KEEL_TIME_STRLEN];
+  if (ms <= 0) return json_null();
+  keel_time_format(ts, ms);
+  return json_string(ts);
 }

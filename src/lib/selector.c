@@ -6,6 +6,8 @@
  * escaped and truncated, so arbitrary bytes cannot break the message. */
 #include "keel/selector.h"
 
+#include "msgquote.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,24 +42,6 @@ static int reserved_key(const char *k) {
   return !strcmp(k, "id") ? SP_ID : !strcmp(k, "hostname") ? SP_HOSTNAME : SP_NONE;
 }
 
-/* Writes p[0..n) for a message: printable ASCII as is, other bytes as \xNN,
- * at most 40 source bytes then "...". */
-static void quote(char out[200], const char *p, size_t n) {
-  size_t o = 0;
-  for (size_t i = 0; i < n && i < 40; i++) {
-    unsigned char c = (unsigned char)p[i];
-    if (c >= 0x20 && c < 0x7f && c != '\\') out[o++] = (char)c;
-    else o += (size_t)snprintf(out + o, 5, "\\x%02x", c);
-  }
-  if (n > 40) memcpy(out + o, "...", 3), o += 3;
-  out[o] = '\0';
-}
-
-/* Names byte c for a message: "character '@'" or "byte 0x00". */
-static void name_char(char out[24], unsigned char c) {
-  if (c >= 0x20 && c < 0x7f) snprintf(out, 24, "character '%c'", c);
-  else snprintf(out, 24, "byte 0x%02x", c);
-}
 
 /* 0 when p[0..n) (n > 0) is a valid key.  Otherwise writes the reason to why
  * and the offset it concerns to *at. */
@@ -71,7 +55,7 @@ static int key_problem(const char *p, size_t n, size_t *at, char why[64]) {
   for (size_t i = 0; i < n; i++) {
     if (!is_key_char((unsigned char)p[i])) {
       *at = i;
-      name_char(c, (unsigned char)p[i]);
+      k_msg_name_char(c, (unsigned char)p[i]);
       snprintf(why, 64, "invalid %s", c);
       return 1;
     }
@@ -91,7 +75,7 @@ static int value_problem(const char *p, size_t n, size_t *at, char why[64]) {
   for (size_t i = 0; i < n; i++) {
     if (!is_val_char((unsigned char)p[i])) {
       *at = i;
-      name_char(c, (unsigned char)p[i]);
+      k_msg_name_char(c, (unsigned char)p[i]);
       snprintf(why, 64, "invalid %s", c);
       return 1;
     }
@@ -159,7 +143,7 @@ static int lex_key(lex_t *lx, const char *stops, char key[KEEL_TAG_KEY_MAX + 1],
   char why[64], q[200];
   if (n == 0) return fail(lx, lx->i, "expected a key%s", ctx);
   if (key_problem(lx->p + lx->i, n, &at, why)) {
-    quote(q, lx->p + lx->i, n);
+    k_msg_quote(q, lx->p + lx->i, n);
     return fail(lx, lx->i + at, "key '%s': %s", q, why);
   }
   memcpy(key, lx->p + lx->i, n);
@@ -176,7 +160,7 @@ static int lex_value(lex_t *lx, const char *stops, char **v, size_t *n) {
   *v = NULL;
   *n = word(lx, stops);
   if (value_problem(lx->p + lx->i, *n, &at, why)) {
-    quote(q, lx->p + lx->i, *n);
+    k_msg_quote(q, lx->p + lx->i, *n);
     return fail(lx, lx->i + at, "value '%s': %s", q, why);
   }
   *v = strndup(lx->p + lx->i, *n);
@@ -220,7 +204,7 @@ static int parse_single(lex_t *lx, term_t *t, const char *op) {
   skip_ws(lx);
   if (end_or_comma(lx)) return 0;
   if (n == 0) return fail(lx, lx->i, "expected a value, ',' or end after '%s'", op);
-  quote(q, v, n);
+  k_msg_quote(q, v, n);
   return fail(lx, lx->i, "expected ',' or end after value '%s'", q);
 }
 
@@ -256,7 +240,7 @@ static int parse_set(lex_t *lx, term_t *t, const char *op) {
       lx->i++;
       break;
     }
-    quote(q, v, n);
+    k_msg_quote(q, v, n);
     return fail(lx, lx->i, "expected ',' or ')' after value '%s'", q);
   }
   skip_ws(lx);
@@ -474,7 +458,7 @@ int keel_tags_parse(const char *text, size_t len, json_t **out, keel_err_t *e) {
     skip_ws(&lx);
     if ((rc = lex_value(&lx, ",", &val, &n))) goto out;
     v = json_stringn(val, n);
-    quote(q, val, n);
+    k_msg_quote(q, val, n);
     free(val);
     if (!v) {
       rc = nomem(&lx);
@@ -523,7 +507,7 @@ int keel_tag_check(const char *key, const char *value, keel_err_t *e) {
   if (!key || !*key) return keel_err_set(e, KEEL_EINVAL, "empty tag key");
   kn = strlen(key);
   if (key_problem(key, kn, &at, why)) {
-    quote(q, key, kn);
+    k_msg_quote(q, key, kn);
     return keel_err_set(e, KEEL_EINVAL, "key '%s': %s", q, why);
   }
   if (reserved_key(key))
@@ -533,7 +517,7 @@ int keel_tag_check(const char *key, const char *value, keel_err_t *e) {
   if (!value) return keel_err_set(e, KEEL_EINVAL, "key '%s': no value", key);
   vn = strlen(value);
   if (value_problem(value, vn, &at, why)) {
-    quote(q, value, vn);
+    k_msg_quote(q, value, vn);
     return keel_err_set(e, KEEL_EINVAL, "key '%s': value '%s': %s", key, q, why);
   }
   return 0;

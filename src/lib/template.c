@@ -12,6 +12,8 @@
  * one-line message. */
 #include "keel/template.h"
 
+#include "msgquote.h"
+
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -49,24 +51,6 @@ static int is_ident_char(unsigned char c) {
   return is_ident_start(c) || (c >= '0' && c <= '9') || c == '-';
 }
 
-/* Writes p[0..n) for a message: printable ASCII as is, other bytes as \xNN,
- * at most 40 source bytes then "...". */
-static void quote(char out[200], const char *p, size_t n) {
-  size_t o = 0;
-  for (size_t i = 0; i < n && i < 40; i++) {
-    unsigned char c = (unsigned char)p[i];
-    if (c >= 0x20 && c < 0x7f && c != '\\') out[o++] = (char)c;
-    else o += (size_t)snprintf(out + o, 5, "\\x%02x", c);
-  }
-  if (n > 40) memcpy(out + o, "...", 3), o += 3;
-  out[o] = '\0';
-}
-
-/* Names byte c for a message: "character '@'" or "byte 0x00". */
-static void name_char(char out[24], unsigned char c) {
-  if (c >= 0x20 && c < 0x7f) snprintf(out, 24, "character '%c'", c);
-  else snprintf(out, 24, "byte 0x%02x", c);
-}
 
 static int fail(keel_err_t *e, size_t at, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -102,11 +86,11 @@ static int name_problem(const char *p, size_t n, size_t *at, char why[64]) {
     } else if (j == start && !is_ident_start(ch)) {
       *at = j;
       if (is_ident_char(ch)) snprintf(why, 64, "a part must start with a letter or '_'");
-      else name_char(c, ch), snprintf(why, 64, "invalid %s", c);
+      else k_msg_name_char(c, ch), snprintf(why, 64, "invalid %s", c);
       return 1;
     } else if (!is_ident_char(ch)) {
       *at = j;
-      name_char(c, ch);
+      k_msg_name_char(c, ch);
       snprintf(why, 64, "invalid %s", c);
       return 1;
     }
@@ -222,7 +206,7 @@ static int parse_ref(keel_tmpl_t *t, const char *p, size_t len, size_t o, size_t
       goto out;
     }
     if (name_problem(p + i, n, &at, why)) {
-      quote(q, p + i, n);
+      k_msg_quote(q, p + i, n);
       rc = fail(e, i + at, "name '%s': %s", q, why);
       goto out;
     }
@@ -230,7 +214,7 @@ static int parse_ref(keel_tmpl_t *t, const char *p, size_t len, size_t o, size_t
   i += n;
   while (i < len && is_ws((unsigned char)p[i])) i++;
   if (i + 1 >= len || p[i] != '}' || p[i + 1] != '}') {
-    quote(q, p + name_at, n);
+    k_msg_quote(q, p + name_at, n);
     if (escape) rc = fail(e, i, "expected '}}' after the quoted '{{'");
     else rc = fail(e, i, "expected '}}' after '%s'", q);
     goto out;

@@ -18,10 +18,7 @@
 static const char *txt(const k_val_t *c) { return c->type == K_VAL_TEXT ? c->s : ""; }
 
 static json_t *time_or_null(const k_val_t *c) {
-  char ts[KEEL_TIME_STRLEN];
-  if (c->type != K_VAL_INT || c->i <= 0) return json_null();
-  keel_time_format(ts, c->i);
-  return json_string(ts);
+  return keel_json_time(c->type == K_VAL_INT ? c->i : 0);
 }
 
 static json_t *int_or_null(const k_val_t *c) {

@@ -24,13 +24,6 @@ struct k_fleet {
 
 static const char *txt(const k_val_t *c) { return c->type == K_VAL_TEXT ? c->s : ""; }
 
-static json_t *time_or_null(int64_t ms) {
-  char ts[KEEL_TIME_STRLEN];
-  if (ms <= 0) return json_null();
-  keel_time_format(ts, ms);
-  return json_string(ts);
-}
-
 /* ---- memory ---------------------------------------------------------------- */
 
 static size_t lower_bound(const k_fleet_t *f, const char *id) {
@@ -174,8 +167,8 @@ static json_t *etoken_json(const k_val_t *c, int64_t now_ms) {
   return json_pack("{s:s,s:s,s:o,s:I,s:I,s:s,s:o,s:o,s:o,s:s}", "id", txt(&c[0]), "kind",
                    "enroll_token", "tags", tags ? tags : json_object(), "uses_max",
                    (json_int_t)uses_max, "uses", (json_int_t)uses, "created_by", txt(&c[7]),
-                   "created_at", time_or_null(c[8].i), "expires_at", time_or_null(exp),
-                   "revoked_at", time_or_null(c[6].type == K_VAL_INT ? c[6].i : 0), "status", st);
+                   "created_at", keel_json_time(c[8].i), "expires_at", keel_json_time(exp),
+                   "revoked_at", keel_json_time(c[6].type == K_VAL_INT ? c[6].i : 0), "status", st);
 }
 
 #define ETOKEN_COLS \
@@ -485,10 +478,10 @@ static int agent_row(void *ud, const k_val_t *c, int n) {
   o->row = json_pack("{s:s,s:s,s:s,s:o,s:o,s:s,s:s,s:o,s:o,s:o,s:o,s:I}", "id", txt(&c[0]), "kind",
                      "agent", "hostname", txt(&c[1]), "tags", tags ? tags : json_object(),
                      "inventory", inv ? inv : json_object(), "agent_version", txt(&c[4]),
-                     "enroll_token_id", txt(&c[5]), "created_at", time_or_null(c[6].i),
-                     "updated_at", time_or_null(c[7].i), "last_seen",
-                     time_or_null(c[8].type == K_VAL_INT ? c[8].i : 0), "retired_at",
-                     time_or_null(c[9].type == K_VAL_INT ? c[9].i : 0), "version",
+                     "enroll_token_id", txt(&c[5]), "created_at", keel_json_time(c[6].i),
+                     "updated_at", keel_json_time(c[7].i), "last_seen",
+                     keel_json_time(c[8].type == K_VAL_INT ? c[8].i : 0), "retired_at",
+                     keel_json_time(c[9].type == K_VAL_INT ? c[9].i : 0), "version",
                      (json_int_t)c[10].i);
   return 0;
 }
@@ -496,7 +489,7 @@ static int agent_row(void *ud, const k_val_t *c, int n) {
 static json_t *mem_json(const k_fleet_t *f, const k_agent_t *a) {
   return json_pack("{s:s,s:s,s:s,s:O,s:s,s:o,s:I}", "id", a->id, "kind", "agent", "hostname",
                    a->hostname, "tags", a->tags, "status", k_fleet_status(f, a), "last_seen",
-                   time_or_null(a->last_seen_ms ? a->last_seen_ms : a->persisted_seen_ms),
+                   keel_json_time(a->last_seen_ms ? a->last_seen_ms : a->persisted_seen_ms),
                    "version", (json_int_t)a->version);
 }
 
@@ -526,7 +519,7 @@ int k_fleet_agent_json(k_fleet_t *f, const char *id, int with_inventory, json_t 
     /* memory is fresher than the store for liveness and tags */
     json_object_set(o.row, "tags", a->tags);
     json_object_set_new(o.row, "status", json_string(k_fleet_status(f, a)));
-    if (a->last_seen_ms) json_object_set_new(o.row, "last_seen", time_or_null(a->last_seen_ms));
+    if (a->last_seen_ms) json_object_set_new(o.row, "last_seen", keel_json_time(a->last_seen_ms));
   } else {
     json_object_set_new(o.row, "status", json_string("retired"));
   }

@@ -324,16 +324,6 @@ static json_t *desired_of(const json_t *doc) {
   return d;
 }
 
-/* Top-level fields that differ between a and b, as a new array. */
-static json_t *changed_fields(const json_t *a, const json_t *b) {
-  json_t *f = json_array(), *v;
-  const char *k;
-  json_object_foreach((json_t *)b, k, v) if (!json_equal(v, json_object_get(a, k)))
-      json_array_append_new(f, json_string(k));
-  json_object_foreach((json_t *)a, k, v) if (!json_object_get(b, k))
-      json_array_append_new(f, json_string(k));
-  return f;
-}
 
 static int put_obj(k_store_t *s, const char *kind, const char *name, const json_t *spec,
                    int exists, int64_t now, keel_err_t *e) {
@@ -452,7 +442,7 @@ int k_org_apply(k_org_t *o, const json_t *doc, int dry_run, int prune, int64_t n
       if (is_user ? exists : cur != NULL) {
         json_array_append_new(changes, json_pack("{s:s,s:s,s:s,s:o}", "op", "update", "kind", kind,
                                                  "name", name, "fields",
-                                                 cur ? changed_fields(cur, spec) : json_array()));
+                                                 cur ? keel_json_changed_keys(cur, spec) : json_array()));
         nupdate++;
       } else {
         json_array_append_new(changes, json_pack("{s:s,s:s,s:s}", "op", "create", "kind", kind,

@@ -1632,15 +1632,5 @@ out:
 }
 
 int k_runbook_doc_load(const char *name, const char *buf, size_t len, json_t **out, keel_err_t *e) {
-  json_t *doc = NULL;
-  keel_yaml_pos_t *pos = NULL;
-  int rc;
-
-  *out = NULL;
-  if ((rc = keel_yaml_load(name, buf, len, &doc, &pos, e))) goto out;
-  rc = k_runbook_doc_validate(name, doc, pos, out, e);
-out:
-  json_decref(doc);
-  keel_yaml_pos_free(pos);
-  return rc;
+  return k_walk_load(name, buf, len, k_runbook_doc_validate, out, e);
 }

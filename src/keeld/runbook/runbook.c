@@ -10,10 +10,7 @@
 static const char *txt(const k_val_t *c) { return c->type == K_VAL_TEXT ? c->s : ""; }
 
 static json_t *time_or_null(const k_val_t *c) {
-  char ts[KEEL_TIME_STRLEN];
-  if (c->type != K_VAL_INT || c->i <= 0) return json_null();
-  keel_time_format(ts, c->i);
-  return json_string(ts);
+  return keel_json_time(c->type == K_VAL_INT ? c->i : 0);
 }
 
 /* owner {"application": A} or {"team": T} */
@@ -48,16 +45,6 @@ static int cur_row(void *ud, const k_val_t *c, int n) {
   return 0;
 }
 
-/* Top-level members that differ, as a new array. */
-static json_t *changed_fields(const json_t *a, const json_t *b) {
-  json_t *f = json_array(), *v;
-  const char *k;
-  json_object_foreach((json_t *)b, k, v) if (!json_equal(v, json_object_get(a, k)))
-      json_array_append_new(f, json_string(k));
-  json_object_foreach((json_t *)a, k, v) if (!json_object_get(b, k))
-      json_array_append_new(f, json_string(k));
-  return f;
-}
 
 int k_runbook_apply(k_store_t *s, const json_t *rb, int dry_run, int64_t now_ms,
                     json_t **report, keel_buf_t *detail, keel_err_t *e) {
@@ -84,7 +71,7 @@ int k_runbook_apply(k_store_t *s, const json_t *rb, int dry_run, int64_t now_ms,
   if (op) {
     json_array_append_new(changes, json_pack("{s:s,s:s,s:s,s:o}", "op", op, "kind", "runbook",
                                              "name", name, "fields",
-                                             cur.spec ? changed_fields(cur.spec, rb) : json_array()));
+                                             cur.spec ? keel_json_changed_keys(cur.spec, rb) : json_array()));
     if (!dry_run) {
       if (cur.found) {
         k_val_t args[] = {K_TEXT(okind), K_TEXT(owner), K_TEXT(text), K_INT(now_ms), K_TEXT(name)};
