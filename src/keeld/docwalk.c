@@ -131,3 +131,18 @@ out:
   keel_yaml_pos_free(pos);
   return rc;
 }
+
+int k_walk_head(k_walk_t *W, const json_t *doc, const char *const *allowed, const char *kind) {
+  const json_t *k;
+  k_walk_mark_t m;
+  int rc = 0;
+  if (!json_is_object(doc)) return k_walk_err(W, "expected a mapping (kind: %s)", kind);
+  if ((rc = k_walk_check_map(W, doc, allowed))) return rc;
+  if (!(k = k_walk_member(doc, "kind"))) return k_walk_missing(W, "kind");
+  m = k_walk_push_key(W, "kind");
+  if (!json_is_string(k) || json_string_length(k) != strlen(kind) ||
+      strcmp(json_string_value(k), kind))
+    rc = k_walk_err(W, "expected %s", kind);
+  k_walk_pop(W, m);
+  return rc;
+}

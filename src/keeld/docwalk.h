@@ -53,6 +53,11 @@ json_t *k_walk_member(const json_t *obj, const char *key);
 /* "required field is missing", at key. */
 int k_walk_missing(k_walk_t *W, const char *key);
 
+/* The head every document shares: doc is a mapping (else "expected a
+ * mapping (kind: KIND)"), all its keys are in allowed, and `kind` is
+ * present and equal to kind. */
+int k_walk_head(k_walk_t *W, const json_t *doc, const char *const *allowed, const char *kind);
+
 /* keel_yaml_load, then validate(name, doc, pos, out, e): the whole load
  * of a document validator. */
 typedef int (*k_walk_validate_fn)(const char *name, const json_t *doc, const keel_yaml_pos_t *pos,

@@ -676,7 +676,7 @@ int k_org_doc_validate(const char *name, const json_t *doc, const keel_yaml_pos_
   static const char *const models[] = {"decentralized", "centralized", "ccoe", NULL};
   static const char *const bases[] = {"decentralized", "centralized", NULL};
   v_t V;
-  json_t *norm = NULL, *kind, *oname, *model, *base, *gr;
+  json_t *norm = NULL, *oname, *model, *base, *gr;
   mark_t m;
   int rc, ccoe;
 
@@ -690,21 +690,7 @@ int k_org_doc_validate(const char *name, const json_t *doc, const keel_yaml_pos_
     rc = oom(&V);
     goto out;
   }
-  if (!json_is_object(doc)) {
-    rc = verr(&V, "expected a mapping (kind: Organization)");
-    goto out;
-  }
-  if ((rc = check_map(&V, doc, keys))) goto out;
-  if (!(kind = member(doc, "kind"))) {
-    rc = missing(&V, "kind");
-    goto out;
-  }
-  m = push_key(&V, "kind");
-  if (!json_is_string(kind) || strcmp(json_string_value(kind), "Organization") ||
-      json_string_length(kind) != 12)
-    rc = verr(&V, "expected Organization");
-  pop(&V, m);
-  if (rc) goto out;
+  if ((rc = k_walk_head(&V.w, doc, keys, "Organization"))) goto out;
   if (!(oname = member(doc, "name"))) {
     rc = missing(&V, "name");
     goto out;

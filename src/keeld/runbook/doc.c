@@ -1545,7 +1545,7 @@ int k_runbook_doc_validate(const char *name, const json_t *doc, const keel_yaml_
   static const char *const keys[] = {"kind", "name", "description", "owner", "parameters",
                                      "targets", "rate", "schedule", "steps", NULL};
   v_t V;
-  json_t *norm = NULL, *kind, *rname, *desc, *o, *own = NULL, *tg, *rate = NULL, *sched = NULL;
+  json_t *norm = NULL, *rname, *desc, *o, *own = NULL, *tg, *rate = NULL, *sched = NULL;
   mark_t m;
   size_t nrefs = 0;
   int rc;
@@ -1559,19 +1559,7 @@ int k_runbook_doc_validate(const char *name, const json_t *doc, const keel_yaml_
     rc = oom(&V);
     goto out;
   }
-  if (!json_is_object(doc)) {
-    rc = verr(&V, "expected a mapping (kind: Runbook)");
-    goto out;
-  }
-  if ((rc = check_map(&V, doc, keys))) goto out;
-  if (!(kind = member(doc, "kind"))) {
-    rc = missing(&V, "kind");
-    goto out;
-  }
-  m = push_key(&V, "kind");
-  if (!is_str(kind, "Runbook")) rc = verr(&V, "expected Runbook");
-  pop(&V, m);
-  if (rc) goto out;
+  if ((rc = k_walk_head(&V.w, doc, keys, "Runbook"))) goto out;
   if (!(rname = member(doc, "name"))) {
     rc = missing(&V, "name");
     goto out;
