@@ -8,6 +8,7 @@
  *   running/<run_id>.json  a job accepted and (about to be) started
  *   spool/<run_id>.json    a finished result not yet acknowledged
  *   seen                   the last 4096 accepted run ids (dedup)
+ *   scripts/<run_id>       a script job's body while it runs (exec.c)
  */
 #ifndef KA_AGENT_H
 #define KA_AGENT_H
@@ -41,8 +42,8 @@ typedef struct ka_identity {
   uint8_t server_pk[KEEL_AGENT_PK_BYTES];
 } ka_identity_t;
 
-/* Creates DIR (0700), DIR/running and DIR/spool when missing; tightens DIR
- * to 0700 when it exists with looser bits. */
+/* Creates DIR (0700), DIR/running, DIR/spool and DIR/scripts when missing;
+ * tightens each to 0700 when it exists with looser bits. */
 int ka_state_prepare(const char *dir, keel_err_t *e);
 
 /* Reads DIR/identity.json.  KEEL_ENOENT when there is none (first start),
@@ -118,6 +119,8 @@ typedef struct ka_exec {
   int seen_fd;                /* DIR/seen opened O_APPEND */
 } ka_exec_t;
 
+/* Also removes script files left in DIR/scripts by an earlier agent (so it
+ * MUST run after ka_spool_recover, which stops their runs). */
 int ka_exec_init(ka_exec_t *x, const char *dir, const ka_identity_t *id, const keel_log_t *log,
                  keel_err_t *e);
 /* Does not kill running children: they are left to become `interrupted`
@@ -128,8 +131,10 @@ void ka_exec_free(ka_exec_t *x);
  * that the job names our agent id (else a `refused` result is spooled and
  * nothing runs), skips a run id seen before, else records it in DIR/seen and
  * DIR/running and starts it.  A job that cannot start is spooled as
- * `failed`.  Returns 1 when a result was spooled at once (refused/failed), 0
- * when started or skipped, negative on a local storage failure. */
+ * `failed`; one that is not exactly one of the kinds argv / shell / script
+ * / http, or has a bad script or http member, as `refused`.  Returns 1 when
+ * a result was spooled at once (refused/failed), 0 when started or skipped,
+ * negative on a local storage failure. */
 int ka_exec_submit(ka_exec_t *x, const char *job_text, size_t len, const char *sig_hex);
 
 /* The pipes to watch (POLLIN); returns how many were written (<= max). */

@@ -8,8 +8,16 @@
  *   ... capture, timeout ...
  *   DIR/spool/<id>.json (atomic)        (the result survives a crash)
  *   unlink DIR/running/<id>.json
+ *
+ * Four kinds of job, exactly one per job: argv (exec'd as given), shell
+ * (/bin/sh -c), script (the body written to DIR/scripts/<id> and run by its
+ * interpreter; the file is removed when the run ends, and leftovers of a
+ * crash at the next start) and http (one request made by a forked child,
+ * httpcheck.c).  All four run under the same machinery: own process group,
+ * sanitized environment, cwd, user, timeout, captured and capped output.
  */
 #define _GNU_SOURCE /* close_range, pipe2 */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -25,6 +33,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "httpcheck.h"
 #include "keel/crypto.h"
 #include "keel/json.h"
 #include "keel/time.h"
@@ -35,6 +44,13 @@
 #define MAX_ENV 1024
 #define MAX_TIMEOUT_MS (7LL * 24 * 3600 * 1000)
 #define DEFAULT_TIMEOUT_MS 30000
+#define SCRIPT_MAX (1 << 20)  /* bytes of a script body */
+#define SCRIPT_FD 4           /* where a script reaches a child that switched users */
+#define KA_STR_(x) #x
+#define KA_STR(x) KA_STR_(x)
+/* An http check's own deadline is this much later than the job's timeout,
+ * so the group kill normally ends a hung check: one way to time out. */
+#define HTTP_GRACE_MS 1000
 
 struct ka_run {
   struct ka_run *next;
@@ -47,11 +63,13 @@ struct ka_run {
   int64_t deadline;     /* mono ms: the job's timeout */
   int64_t drain_until;  /* mono ms: after a kill, give up on the pipes */
   int reaped, wstatus, killed, timed_out;
+  char *script;         /* owned: DIR/scripts/<id> to remove once the run ends; NULL if none */
 };
 
 /* What the child needs, all prepared in the parent: between fork and exec
  * only async-signal-safe calls are allowed (curl may run resolver threads,
- * so malloc and NSS are off limits in the child). */
+ * so malloc and NSS are off limits in the child).  The one exception is an
+ * http check, which never execs: httpcheck.c says why that is acceptable. */
 struct spawn {
   char **argv;
   char **envp;
@@ -62,6 +80,10 @@ struct spawn {
   gid_t gid;
   gid_t *groups;
   int ngroups;
+  int script_fd;        /* >= 0: the script, read-only, for a child that switches users */
+  const ka_httpcheck_t *http; /* the http kind (borrowed): no exec, the child runs the check */
+  long http_timeout_ms;
+  size_t http_cap;
 };
 
 /* The first failure in the child, written to the CLOEXEC error pipe. */
@@ -169,6 +191,28 @@ out:
 
 /* ---- init -------------------------------------------------------------- */
 
+/* Removes what an earlier agent left in DIR/scripts (it died while they
+ * ran).  Their runs are over: ka_spool_recover, which runs first, reported
+ * them `interrupted` and stopped what was left of their process groups. */
+static void scripts_clean(ka_exec_t *x) {
+  char sdir[PATH_MAX], p[PATH_MAX];
+  struct dirent *de;
+  DIR *d;
+  int n = 0;
+
+  ka_path(sdir, "%s/scripts", x->dir);
+  if (!(d = opendir(sdir))) goto out; /* none yet: nothing left over */
+  while ((de = readdir(d))) {
+    if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+    ka_path(p, "%s/%s", sdir, de->d_name);
+    if (unlink(p) == 0) n++;
+    else keel_log(x->log, KEEL_LOG_WARN, "removing %s: %s", p, strerror(errno));
+  }
+  if (n) keel_log(x->log, KEEL_LOG_INFO, "removed %d script file(s) left by a previous run", n);
+out:
+  if (d) closedir(d);
+}
+
 int ka_exec_init(ka_exec_t *x, const char *dir, const ka_identity_t *id, const keel_log_t *log,
                  keel_err_t *e) {
   int rc;
@@ -183,13 +227,15 @@ int ka_exec_init(ka_exec_t *x, const char *dir, const ka_identity_t *id, const k
     rc = keel_err_set(e, KEEL_ENOMEM, "out of memory");
     goto out;
   }
-  rc = seen_load(x, e);
+  if ((rc = seen_load(x, e))) goto out;
+  scripts_clean(x);
 out:
   if (rc) ka_exec_free(x);
   return rc;
 }
 
 static void run_free(ka_run_t *r) {
+  free(r->script);
   if (r->out_fd >= 0) close(r->out_fd);
   if (r->err_fd >= 0) close(r->err_fd);
   keel_buf_free(&r->out);
@@ -242,13 +288,14 @@ __attribute__((noreturn)) static void child_fail(int efd, int stage, int err) {
   _exit(127);
 }
 
-/* Runs in the child: async-signal-safe calls only. */
+/* Runs in the child: async-signal-safe calls only, up to the exec (or, for
+ * an http check, up to closing efd: see httpcheck.c on what follows). */
 __attribute__((noreturn)) static void child(const struct spawn *s, int devnull, int out_w,
                                             int err_w, int efd) {
   struct sigaction sa;
   sigset_t none;
   char buf[PATH_MAX];
-  int saw_eacces = 0, last = ENOENT;
+  int saw_eacces = 0, last = ENOENT, sfd = s->script_fd;
 
   /* The agent blocks SIGCHLD/SIGTERM/SIGINT for its signalfd and ignores
    * SIGPIPE: both survive exec, so restore the defaults a command expects. */
@@ -264,13 +311,19 @@ __attribute__((noreturn)) static void child(const struct spawn *s, int devnull, 
    * dup2s cannot clobber one another. */
   if (dup2(devnull, 0) < 0 || dup2(out_w, 1) < 0 || dup2(err_w, 2) < 0)
     child_fail(efd, ST_SETUP, errno);
+  /* The script's descriptor goes to SCRIPT_FD, efd to 3; first out of their
+   * way, so neither move clobbers the other. */
+  if (sfd >= 0 && sfd <= SCRIPT_FD && (sfd = fcntl(sfd, F_DUPFD_CLOEXEC, SCRIPT_FD + 1)) < 0)
+    child_fail(efd, ST_SETUP, errno);
   /* efd moves to 3 and survives the close_range; still CLOEXEC, so a
    * successful exec closes it and the parent reads EOF. */
   if (efd != 3) {
     if (dup3(efd, 3, O_CLOEXEC) < 0) child_fail(efd, ST_SETUP, errno);
     efd = 3;
   }
-  close_range(4, ~0U, 0);
+  /* Not CLOEXEC: the interpreter opens /dev/fd/SCRIPT_FD after the exec. */
+  if (sfd >= 0 && dup2(sfd, SCRIPT_FD) < 0) child_fail(efd, ST_SETUP, errno);
+  close_range(sfd >= 0 ? SCRIPT_FD + 1 : 4, ~0U, 0);
 
   if (s->set_user) {
     if (setgroups((size_t)s->ngroups, s->groups)) child_fail(efd, ST_SETGROUPS, errno);
@@ -280,6 +333,17 @@ __attribute__((noreturn)) static void child(const struct spawn *s, int devnull, 
   /* After the user switch: the directory must be reachable as that user. */
   if (chdir(s->cwd)) child_fail(efd, ST_CHDIR, errno);
 
+  if (s->http) {
+    /* Set up like a command; closing efd tells the parent it started.
+     * The check runs with the job's environment (not the agent's: libcurl
+     * and GnuTLS read some variables), and writes to pipes the parent may
+     * close: EPIPE, not a signal. */
+    environ = s->envp;
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+    close(efd);
+    _exit(ka_httpcheck_run(s->http, s->http_timeout_ms, s->http_cap, 1, 2));
+  }
   if (strchr(s->argv[0], '/')) {
     execve(s->argv[0], s->argv, s->envp);
     child_fail(efd, ST_EXEC, errno);
@@ -312,22 +376,104 @@ __attribute__((noreturn)) static void child(const struct spawn *s, int devnull, 
 struct job {
   const char *run_id, *command_id, *agent_id, *shell, *cwd, *user;
   json_t *argv, *env;
+  const char *interpreter, *script; /* the script kind: both set */
+  size_t script_len;
+  const ka_httpcheck_t *http;       /* the http kind: &http_buf, else NULL */
+  ka_httpcheck_t http_buf;
   int64_t timeout_ms, output_cap;
+  int refuse; /* with a decode error: report it `refused`, not `failed` */
 };
 
+/* A string member without NUL bytes (the job is parsed with NUL allowed,
+ * so that a NUL can be reported instead of dropping the whole job), or
+ * NULL. */
+static const char *str_nonul(const json_t *o, const char *key) {
+  const json_t *v = json_object_get(o, key);
+  if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v)) return NULL;
+  return json_string_value(v);
+}
+
+static int script_decode(const json_t *v, struct job *j, keel_err_t *e) {
+  const json_t *interp, *body;
+  int rc = 0;
+
+  if (!json_is_object(v)) {
+    rc = keel_err_set(e, KEEL_EINVAL, "job: 'script' must be an object {interpreter, body}");
+    goto out;
+  }
+  interp = json_object_get(v, "interpreter");
+  body = json_object_get(v, "body");
+  if (!(j->interpreter = str_nonul(v, "interpreter")) || j->interpreter[0] != '/' ||
+      json_string_length(interp) >= PATH_MAX) {
+    rc = keel_err_set(e, KEEL_EINVAL, "job: script.interpreter must be an absolute path");
+    goto out;
+  }
+  if (!json_is_string(body)) {
+    rc = keel_err_set(e, KEEL_EINVAL, "job: script.body must be a string");
+    goto out;
+  }
+  j->script = json_string_value(body);
+  j->script_len = json_string_length(body);
+  if (j->script_len > SCRIPT_MAX) {
+    rc = keel_err_set(e, KEEL_EINVAL, "job: script.body is %zu bytes, over the %d-byte limit",
+                      j->script_len, SCRIPT_MAX);
+    goto out;
+  }
+  /* An interpreter would stop reading at the NUL, or choke: the script
+   * that ran would not be the one that was signed. */
+  if (memchr(j->script, '\0', j->script_len)) {
+    rc = keel_err_set(e, KEEL_EINVAL, "job: script.body contains a NUL byte");
+    goto out;
+  }
+out:
+  return rc;
+}
+
 /* Reads the fields we use; unknown fields are tolerated (the server signed
- * them; a newer server may add some). */
+ * them; a newer server may add some).  An error sets j->refuse when the job
+ * is not one this agent can make sense of (kinds, script, http), as opposed
+ * to one it cannot start (argv, env, timeout: reported `failed`). */
 static int job_decode(json_t *o, struct job *j, keel_err_t *e) {
-  json_t *v;
+  static const char *const kinds[] = {"argv", "shell", "script", "http"};
+  json_t *v, *script, *http;
   const char *key;
+  char given[64] = "";
+  int nkinds = 0;
 
   memset(j, 0, sizeof *j);
   if (!json_is_object(o)) return keel_err_set(e, KEEL_EINVAL, "job: not a JSON object");
-  j->run_id = keel_json_str(o, "run_id");
-  j->command_id = keel_json_str(o, "command_id");
-  j->agent_id = keel_json_str(o, "agent_id");
+  j->run_id = str_nonul(o, "run_id");
+  j->command_id = str_nonul(o, "command_id");
+  j->agent_id = str_nonul(o, "agent_id");
   if (!j->run_id || !ka_valid_run_id(j->run_id))
     return keel_err_set(e, KEEL_EINVAL, "job: run_id missing or not [A-Za-z0-9_-]{1,64}");
+  /* Exactly one kind; null counts as absent.  Anything else is ambiguous
+   * (which one did the server mean?): refused, nothing runs. */
+  for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+    v = json_object_get(o, kinds[i]);
+    if (!v || json_is_null(v)) continue;
+    if (nkinds++) strcat(given, " and ");
+    strcat(given, kinds[i]);
+  }
+  if (nkinds != 1) {
+    j->refuse = 1;
+    return keel_err_set(e, KEEL_EINVAL, "job: give exactly one of argv, shell, script, http (%s%s)",
+                        nkinds ? "this one has " : "none is given", given);
+  }
+  script = json_object_get(o, "script");
+  if (script && !json_is_null(script) && script_decode(script, j, e)) {
+    j->refuse = 1;
+    return KEEL_EINVAL;
+  }
+  http = json_object_get(o, "http");
+  if (http && !json_is_null(http)) {
+    keel_err_t he;
+    if (ka_httpcheck_decode(http, &j->http_buf, &he)) {
+      j->refuse = 1;
+      return keel_err_set(e, KEEL_EINVAL, "job: %s", he.msg);
+    }
+    j->http = &j->http_buf;
+  }
 #define OPTSTR(name, field)                                                             \
   do {                                                                                  \
     v = json_object_get(o, name);                                                       \
@@ -343,11 +489,11 @@ static int job_decode(json_t *o, struct job *j, keel_err_t *e) {
 #undef OPTSTR
   j->argv = json_object_get(o, "argv");
   if (j->argv && json_is_null(j->argv)) j->argv = NULL;
-  if (!j->shell) {
+  if (j->argv) {
     size_t i;
     if (!json_is_array(j->argv) || json_array_size(j->argv) == 0 ||
         json_array_size(j->argv) > MAX_ARGS)
-      return keel_err_set(e, KEEL_EINVAL, "job: argv must be a non-empty array (no shell given)");
+      return keel_err_set(e, KEEL_EINVAL, "job: argv must be a non-empty array");
     json_array_foreach(j->argv, i, v) {
       if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v))
         return keel_err_set(e, KEEL_EINVAL, "job: argv[%zu] must be a string without NUL", i);
@@ -411,8 +557,10 @@ static int env_set(char **envp, size_t *n, const char *k, const char *v) {
 }
 
 /* Fills s from the job; on failure `error` says why (for a `failed`
- * result). */
-static int spawn_prepare(const struct job *j, struct spawn *s, char *error, size_t errsz) {
+ * result).  script_path: where a script job's body will be (start()
+ * writes it once the user is known). */
+static int spawn_prepare(const struct job *j, const char *script_path, struct spawn *s,
+                         char *error, size_t errsz) {
   struct passwd pw, *pwp = NULL;
   char *pwbuf = NULL;
   long pwsz = sysconf(_SC_GETPW_R_SIZE_MAX);
@@ -422,6 +570,7 @@ static int spawn_prepare(const struct job *j, struct spawn *s, char *error, size
   int rc = 0, err;
 
   memset(s, 0, sizeof *s);
+  s->script_fd = -1;
   if (pwsz < 16384) pwsz = 16384;
   pwbuf = malloc((size_t)pwsz);
   if (!pwbuf) goto nomem;
@@ -456,7 +605,20 @@ static int spawn_prepare(const struct job *j, struct spawn *s, char *error, size
     getpwuid_r(geteuid(), &pw, pwbuf, (size_t)pwsz, &pwp);
   }
 
-  if (j->shell) {
+  if (j->http) {
+    /* Nothing to exec: the child runs the check itself. */
+    s->http = j->http;
+    s->http_timeout_ms = (long)j->timeout_ms + HTTP_GRACE_MS;
+    s->http_cap = (size_t)j->output_cap;
+  } else if (j->script) {
+    /* DIR is 0700: a child that switched users cannot open the path, so it
+     * gets the file as an open descriptor, which the interpreter opens
+     * again as /dev/fd/N (the file is then owned by that user). */
+    s->argv = calloc(3, sizeof *s->argv);
+    if (!s->argv || !(s->argv[0] = strdup(j->interpreter)) ||
+        !(s->argv[1] = strdup(s->set_user ? "/dev/fd/" KA_STR(SCRIPT_FD) : script_path)))
+      goto nomem;
+  } else if (j->shell) {
     s->argv = calloc(4, sizeof *s->argv);
     if (!s->argv || !(s->argv[0] = strdup("/bin/sh")) || !(s->argv[1] = strdup("-c")) ||
         !(s->argv[2] = strdup(j->shell)))
@@ -498,7 +660,57 @@ static void spawn_free(struct spawn *s) {
   strv_free(s->argv);
   strv_free(s->envp);
   free(s->groups);
+  if (s->script_fd >= 0) close(s->script_fd);
   memset(s, 0, sizeof *s);
+  s->script_fd = -1;
+}
+
+/* Writes the script body to path, a new file (O_EXCL: never someone
+ * else's), mode 0700, owned by the run-as user when the child switches
+ * users; then, in that case, opens it read-only into s->script_fd for the
+ * child.  No fsync: a crash loses the run, and the file with it.  On
+ * failure the file is gone and `error` says why. */
+static int script_write(const struct job *j, const char *path, struct spawn *s, char *error,
+                        size_t errsz) {
+  const char *p = j->script;
+  size_t left = j->script_len;
+  int fd, rc = 0;
+
+  fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0700);
+  if (fd < 0) {
+    snprintf(error, errsz, "create %.256s: %s", path, strerror(errno));
+    rc = KEEL_EIO;
+    goto out;
+  }
+  if (fchmod(fd, 0700) || (s->set_user && fchown(fd, s->uid, s->gid))) {
+    snprintf(error, errsz, "chmod/chown %.256s: %s", path, strerror(errno));
+    rc = KEEL_EIO;
+    goto out;
+  }
+  while (left > 0) {
+    ssize_t n = write(fd, p, left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      snprintf(error, errsz, "write %.256s: %s", path, strerror(errno));
+      rc = KEEL_EIO;
+      goto out;
+    }
+    p += n;
+    left -= (size_t)n;
+  }
+  if (s->set_user && (s->script_fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0) {
+    snprintf(error, errsz, "open %.256s: %s", path, strerror(errno));
+    rc = KEEL_EIO;
+  }
+out:
+  if (fd >= 0) {
+    if (close(fd) && !rc) {
+      snprintf(error, errsz, "close %.256s: %s", path, strerror(errno));
+      rc = KEEL_EIO;
+    }
+    if (rc) unlink(path); /* ours: O_EXCL created it */
+  }
+  return rc;
 }
 
 static const char *stage_name(int st) {
@@ -544,7 +756,8 @@ static int write_running(ka_exec_t *x, const struct job *j, int64_t started, pid
  * (a `failed` result was spooled), negative on storage failure. */
 static int start(ka_exec_t *x, const struct job *j, int64_t started) {
   int outp[2] = {-1, -1}, errp[2] = {-1, -1}, ep[2] = {-1, -1}, devnull = -1, rc = 0;
-  char error[512] = "";
+  int script_made = 0;
+  char error[512] = "", script[PATH_MAX] = "";
   struct spawn s;
   struct child_err ce;
   ka_run_t *r = NULL;
@@ -552,13 +765,23 @@ static int start(ka_exec_t *x, const struct job *j, int64_t started) {
   pid_t pid;
 
   memset(&s, 0, sizeof s);
-  if (spawn_prepare(j, &s, error, sizeof error)) goto failed;
+  s.script_fd = -1; /* spawn_free may run before spawn_prepare filled s */
+  if (j->script) ka_path(script, "%s/scripts/%s", x->dir, j->run_id);
+  if (spawn_prepare(j, script, &s, error, sizeof error)) goto failed;
   r = calloc(1, sizeof *r);
   if (!r) {
     snprintf(error, sizeof error, "out of memory");
     goto failed;
   }
   r->out_fd = r->err_fd = -1;
+  if (j->script) {
+    if (script_write(j, script, &s, error, sizeof error)) goto failed;
+    script_made = 1;
+    if (!(r->script = strdup(script))) {
+      snprintf(error, sizeof error, "out of memory");
+      goto failed;
+    }
+  }
   devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (devnull < 0 || pipe2(outp, O_CLOEXEC) || pipe2(errp, O_CLOEXEC) || pipe2(ep, O_CLOEXEC)) {
     snprintf(error, sizeof error, "pipe: %s", strerror(errno));
@@ -620,6 +843,7 @@ static int start(ka_exec_t *x, const struct job *j, int64_t started) {
   goto out;
 failed:
   keel_log(x->log, KEEL_LOG_WARN, "run %s: failed to start: %s", j->run_id, error);
+  if (script_made) unlink(script);
   rc = spool_simple(x, j->run_id, "failed", started, error);
   if (rc == 0) {
     unlink_running(x, j->run_id);
@@ -632,7 +856,10 @@ out:
     if (ep[i] >= 0) close(ep[i]);
   }
   if (devnull >= 0) close(devnull);
-  free(r);
+  if (r) {
+    free(r->script);
+    free(r);
+  }
   spawn_free(&s);
   return rc;
 }
@@ -648,6 +875,7 @@ static int refuse(ka_exec_t *x, const char *run_id, int64_t now, const char *why
 
 int ka_exec_submit(ka_exec_t *x, const char *job_text, size_t len, const char *sig_hex) {
   keel_err_t e, ve;
+  json_error_t je;
   json_t *o = NULL;
   const char *run_id;
   struct job j;
@@ -658,10 +886,10 @@ int ka_exec_submit(ka_exec_t *x, const char *job_text, size_t len, const char *s
    * regardless, but only so a refusal can name the run: nothing else in an
    * unverified job is acted upon. */
   verified = keel_agent_verify_job(sig_hex, x->id->server_pk, job_text, len, &ve) == 0;
-  if (keel_json_parse(job_text, len, &o, &e) == 0)
-    run_id = json_is_object(o) ? keel_json_str(o, "run_id") : NULL;
-  else
-    run_id = NULL;
+  /* NUL allowed in strings, so a job holding one is reported (job_decode
+   * refuses NUL where it matters) rather than dropped unparsed. */
+  o = json_loadb(job_text, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
+  run_id = json_is_object(o) ? str_nonul(o, "run_id") : NULL;
   if (!ka_valid_run_id(run_id)) {
     /* No run to report on (and no safe file name): log only. */
     keel_log(x->log, KEEL_LOG_ERROR, "dropped a job without a valid run_id (%s)",
@@ -673,11 +901,12 @@ int ka_exec_submit(ka_exec_t *x, const char *job_text, size_t len, const char *s
     goto out;
   }
   if (job_decode(o, &j, &e)) {
-    /* Signed by the server but not runnable: report once, as failed. */
+    /* Signed by the server but not runnable: report once, as `failed`, or
+     * `refused` when the job itself is not one we accept (j.refuse). */
     if (seen_has(x, id_hash(run_id)) || ka_spool_has(x->dir, run_id)) goto out;
     keel_log(x->log, KEEL_LOG_WARN, "run %s: %s", run_id, e.msg);
     if ((rc = seen_add(x, run_id, &ve)) == 0)
-      rc = spool_simple(x, run_id, "failed", now, e.msg) == 0 ? 1 : KEEL_EIO;
+      rc = spool_simple(x, run_id, j.refuse ? "refused" : "failed", now, e.msg) == 0 ? 1 : KEEL_EIO;
     goto out;
   }
   if (!j.agent_id || strcmp(j.agent_id, x->id->agent_id)) {
@@ -757,6 +986,10 @@ static int finish(ka_exec_t *x, ka_run_t *r) {
     return rc;
   }
   unlink_running(x, r->run_id);
+  /* Only now: a crash before this leaves the file to scripts_clean. */
+  if (r->script && unlink(r->script) && errno != ENOENT)
+    keel_log(x->log, KEEL_LOG_WARN, "run %s: removing %s: %s", r->run_id, r->script,
+             strerror(errno));
   keel_log(x->log, KEEL_LOG_INFO, "run %s: %s%s%d", r->run_id, status,
            code >= 0 ? " code " : sig >= 0 ? " signal " : "", code >= 0 ? code : sig);
   return 0;

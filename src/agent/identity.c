@@ -37,6 +37,8 @@ int ka_state_prepare(const char *dir, keel_err_t *e) {
   ka_path(p, "%s/running", dir);
   if ((rc = mkdir_0700(p, e))) goto out;
   ka_path(p, "%s/spool", dir);
+  if ((rc = mkdir_0700(p, e))) goto out;
+  ka_path(p, "%s/scripts", dir);
   rc = mkdir_0700(p, e);
 out:
   return rc;

@@ -1,5 +1,6 @@
 /* Unit tests for src/agent/exec.c and spool.c: running jobs for real
- * (fork/exec of /bin tools) in a temporary state directory. */
+ * (fork/exec of /bin tools) in a temporary state directory.  The http job
+ * kind is in test_agent_httpcheck.c (it needs a server). */
 #include <setjmp.h>
 /* Paths here are built from a short mkdtemp directory; gcc cannot know
  * that and warns on every snprintf into a fixed buffer. */
@@ -179,7 +180,7 @@ static void test_path_search(void **state) {
 
 static void test_shell_exit(void **state) {
   struct fx *f = *state;
-  json_t *r = run(f, "{\"argv\":[],\"shell\":\"echo err >&2; exit 3\"}", 5000);
+  json_t *r = run(f, "{\"argv\":null,\"shell\":\"echo err >&2; exit 3\"}", 5000);
   size_t n;
   char *err;
   assert_status(r, "exited");
@@ -579,6 +580,237 @@ static void test_signed_but_malformed(void **state) {
   assert_int_equal(f->x.nruns, 0);
 }
 
+/* ---- script jobs, and the one-kind rule ---------------------------------- */
+
+/* Signs and submits o (run_id and the rest added; o is consumed); the run
+ * id used is copied to id. */
+static void submit_obj(struct fx *f, json_t *o, char id[64]) {
+  char sig[KEEL_AGENT_SIG_HEX], *text;
+  snprintf(id, 64, "run_o%d", ++f->n);
+  json_object_set_new(o, "run_id", json_string(id));
+  json_object_set_new(o, "command_id", json_string("cmd_t"));
+  json_object_set_new(o, "agent_id", json_string("agt_test"));
+  json_object_set_new(o, "issued_at", json_integer(keel_now_ms()));
+  text = json_dumps(o, JSON_COMPACT);
+  assert_non_null(text);
+  keel_agent_sign_job(sig, f->srv_sk, text, strlen(text));
+  ka_exec_submit(&f->x, text, strlen(text), sig);
+  free(text);
+  json_decref(o);
+}
+
+/* A script job of interpreter and body[0..len), plus the members of
+ * extra (a JSON object literal or NULL); waits for its result. */
+static json_t *run_script(struct fx *f, const char *interp, const char *body, size_t len,
+                          const char *extra, long max_ms) {
+  json_t *o = extra ? json_loads(extra, 0, NULL) : json_object();
+  char id[64];
+  json_t *r;
+  assert_non_null(o);
+  json_object_set_new(o, "script",
+                      json_pack("{s:s,s:s%}", "interpreter", interp, "body", body, len));
+  submit_obj(f, o, id);
+  assert_int_equal(ka_exec_wait(&f->x, max_ms), 0);
+  r = result(f, id);
+  assert_non_null(r);
+  return r;
+}
+
+static int scripts_left(struct fx *f) {
+  char p[PATH_MAX];
+  struct dirent *de;
+  DIR *d;
+  int n = 0;
+  snprintf(p, sizeof p, "%s/scripts", f->dir);
+  d = opendir(p);
+  assert_non_null(d);
+  while ((de = readdir(d)))
+    n += strcmp(de->d_name, ".") && strcmp(de->d_name, "..");
+  closedir(d);
+  return n;
+}
+
+static void assert_error_has(json_t *r, const char *want) {
+  const char *err = keel_json_str(r, "error");
+  if (!err || !strstr(err, want)) fail_msg("error '%s' lacks '%s'", err ? err : "(none)", want);
+}
+
+static void test_script_runs(void **state) {
+  struct fx *f = *state;
+  const char *body = "echo \"$0\"; stat -c %a \"$0\"; echo \"$FOO\"; pwd; echo oops >&2; exit 3\n";
+  char want[PATH_MAX + 64], *err;
+  size_t n;
+  json_t *r = run_script(f, "/bin/sh", body, strlen(body),
+                         "{\"env\":{\"FOO\":\"bar\"},\"cwd\":\"/tmp\"}", 5000);
+  assert_status(r, "exited");
+  assert_int_equal(json_integer_value(json_object_get(r, "exit_code")), 3);
+  snprintf(want, sizeof want, "%s/scripts/run_o%d\n700\nbar\n/tmp\n", f->dir, f->n);
+  assert_stdout(r, want);
+  err = b64field(r, "stderr_b64", &n);
+  assert_string_equal(err, "oops\n");
+  free(err);
+  json_decref(r);
+  assert_int_equal(scripts_left(f), 0); /* removed once the run ended */
+}
+
+static void test_script_body_verbatim(void **state) {
+  struct fx *f = *state;
+  /* cat as the interpreter prints the file: the body arrives byte for
+   * byte, and no shell looked at it. */
+  const char *body = "#!/bin/false\n$(id) `id` ; | & 'q' \"dq\" \\ \n\tno trailing newline";
+  json_t *r = run_script(f, "/bin/cat", body, strlen(body), NULL, 5000);
+  assert_status(r, "exited");
+  assert_stdout(r, body);
+  json_decref(r);
+  assert_int_equal(scripts_left(f), 0);
+}
+
+static void test_script_refused(void **state) {
+  struct fx *f = *state;
+  static char big[(1 << 20) + 2];
+  json_t *r;
+
+  r = run_script(f, "/bin/sh", "echo a\0touch /tmp/x", 19, NULL, 1000);
+  assert_status(r, "refused");
+  assert_error_has(r, "NUL");
+  json_decref(r);
+  r = run_script(f, "sh", "echo a", 6, NULL, 1000);
+  assert_status(r, "refused");
+  assert_error_has(r, "script.interpreter must be an absolute path");
+  json_decref(r);
+  memset(big, '#', sizeof big - 1);
+  r = run_script(f, "/bin/sh", big, sizeof big - 1, NULL, 1000);
+  assert_status(r, "refused");
+  assert_error_has(r, "over the 1048576-byte limit");
+  json_decref(r);
+  {
+    char id[64];
+    submit_obj(f, json_pack("{s:{s:s}}", "script", "interpreter", "/bin/sh"), id);
+    r = result(f, id);
+    assert_status(r, "refused");
+    assert_error_has(r, "script.body must be a string");
+    json_decref(r);
+    submit_obj(f, json_pack("{s:s}", "script", "echo hi"), id);
+    r = result(f, id);
+    assert_status(r, "refused");
+    assert_error_has(r, "'script' must be an object");
+    json_decref(r);
+  }
+  assert_int_equal(f->x.nruns, 0);
+  assert_int_equal(scripts_left(f), 0);
+  /* Exactly 1 MiB is fine. */
+  big[(1 << 20) - 1] = '\n';
+  r = run_script(f, "/bin/sh", big, 1 << 20, NULL, 5000);
+  assert_status(r, "exited");
+  json_decref(r);
+}
+
+static void test_script_failures(void **state) {
+  struct fx *f = *state;
+  int64_t t0;
+  json_t *r = run_script(f, "/nonexistent/interp", "x", 1, NULL, 5000);
+  assert_status(r, "failed");
+  assert_error_has(r, "exec /nonexistent/interp: No such file");
+  json_decref(r);
+  assert_int_equal(scripts_left(f), 0);
+  r = run_script(f, "/bin/sh", "true", 4, "{\"cwd\":\"/no/such/dir\"}", 5000);
+  assert_status(r, "failed");
+  json_decref(r);
+  assert_int_equal(scripts_left(f), 0);
+  t0 = keel_mono_ms();
+  r = run_script(f, "/bin/sh", "sleep 10 & sleep 10", 19, "{\"timeout_ms\":200}", 3000);
+  assert_status(r, "timeout");
+  assert_true(keel_mono_ms() - t0 < 1500);
+  json_decref(r);
+  assert_int_equal(scripts_left(f), 0);
+}
+
+static void test_script_leftovers_removed(void **state) {
+  struct fx *f = *state;
+  char p[PATH_MAX];
+  FILE *fp;
+  /* What a crashed agent left behind goes at the next start. */
+  ka_exec_free(&f->x);
+  snprintf(p, sizeof p, "%s/scripts/run_crashed", f->dir);
+  fp = fopen(p, "w");
+  assert_non_null(fp);
+  fputs("echo left\n", fp);
+  fclose(fp);
+  assert_int_equal(scripts_left(f), 1);
+  assert_int_equal(ka_exec_init(&f->x, f->dir, &f->id, NULL, NULL), 0);
+  assert_int_equal(scripts_left(f), 0);
+}
+
+static void test_script_as_user(void **state) {
+  struct fx *f = *state;
+  const char *body = "id -u; echo \"$0\"; ls -ln \"$0\" | cut -d' ' -f3\n";
+  struct stat st;
+  json_t *r;
+  if (geteuid() != 0) skip();
+  /* DIR stays 0700: the script reaches nobody as an open descriptor, the
+   * file owned by nobody so that reopening it is allowed. */
+  r = run_script(f, "/bin/sh", body, strlen(body), "{\"user\":\"nobody\"}", 5000);
+  assert_status(r, "exited");
+  assert_stdout(r, "65534\n/dev/fd/4\n65534\n");
+  json_decref(r);
+  assert_int_equal(stat(f->dir, &st), 0);
+  assert_int_equal(st.st_mode & 0777, 0700);
+  assert_int_equal(scripts_left(f), 0);
+}
+
+static void test_one_kind(void **state) {
+  struct fx *f = *state;
+  static const struct {
+    const char *job, *err;
+  } bad[] = {
+      {"{\"argv\":[\"true\"],\"shell\":\"true\"}", "this one has argv and shell"},
+      {"{\"argv\":[],\"shell\":\"true\"}", "this one has argv and shell"},
+      {"{\"shell\":\"true\",\"script\":{\"interpreter\":\"/bin/sh\",\"body\":\"true\"}}",
+       "this one has shell and script"},
+      {"{\"argv\":[\"true\"],\"http\":{\"url\":\"http://127.0.0.1:1/\"}}", "argv and http"},
+      {"{\"argv\":[\"true\"],\"shell\":\"x\",\"script\":{},\"http\":{}}",
+       "argv and shell and script and http"},
+      {"{\"timeout_ms\":1000}", "none is given"},
+      {"{\"argv\":null,\"shell\":null,\"script\":null,\"http\":null}", "none is given"},
+      {"{\"http\":{\"url\":\"http://u:p@127.0.0.1/\"}}", "job: http.url: user info"},
+      {"{\"http\":{\"url\":\"ftp://127.0.0.1/\"}}", "http.url 'ftp://127.0.0.1/': expected http"},
+      {"{\"http\":{\"url\":\"http://h/\",\"method\":\"OPTIONS\"}}", "http.method 'OPTIONS'"},
+      {"{\"http\":{\"url\":\"http://h/\",\"expect_status\":99}}", "http.expect_status"},
+      {"{\"http\":\"http://h/\"}", "http: expected an object"},
+  };
+  json_t *r;
+
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    const char *id = submit(f, bad[i].job);
+    r = result(f, id);
+    if (!r) fail_msg("%s: no result", bad[i].job);
+    assert_status(r, "refused");
+    assert_error_has(r, bad[i].err);
+    json_decref(r);
+  }
+  assert_int_equal(f->x.nruns, 0);
+  /* Null is absent: one kind plus nulls is fine. */
+  r = run(f, "{\"argv\":[\"echo\",\"one\"],\"shell\":null,\"script\":null,\"http\":null}", 5000);
+  assert_status(r, "exited");
+  assert_stdout(r, "one\n");
+  json_decref(r);
+}
+
+static void test_nul_in_job_reported(void **state) {
+  struct fx *f = *state;
+  char id[64];
+  json_t *r;
+  /* Once parsed whole, NULs elsewhere are reported too (they used to make
+   * the job unparseable, and it was dropped without a result). */
+  submit_obj(f, json_pack("{s:[s,s%]}", "argv", "echo", "a\0b", (size_t)3), id);
+  r = result(f, id);
+  assert_non_null(r);
+  assert_status(r, "failed");
+  assert_error_has(r, "argv[1] must be a string without NUL");
+  json_decref(r);
+  assert_int_equal(f->x.nruns, 0);
+}
+
 static void test_result_spool_order(void **state) {
   struct fx *f = *state;
   char id[KA_RUN_ID_MAX + 1], *body;
@@ -645,6 +877,14 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_seen_window, setup, teardown),
       cmocka_unit_test_setup_teardown(test_forged_refused, setup, teardown),
       cmocka_unit_test_setup_teardown(test_signed_but_malformed, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_script_runs, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_script_body_verbatim, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_script_refused, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_script_failures, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_script_leftovers_removed, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_script_as_user, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_one_kind, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_nul_in_job_reported, setup, teardown),
       cmocka_unit_test_setup_teardown(test_result_spool_order, setup, teardown),
       cmocka_unit_test_setup_teardown(test_identity_roundtrip, setup, teardown),
   };

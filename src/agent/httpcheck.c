@@ -1,0 +1,866 @@
+/* httpcheck.c — the `http` job kind (httpcheck.h): URL parsing, the job
+ * member's decoding, and the request itself, made by a forked child.
+ *
+ * The child is a plain fork of the agent (no exec).  It allocates, resolves
+ * names and may dlopen libcurl, which POSIX only allows after fork in a
+ * single-threaded process.  The agent is single-threaded except for the
+ * resolver threads libcurl may run while it talks https to keeld; glibc
+ * makes malloc safe across fork, and the residual risk (a lock held by such
+ * a thread inside the resolver) can only hang the child, which the job's
+ * timeout then kills.
+ *
+ * Output goes straight to the descriptors with write(2): stdio buffers
+ * inherited from the agent MUST NOT be flushed twice. */
+#define _GNU_SOURCE /* memmem */
+#define CURL_DISABLE_TYPECHECK   /* as conn_curl.c: every call goes through the table */
+#define CURL_DISABLE_DEPRECATION /* CURLOPT_PROTOCOLS, for libcurl < 7.85 */
+#include <curl/curl.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "httpcheck.h"
+#include "keel/buf.h"
+#include "keel/json.h"
+#include "keel/time.h"
+#include "keel/version.h"
+
+#define HEAD_MAX (16 * 1024) /* the response's status line and headers */
+#define CHUNK_LINE_MAX 128   /* a chunk-size line, extensions included */
+#define EXPECT_BODY_MAX 65536
+#define ERR_MAX 256
+
+/* ---- the URL ------------------------------------------------------------- */
+
+static int is_alnum(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+static int is_hex(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+int ka_http_url_parse(const char *text, size_t len, ka_http_url_t *u, keel_err_t *e) {
+  const char *end = text + len, *auth, *aend, *hs, *he, *ps = NULL;
+  size_t hl;
+  int rc = 0;
+
+  memset(u, 0, sizeof *u);
+  if (len == 0) {
+    rc = keel_err_set(e, KEEL_EINVAL, "url: empty");
+    goto out;
+  }
+  if (len > KA_HTTP_URL_MAX) {
+    rc = keel_err_set(e, KEEL_EINVAL, "url: longer than %d bytes", KA_HTTP_URL_MAX);
+    goto out;
+  }
+  /* One pass over the bytes first, so the messages below can quote the
+   * text without further care. */
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)text[i];
+    if (c == 0) {
+      rc = keel_err_set(e, KEEL_EINVAL, "url: contains a NUL byte");
+      goto out;
+    }
+    if (c <= 0x20 || c == 0x7f) {
+      rc = keel_err_set(e, KEEL_EINVAL,
+                        "url: contains a space or control character at byte %zu "
+                        "(percent-encode it)", i);
+      goto out;
+    }
+    if (c >= 0x80) {
+      rc = keel_err_set(e, KEEL_EINVAL,
+                        "url: contains a non-ASCII byte at byte %zu (percent-encode it)", i);
+      goto out;
+    }
+    if (c == '#') {
+      rc = keel_err_set(e, KEEL_EINVAL, "url: has a fragment ('#...'), which is never sent");
+      goto out;
+    }
+  }
+  if (len >= 7 && !strncasecmp(text, "http://", 7)) {
+    u->port = 80;
+    auth = text + 7;
+  } else if (len >= 8 && !strncasecmp(text, "https://", 8)) {
+    u->https = 1;
+    u->port = 443;
+    auth = text + 8;
+  } else {
+    /* text is not NUL-terminated: quote len bytes at most. */
+    rc = keel_err_set(e, KEEL_EINVAL, "url '%.*s': expected http:// or https://",
+                      (int)(len < 200 ? len : 200), text);
+    goto out;
+  }
+  for (aend = auth; aend < end && *aend != '/' && *aend != '?'; aend++) {
+  }
+  if (memchr(auth, '@', (size_t)(aend - auth))) {
+    rc = keel_err_set(e, KEEL_EINVAL, "url: user info (user@host) is not supported");
+    goto out;
+  }
+  if (auth < aend && *auth == '[') {
+    hs = auth + 1;
+    he = memchr(hs, ']', (size_t)(aend - hs));
+    if (!he) {
+      rc = keel_err_set(e, KEEL_EINVAL, "url: '[' of an IPv6 address without its ']'");
+      goto out;
+    }
+    if (he == hs || !memchr(hs, ':', (size_t)(he - hs))) {
+      rc = keel_err_set(e, KEEL_EINVAL, "url: expected an IPv6 address between '[' and ']'");
+      goto out;
+    }
+    for (const char *q = hs; q < he; q++)
+      if (!is_hex(*q) && *q != ':' && *q != '.') {
+        rc = keel_err_set(e, KEEL_EINVAL,
+                          "url: IPv6 address: unexpected '%c' (zone ids are not supported)", *q);
+        goto out;
+      }
+    if (he + 1 < aend) {
+      if (he[1] != ':') {
+        rc = keel_err_set(e, KEEL_EINVAL, "url: expected ':port' or '/' after ']'");
+        goto out;
+      }
+      ps = he + 2;
+    }
+  } else {
+    const char *colon = memchr(auth, ':', (size_t)(aend - auth));
+    hs = auth;
+    he = colon ? colon : aend;
+    if (colon) ps = colon + 1;
+    for (const char *q = hs; q < he; q++)
+      if (!is_alnum(*q) && *q != '-' && *q != '.' && *q != '_') {
+        rc = keel_err_set(e, KEEL_EINVAL,
+                          "url: host: unexpected '%c' (expected a name, an IPv4 address or [IPv6])",
+                          *q);
+        goto out;
+      }
+  }
+  hl = (size_t)(he - hs);
+  if (hl == 0) {
+    rc = keel_err_set(e, KEEL_EINVAL, "url: no host");
+    goto out;
+  }
+  if (hl > KA_HTTP_HOST_MAX) {
+    rc = keel_err_set(e, KEEL_EINVAL, "url: host longer than %d bytes", KA_HTTP_HOST_MAX);
+    goto out;
+  }
+  if (ps) {
+    size_t pl = (size_t)(aend - ps);
+    unsigned long port = 0;
+    if (pl == 0 || pl > 5) {
+      rc = keel_err_set(e, KEEL_EINVAL, "url: port: expected 1 to 65535");
+      goto out;
+    }
+    for (size_t i = 0; i < pl; i++) {
+      if (ps[i] < '0' || ps[i] > '9') {
+        rc = keel_err_set(e, KEEL_EINVAL, "url: port: expected 1 to 65535");
+        goto out;
+      }
+      port = port * 10 + (unsigned long)(ps[i] - '0');
+    }
+    if (port == 0 || port > 65535) {
+      rc = keel_err_set(e, KEEL_EINVAL, "url: port: expected 1 to 65535");
+      goto out;
+    }
+    u->port = (unsigned)port;
+  }
+  memcpy(u->host, hs, hl);
+  memcpy(u->authority, auth, (size_t)(aend - auth)); /* host + brackets + ":" + 5 digits fits */
+  /* A URL without a path asks for "/" (RFC 9110 4.2.1), also before a query. */
+  {
+    size_t tl = (size_t)(end - aend), o = 0;
+    if (tl == 0 || *aend == '?') u->target[o++] = '/';
+    memcpy(u->target + o, aend, tl);
+  }
+out:
+  if (rc) memset(u, 0, sizeof *u);
+  return rc;
+}
+
+/* ---- the job member ------------------------------------------------------ */
+
+static const char *const method_names[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"};
+
+const char *ka_http_method_name(int method) {
+  if (method < 0 || (size_t)method >= sizeof method_names / sizeof method_names[0]) return "?";
+  return method_names[method];
+}
+
+/* A string member without NUL bytes, or NULL when absent or null; -1 when
+ * it is something else. */
+static int opt_text(const json_t *o, const char *key, const char **out) {
+  const json_t *v = json_object_get(o, key);
+  *out = NULL;
+  if (!v || json_is_null(v)) return 0;
+  if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v)) return -1;
+  *out = json_string_value(v);
+  return 0;
+}
+
+int ka_httpcheck_decode(const json_t *http, ka_httpcheck_t *hc, keel_err_t *e) {
+  const char *method;
+  const json_t *v;
+  keel_err_t ue;
+  int rc = 0;
+
+  memset(hc, 0, sizeof *hc);
+  if (!json_is_object(http)) {
+    rc = keel_err_set(e, KEEL_EINVAL,
+                      "http: expected an object {url, method, expect_status, expect_body}");
+    goto out;
+  }
+  v = json_object_get(http, "url");
+  if (!json_is_string(v)) {
+    rc = keel_err_set(e, KEEL_EINVAL, "http.url: expected a string");
+    goto out;
+  }
+  if (ka_http_url_parse(json_string_value(v), json_string_length(v), &hc->u, &ue)) {
+    rc = keel_err_set(e, KEEL_EINVAL, "http.%s", ue.msg);
+    goto out;
+  }
+  hc->url = json_string_value(v);
+  if (opt_text(http, "method", &method)) {
+    rc = keel_err_set(e, KEEL_EINVAL, "http.method: expected a string");
+    goto out;
+  }
+  hc->method = -1;
+  if (!method) hc->method = KA_HTTP_GET;
+  for (size_t i = 0; method && i < sizeof method_names / sizeof method_names[0]; i++)
+    if (!strcmp(method, method_names[i])) hc->method = (int)i;
+  if (hc->method < 0) {
+    rc = keel_err_set(e, KEEL_EINVAL,
+                      "http.method '%.32s': expected GET, HEAD, POST, PUT, PATCH or DELETE",
+                      method);
+    goto out;
+  }
+  v = json_object_get(http, "expect_status");
+  if (!v || json_is_null(v)) {
+    hc->expect_status = 200;
+  } else if (!json_is_integer(v) || json_integer_value(v) < 100 || json_integer_value(v) > 599) {
+    rc = keel_err_set(e, KEEL_EINVAL, "http.expect_status: expected an integer from 100 to 599");
+    goto out;
+  } else {
+    hc->expect_status = (int)json_integer_value(v);
+  }
+  if (opt_text(http, "expect_body", &hc->expect_body)) {
+    rc = keel_err_set(e, KEEL_EINVAL, "http.expect_body: expected a string without NUL, or null");
+    goto out;
+  }
+  if (hc->expect_body && strlen(hc->expect_body) > EXPECT_BODY_MAX) {
+    rc = keel_err_set(e, KEEL_EINVAL, "http.expect_body: longer than %d bytes", EXPECT_BODY_MAX);
+    goto out;
+  }
+  if (hc->expect_body && hc->method == KA_HTTP_HEAD) {
+    /* A HEAD answer has no body: such a check could never pass. */
+    rc = keel_err_set(e, KEEL_EINVAL, "http.expect_body: a HEAD answer has no body");
+    goto out;
+  }
+out:
+  if (rc) memset(hc, 0, sizeof *hc);
+  return rc;
+}
+
+/* ---- the answer ---------------------------------------------------------- */
+
+/* What came back, whichever client fetched it. */
+struct answer {
+  long status;      /* 0 until a final status line arrived */
+  keel_buf_t body;  /* the first body_cap bytes */
+  size_t cap;
+  int cut;          /* the body went on past cap (not read further) */
+  char err[ERR_MAX];/* the transport error, when the fetch failed */
+};
+
+static void set_err(struct answer *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_err(struct answer *a, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(a->err, sizeof a->err, fmt, ap);
+  va_end(ap);
+}
+
+/* Keeps what fits under the cap.  Returns 1 when the cap was hit (the rest
+ * is not wanted), 0 otherwise, -1 out of memory. */
+static int body_take(struct answer *a, const char *d, size_t n) {
+  size_t room = a->cap - a->body.len, take = n < room ? n : room;
+  if (take && keel_buf_append(&a->body, d, take)) return -1;
+  if (take < n) {
+    a->cut = 1;
+    return 1;
+  }
+  return 0;
+}
+
+/* ---- http:// : the blocking client ---------------------------------------- */
+
+enum { RX_HEAD, RX_BODY };
+enum { BM_NONE, BM_LENGTH, BM_CHUNKED, BM_EOF };
+enum { CK_SIZE, CK_DATA, CK_DATA_END };
+
+/* The response parser: fed the bytes as they come. */
+struct rx {
+  int head_only;  /* a HEAD request: no body, whatever the headers say */
+  int st, bm, ck;
+  keel_buf_t head;
+  uint64_t left;  /* BM_LENGTH: body bytes to come; chunked: of this chunk */
+  char line[CHUNK_LINE_MAX];
+  size_t line_len;
+};
+
+/* 1 when the last coding of a Transfer-Encoding value is chunked. */
+static int last_is_chunked(const char *v, size_t n) {
+  size_t e = n, s;
+  while (e > 0 && (v[e - 1] == ' ' || v[e - 1] == '\t')) e--;
+  s = e;
+  while (s > 0 && v[s - 1] != ',') s--;
+  while (s < e && (v[s] == ' ' || v[s] == '\t')) s++;
+  return e - s == 7 && !strncasecmp(v + s, "chunked", 7);
+}
+
+/* The header block in rx->head (terminator included).  0: a final answer
+ * (a->status set, rx->bm chosen), 1: an interim 1xx to skip, -1: error. */
+static int parse_head(struct rx *rx, struct answer *a) {
+  const char *s = rx->head.data, *end = s + rx->head.len, *nl;
+  int have_len = 0, te = 0, te_chunked = 0;
+  uint64_t clen = 0;
+  long status;
+
+  nl = memchr(s, '\n', (size_t)(end - s));
+  if (!nl || nl - s < 12 || memcmp(s, "HTTP/1.", 7) || s[7] < '0' || s[7] > '9' || s[8] != ' ' ||
+      s[9] < '1' || s[9] > '5' || s[10] < '0' || s[10] > '9' || s[11] < '0' || s[11] > '9' ||
+      (nl - s > 12 && s[12] != ' ' && s[12] != '\r')) {
+    set_err(a, "malformed status line in the answer");
+    return -1;
+  }
+  status = (s[9] - '0') * 100 + (s[10] - '0') * 10 + (s[11] - '0');
+  if (status < 200) {
+    if (status == 101) {
+      set_err(a, "the server switched protocols (HTTP 101)");
+      return -1;
+    }
+    return 1;
+  }
+  for (s = nl + 1; s < end; s = nl + 1) {
+    const char *colon, *v, *ve;
+    nl = memchr(s, '\n', (size_t)(end - s));
+    if (!nl) break;
+    ve = nl;
+    if (ve > s && ve[-1] == '\r') ve--;
+    if (ve == s) break; /* the blank line */
+    colon = memchr(s, ':', (size_t)(ve - s));
+    if (!colon || colon == s || *s == ' ' || *s == '\t') {
+      set_err(a, "malformed header line in the answer");
+      return -1;
+    }
+    v = colon + 1;
+    while (v < ve && (*v == ' ' || *v == '\t')) v++;
+    while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+#define NAME_IS(lit) ((size_t)(colon - s) == sizeof lit - 1 && !strncasecmp(s, lit, sizeof lit - 1))
+    if (NAME_IS("Content-Length")) {
+      uint64_t n = 0;
+      if (v == ve || ve - v > 19) goto bad_len;
+      for (const char *q = v; q < ve; q++) {
+        if (*q < '0' || *q > '9') goto bad_len;
+        n = n * 10 + (uint64_t)(*q - '0');
+      }
+      if (have_len && n != clen) goto bad_len;
+      clen = n;
+      have_len = 1;
+    } else if (NAME_IS("Transfer-Encoding")) {
+      te = 1;
+      te_chunked = last_is_chunked(v, (size_t)(ve - v));
+    }
+#undef NAME_IS
+  }
+  a->status = status;
+  if (rx->head_only || status == 204 || status == 304) {
+    rx->bm = BM_NONE;
+  } else if (te) {
+    /* Transfer-Encoding wins over Content-Length (RFC 9112 6.3); a coding
+     * list that does not end in chunked runs to the end of the stream. */
+    rx->bm = te_chunked ? BM_CHUNKED : BM_EOF;
+  } else if (have_len) {
+    rx->bm = BM_LENGTH;
+    rx->left = clen;
+  } else {
+    rx->bm = BM_EOF;
+  }
+  return 0;
+bad_len:
+  set_err(a, "bad Content-Length in the answer");
+  return -1;
+}
+
+/* Feeds n received bytes: 0 when more is wanted, 1 when the answer is
+ * complete (or its body reached the cap), -1 on error (a->err set). */
+static int rx_feed(struct rx *rx, struct answer *a, const char *d, size_t n) {
+  /* A body that is already complete ends the answer without more bytes. */
+  while (n > 0 ||
+         (rx->st == RX_BODY && (rx->bm == BM_NONE || (rx->bm == BM_LENGTH && !rx->left)))) {
+    if (rx->st == RX_HEAD) {
+      size_t old = rx->head.len, take = n < HEAD_MAX - old ? n : HEAD_MAX - old, endpos = 0;
+      int r;
+      if (keel_buf_append(&rx->head, d, take)) {
+        set_err(a, "out of memory");
+        return -1;
+      }
+      /* The block ends at the first empty line: "\n\n" or "\n\r\n". */
+      for (size_t i = old > 2 ? old - 2 : 0; i < rx->head.len && !endpos; i++) {
+        if (rx->head.data[i] != '\n' || i == 0) continue;
+        if (i + 1 < rx->head.len && rx->head.data[i + 1] == '\n') endpos = i + 2;
+        else if (i + 2 < rx->head.len && rx->head.data[i + 1] == '\r' &&
+                 rx->head.data[i + 2] == '\n')
+          endpos = i + 3;
+      }
+      if (!endpos) {
+        if (rx->head.len >= HEAD_MAX) {
+          set_err(a, "answer's header block larger than %d bytes", HEAD_MAX);
+          return -1;
+        }
+        return 0; /* all of d was taken */
+      }
+      d += endpos - old;
+      n -= endpos - old;
+      rx->head.len = endpos;
+      rx->head.data[endpos] = '\0';
+      if ((r = parse_head(rx, a)) < 0) return -1;
+      keel_buf_reset(&rx->head);
+      if (r == 0) rx->st = RX_BODY; /* else 1xx: the real answer follows */
+      continue;
+    }
+    switch (rx->bm) {
+    case BM_NONE: return 1;
+    case BM_EOF: {
+      int r = body_take(a, d, n);
+      if (r < 0) goto nomem;
+      return r; /* 0: until the connection closes */
+    }
+    case BM_LENGTH: {
+      size_t take = n < rx->left ? n : (size_t)rx->left;
+      int r;
+      if (rx->left == 0) return 1;
+      if ((r = body_take(a, d, take)) < 0) goto nomem;
+      rx->left -= take;
+      if (r || rx->left == 0) return 1;
+      return 0; /* take == n */
+    }
+    case BM_CHUNKED:
+      if (rx->ck == CK_DATA) {
+        size_t take = n < rx->left ? n : (size_t)rx->left;
+        int r = body_take(a, d, take);
+        if (r < 0) goto nomem;
+        if (r) return 1;
+        d += take;
+        n -= take;
+        rx->left -= take;
+        if (rx->left == 0) rx->ck = CK_DATA_END;
+        continue;
+      }
+      /* CK_SIZE or CK_DATA_END: one line */
+      {
+        char ch = *d++;
+        n--;
+        if (ch != '\n') {
+          if (rx->line_len >= sizeof rx->line - 1) {
+            set_err(a, "chunk size line too long in the answer");
+            return -1;
+          }
+          rx->line[rx->line_len++] = ch;
+          continue;
+        }
+        if (rx->line_len && rx->line[rx->line_len - 1] == '\r') rx->line_len--;
+        if (rx->ck == CK_DATA_END) {
+          if (rx->line_len) {
+            set_err(a, "chunk not followed by CRLF in the answer");
+            return -1;
+          }
+          rx->ck = CK_SIZE;
+        } else {
+          uint64_t sz = 0;
+          size_t i = 0;
+          for (; i < rx->line_len && i < 16 && is_hex(rx->line[i]); i++) {
+            char h = rx->line[i];
+            sz = sz * 16 + (uint64_t)(h <= '9' ? h - '0' : (h | 0x20) - 'a' + 10);
+          }
+          if (i == 0 || i >= 16 ||
+              (i < rx->line_len && rx->line[i] != ';' && rx->line[i] != ' ' &&
+               rx->line[i] != '\t')) {
+            set_err(a, "bad chunk size in the answer");
+            return -1;
+          }
+          /* The last chunk: trailers are not read, the connection is ours
+           * alone (Connection: close). */
+          if (sz == 0) return 1;
+          rx->ck = CK_DATA;
+          rx->left = sz;
+        }
+        rx->line_len = 0;
+      }
+      continue;
+    }
+  }
+  return 0;
+nomem:
+  set_err(a, "out of memory");
+  return -1;
+}
+
+static long ms_left(int64_t deadline) {
+  int64_t d = deadline - keel_mono_ms();
+  return d < 0 ? 0 : d > 0x7fffffff ? 0x7fffffff : (long)d;
+}
+
+/* Waits for events on fd until the deadline: 1 ready, 0 timed out, -1 error. */
+static int wait_fd(int fd, short events, int64_t deadline) {
+  struct pollfd p = {.fd = fd, .events = events};
+  for (;;) {
+    int r = poll(&p, 1, (int)ms_left(deadline));
+    if (r < 0 && errno == EINTR) continue;
+    return r < 0 ? -1 : r > 0;
+  }
+}
+
+/* A connected socket to one of ai's addresses, or -1 (a->err set). */
+static int connect_any(const struct addrinfo *ai, const ka_http_url_t *u, int64_t deadline,
+                       long timeout_ms, struct answer *a) {
+  int last = 0;
+
+  for (; ai; ai = ai->ai_next) {
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+    int err = 0, one = 1, r;
+    socklen_t el = sizeof err;
+    if (fd < 0) {
+      last = errno;
+      continue;
+    }
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) && errno != EINPROGRESS && errno != EINTR) {
+      last = errno;
+      close(fd);
+      continue;
+    }
+    r = wait_fd(fd, POLLOUT, deadline);
+    if (r == 0) {
+      close(fd);
+      set_err(a, "timed out after %ld ms connecting to %s port %u", timeout_ms, u->host, u->port);
+      return -1;
+    }
+    if (r < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el)) err = errno;
+    if (err) {
+      last = err;
+      close(fd);
+      continue;
+    }
+    return fd;
+  }
+  set_err(a, "cannot connect to %s port %u: %s", u->host, u->port,
+          last ? strerror(last) : "no address");
+  return -1;
+}
+
+static int fetch_plain(const ka_httpcheck_t *hc, long timeout_ms, struct answer *a) {
+  const ka_http_url_t *u = &hc->u;
+  int64_t deadline = keel_mono_ms() + timeout_ms;
+  struct addrinfo hints, *ai = NULL;
+  char port[8];
+  keel_buf_t req;
+  struct rx rx;
+  size_t sent = 0;
+  int fd = -1, rc = -1, g;
+
+  memset(&rx, 0, sizeof rx);
+  keel_buf_init(&rx.head, HEAD_MAX);
+  keel_buf_init(&req, KA_HTTP_URL_MAX + 1024);
+  rx.head_only = hc->method == KA_HTTP_HEAD;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_protocol = IPPROTO_TCP;
+  hints.ai_flags = AI_NUMERICSERV;
+  snprintf(port, sizeof port, "%u", u->port);
+  if ((g = getaddrinfo(u->host, port, &hints, &ai))) {
+    ai = NULL;
+    set_err(a, "cannot resolve '%s': %s", u->host,
+            g == EAI_SYSTEM ? strerror(errno) : gai_strerror(g));
+    goto out;
+  }
+  if ((fd = connect_any(ai, u, deadline, timeout_ms, a)) < 0) goto out;
+  /* POST, PUT and PATCH say their (empty) body's length: some servers
+   * answer 411 without it. */
+  if (keel_buf_printf(&req,
+                      "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: keel-agent/" KEEL_VERSION
+                      "\r\nAccept: */*\r\nConnection: close\r\n%s\r\n",
+                      ka_http_method_name(hc->method), u->target, u->authority,
+                      hc->method == KA_HTTP_POST || hc->method == KA_HTTP_PUT ||
+                              hc->method == KA_HTTP_PATCH
+                          ? "Content-Length: 0\r\n"
+                          : "")) {
+    set_err(a, "out of memory");
+    goto out;
+  }
+  while (sent < req.len) {
+    ssize_t w = send(fd, req.data + sent, req.len - sent, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      int r = wait_fd(fd, POLLOUT, deadline);
+      if (r == 0) goto timed_out;
+      if (r > 0) continue;
+    }
+    if (w < 0) {
+      set_err(a, "sending the request: %s", strerror(errno));
+      goto out;
+    }
+    sent += (size_t)w;
+  }
+  for (;;) {
+    char buf[16384];
+    ssize_t n = recv(fd, buf, sizeof buf, 0);
+    int r;
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      r = wait_fd(fd, POLLIN, deadline);
+      if (r == 0) goto timed_out;
+      if (r > 0) continue;
+    }
+    if (n < 0) {
+      set_err(a, "reading the answer: %s", strerror(errno));
+      goto out;
+    }
+    if (n == 0) {
+      if (rx.st == RX_BODY && rx.bm == BM_EOF) break;
+      if (rx.st == RX_HEAD && rx.head.len == 0 && a->status == 0)
+        set_err(a, "connection closed by the server before any answer");
+      else
+        set_err(a, "connection closed by the server in the middle of the answer");
+      goto out;
+    }
+    if ((r = rx_feed(&rx, a, buf, (size_t)n)) < 0) goto out;
+    if (r == 1) break;
+  }
+  rc = 0;
+  goto out;
+timed_out:
+  set_err(a, "timed out after %ld ms", timeout_ms);
+out:
+  if (rc) a->status = 0; /* an answer only counts when complete */
+  if (fd >= 0) close(fd);
+  if (ai) freeaddrinfo(ai);
+  keel_buf_free(&rx.head);
+  keel_buf_free(&req);
+  return rc;
+}
+
+/* ---- https:// : libcurl, loaded here -------------------------------------- */
+
+struct curl_fns {
+  CURLcode (*global_init)(long);
+  void (*global_cleanup)(void);
+  CURL *(*easy_init)(void);
+  void (*easy_cleanup)(CURL *);
+  CURLcode (*easy_setopt)(CURL *, CURLoption, ...);
+  CURLcode (*easy_perform)(CURL *);
+  CURLcode (*easy_getinfo)(CURL *, CURLINFO, ...);
+  const char *(*easy_strerror)(CURLcode);
+  struct curl_slist *(*slist_append)(struct curl_slist *, const char *);
+  void (*slist_free_all)(struct curl_slist *);
+};
+
+static const struct {
+  const char *name;
+  size_t off;
+} curl_syms[] = {
+#define SYM(field, name) {name, offsetof(struct curl_fns, field)}
+    SYM(global_init, "curl_global_init"),
+    SYM(global_cleanup, "curl_global_cleanup"),
+    SYM(easy_init, "curl_easy_init"),
+    SYM(easy_cleanup, "curl_easy_cleanup"),
+    SYM(easy_setopt, "curl_easy_setopt"),
+    SYM(easy_perform, "curl_easy_perform"),
+    SYM(easy_getinfo, "curl_easy_getinfo"),
+    SYM(easy_strerror, "curl_easy_strerror"),
+    SYM(slist_append, "curl_slist_append"),
+    SYM(slist_free_all, "curl_slist_free_all"),
+#undef SYM
+};
+
+/* The same libraries, in the same order, as conn_curl.c.  The library is
+ * never unloaded: the child exits right after (and unloading GnuTLS is
+ * asking for trouble with its atexit handlers). */
+static int curl_load(struct curl_fns *f, struct answer *a) {
+  static const char *const names[] = {"libcurl-gnutls.so.4", "libcurl.so.4"};
+  const char *why = "not found";
+  void *lib = NULL;
+
+  for (size_t i = 0; i < sizeof names / sizeof names[0] && !lib; i++) {
+    lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+    if (!lib) why = dlerror();
+  }
+  if (!lib) {
+    set_err(a, "https needs libcurl: install libcurl3-gnutls (%s)", why ? why : "not found");
+    return -1;
+  }
+  memset(f, 0, sizeof *f);
+  for (size_t i = 0; i < sizeof curl_syms / sizeof curl_syms[0]; i++) {
+    void *s = dlsym(lib, curl_syms[i].name);
+    if (!s) {
+      set_err(a, "https needs libcurl 7.66 or later: the loaded one has no %s", curl_syms[i].name);
+      return -1;
+    }
+    /* POSIX: a data pointer from dlsym converts to a function pointer. */
+    memcpy((char *)f + curl_syms[i].off, &s, sizeof s);
+  }
+  return 0;
+}
+
+/* Past the cap the transfer is ended (0 makes curl stop with
+ * CURLE_WRITE_ERROR); cut tells that apart from a real write error. */
+static size_t on_body(char *p, size_t size, size_t nmemb, void *ud) {
+  struct answer *a = ud;
+  size_t n = size * nmemb;
+  return body_take(a, p, n) == 0 ? n : 0;
+}
+
+static int fetch_curl(const ka_httpcheck_t *hc, long timeout_ms, struct answer *a) {
+  struct curl_fns K;
+  struct curl_slist *hdrs = NULL;
+  char cerr[CURL_ERROR_SIZE] = "";
+  CURL *h = NULL;
+  CURLcode r = CURLE_OK, pr;
+  int rc = -1, inited = 0, m = hc->method;
+  long status = 0;
+
+  if (curl_load(&K, a)) goto out;
+  if ((r = K.global_init(CURL_GLOBAL_DEFAULT)) != CURLE_OK) {
+    set_err(a, "cannot initialise libcurl: %s", K.easy_strerror(r));
+    goto out;
+  }
+  inited = 1;
+  if (!(h = K.easy_init())) {
+    set_err(a, "out of memory");
+    goto out;
+  }
+  {
+    const char *hs[] = {"Connection: close", "Accept: */*", "Expect:"};
+    for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) {
+      struct curl_slist *t = K.slist_append(hdrs, hs[i]);
+      if (!t) {
+        set_err(a, "out of memory");
+        goto out;
+      }
+      hdrs = t;
+    }
+  }
+#define SETOPT(opt, val) \
+  do { \
+    if (r == CURLE_OK) r = K.easy_setopt(h, opt, val); \
+  } while (0)
+  SETOPT(CURLOPT_URL, hc->url);
+  /* The library is whatever is installed, not what we compiled against. */
+  if (K.easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https") != CURLE_OK)
+    SETOPT(CURLOPT_PROTOCOLS, (long)CURLPROTO_HTTPS);
+  SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
+  SETOPT(CURLOPT_PROXY, ""); /* direct, like the http:// client, whatever the environment says */
+  SETOPT(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+  SETOPT(CURLOPT_NOSIGNAL, 1L);
+  SETOPT(CURLOPT_ERRORBUFFER, cerr);
+  SETOPT(CURLOPT_TIMEOUT_MS, timeout_ms);
+  SETOPT(CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
+  SETOPT(CURLOPT_USERAGENT, "keel-agent/" KEEL_VERSION);
+  SETOPT(CURLOPT_HTTPHEADER, hdrs);
+  SETOPT(CURLOPT_WRITEFUNCTION, on_body);
+  SETOPT(CURLOPT_WRITEDATA, a);
+  if (m == KA_HTTP_HEAD) {
+    SETOPT(CURLOPT_NOBODY, 1L);
+  } else if (m == KA_HTTP_POST || m == KA_HTTP_PUT || m == KA_HTTP_PATCH) {
+    SETOPT(CURLOPT_POSTFIELDS, "");
+    SETOPT(CURLOPT_POSTFIELDSIZE, 0L);
+    SETOPT(CURLOPT_CUSTOMREQUEST, ka_http_method_name(m));
+  } else if (m == KA_HTTP_DELETE) {
+    SETOPT(CURLOPT_CUSTOMREQUEST, "DELETE");
+  } else {
+    SETOPT(CURLOPT_HTTPGET, 1L);
+  }
+#undef SETOPT
+  if (r != CURLE_OK) {
+    set_err(a, "cannot set up the request: %s", K.easy_strerror(r));
+    goto out;
+  }
+  pr = K.easy_perform(h);
+  if (pr == CURLE_OK || (pr == CURLE_WRITE_ERROR && a->cut)) {
+    K.easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    if (status >= 200 && status <= 599) {
+      a->status = status;
+      rc = 0;
+      goto out;
+    }
+    set_err(a, "no valid status in the answer");
+    goto out;
+  }
+  if (pr == CURLE_OPERATION_TIMEDOUT)
+    set_err(a, "timed out after %ld ms", timeout_ms);
+  else
+    set_err(a, "%s", cerr[0] ? cerr : K.easy_strerror(pr));
+out:
+  if (h) K.easy_cleanup(h);
+  if (hdrs) K.slist_free_all(hdrs);
+  if (inited) K.global_cleanup();
+  return rc;
+}
+
+/* ---- the check ------------------------------------------------------------- */
+
+static void write_all(int fd, const char *p, size_t n) {
+  while (n > 0) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return; /* nobody reads any more: nothing to do about it */
+    p += w;
+    n -= (size_t)w;
+  }
+}
+
+int ka_httpcheck_run(const ka_httpcheck_t *hc, long timeout_ms, size_t body_cap, int out_fd,
+                     int err_fd) {
+  struct answer a;
+  keel_buf_t line;
+  const char *m = ka_http_method_name(hc->method);
+  int code;
+
+  memset(&a, 0, sizeof a);
+  keel_buf_init(&a.body, body_cap);
+  a.cap = body_cap;
+  keel_buf_init(&line, 1024);
+  if (timeout_ms <= 0) timeout_ms = 1;
+  if ((hc->u.https ? fetch_curl(hc, timeout_ms, &a) : fetch_plain(hc, timeout_ms, &a)) < 0) {
+    code = KA_HC_TRANSPORT;
+    keel_buf_printf(&line, "%s %.300s: %s\n", m, hc->url, a.err);
+  } else if (a.status != hc->expect_status) {
+    code = KA_HC_MISMATCH;
+    keel_buf_printf(&line, "%s %.300s: HTTP %ld, expected %d\n", m, hc->url, a.status,
+                    hc->expect_status);
+  } else if (hc->expect_body &&
+             !memmem(a.body.data ? a.body.data : "", a.body.len, hc->expect_body,
+                     strlen(hc->expect_body))) {
+    code = KA_HC_MISMATCH;
+    keel_buf_printf(&line, "%s %.300s: HTTP %ld, but the body%s does not contain \"%.100s\"\n", m,
+                    hc->url, a.status, a.cut ? " (as far as read)" : "", hc->expect_body);
+  } else {
+    code = KA_HC_PASS;
+    keel_buf_printf(&line, "%s %.300s: HTTP %ld, as expected\n", m, hc->url, a.status);
+  }
+  if (a.body.len) write_all(out_fd, a.body.data, a.body.len);
+  if (line.len) write_all(err_fd, line.data, line.len);
+  keel_buf_free(&line);
+  keel_buf_free(&a.body);
+  return code;
+}
