@@ -190,7 +190,7 @@ static const char full_normalized[] =
     "\"timeout_ms\":10000},"
     "{\"assert\":{\"equals\":\"active\",\"field\":\"stdout\",\"step\":\"check\"},\"name\":\"verify\","
     "\"on_failure\":{\"action\":\"abort\"},\"timeout_ms\":null}],"
-    "\"targets\":\"app=checkout,env={{ params.env }}\"}";
+    "\"targets\":\"app=checkout,env={{ params.env }}\",\"timeout_ms\":null}";
 
 static void test_full_normalizes(void **state) {
   json_t *v = load_ok(full), *again = NULL, *st;
@@ -230,7 +230,7 @@ static void test_minimal_defaults(void **state) {
                            "\"batches\":[\"100%\"],\"concurrency\":\"100%\",\"max_errors\":0},"
                            "\"schedule\":null,\"steps\":[{\"command\":{\"shell\":\"uptime\"},\"name\":"
                            "\"up\",\"on_failure\":{\"action\":\"abort\"},\"timeout_ms\":60000}],"
-                           "\"targets\":\"\"}");
+                           "\"targets\":\"\",\"timeout_ms\":null}");
   free(got);
   json_decref(v);
 }

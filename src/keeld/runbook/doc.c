@@ -18,6 +18,7 @@
 #include "keel/selector.h"
 #include "keel/template.h"
 #include "keel/time.h"
+#include "runbook/cron.h"
 
 #define TEXT_MAX 4096   /* single-line texts, assert values, expect_body */
 #define DESC_MAX 1024
@@ -150,6 +151,7 @@ typedef struct range {
 static const range_t step_timeout = {1000, 86400000, "1s", "24h"};
 static const range_t approval_timeout = {60000, 7 * 86400000LL, "1m", "7d"};
 static const range_t schedule_rate = {60000, 366 * 86400000LL, "1m", "366d"};
+static const range_t execution_timeout = {60000, 30 * 86400000LL, "1m", "30d"};
 
 /* A duration given as key (text: "30s") or key_ms (integer milliseconds),
  * not both; def when neither (and not required). */
@@ -968,101 +970,19 @@ out:
 
 /* ---- schedule ---------------------------------------------------------------- */
 
-static const struct {
-  const char *name;
-  int lo, hi;
-} cron_fields[5] = {{"minute", 0, 59}, {"hour", 0, 23}, {"day-of-month", 1, 31},
-                    {"month", 1, 12}, {"day-of-week", 0, 7}};
-
-/* A decimal of at most 3 digits at t[*i]; -1 when none. */
-static int cron_num(const char *t, size_t n, size_t *i) {
-  int v = 0, d = 0;
-  while (*i < n && t[*i] >= '0' && t[*i] <= '9') {
-    if (++d > 3) return -1;
-    v = v * 10 + (t[(*i)++] - '0');
-  }
-  return d ? v : -1;
-}
-
-/* One field t[0..n): items separated by ',', each "*", "*\/S", "N", "N-M"
- * or "N-M/S".  why gets the problem. */
-static int cron_field(const char *t, size_t n, int f, char *why, size_t wl) {
-  int lo = cron_fields[f].lo, hi = cron_fields[f].hi;
-  size_t i = 0;
-  for (;;) {
-    int a, z, ranged = 0;
-    if (i < n && t[i] == '*') {
-      i++;
-      ranged = 1;
-    } else {
-      if ((a = cron_num(t, n, &i)) < 0) goto syntax;
-      if (a < lo || a > hi) {
-        snprintf(why, wl, "%d is out of range %d-%d", a, lo, hi);
-        return -1;
-      }
-      if (i < n && t[i] == '-') {
-        i++;
-        if ((z = cron_num(t, n, &i)) < 0) goto syntax;
-        if (z < lo || z > hi) {
-          snprintf(why, wl, "%d is out of range %d-%d", z, lo, hi);
-          return -1;
-        }
-        if (z < a) {
-          snprintf(why, wl, "range %d-%d goes backwards", a, z);
-          return -1;
-        }
-        ranged = 1;
-      }
-    }
-    if (i < n && t[i] == '/') {
-      int s;
-      i++;
-      if (!ranged) {
-        snprintf(why, wl, "a step needs * or a range before it");
-        return -1;
-      }
-      if ((s = cron_num(t, n, &i)) < 1 || s > hi - lo + 1) {
-        snprintf(why, wl, "step out of range 1-%d", hi - lo + 1);
-        return -1;
-      }
-    }
-    if (i == n) return 0;
-    if (t[i] != ',') goto syntax;
-    i++;
-  }
-syntax:
-  snprintf(why, wl, "expected numbers, ranges (1-5), steps (*/15), lists (1,2) or *");
-  return -1;
-}
-
-/* 5 fields separated by spaces or tabs; *norm gets them single-spaced. */
+/* The text must be a string (text_ok); the grammar and its messages are
+ * runbook/cron.c's, so what validates here is exactly what the scheduler
+ * parses.  *norm gets the fields single-spaced. */
 static int check_cron(v_t *V, const json_t *s, json_t **norm) {
-  const char *t = json_string_value(s);
-  size_t n = json_string_length(s), i = 0, nf = 0, start[6], len[6];
-  char why[96], b[80], out[300];
-  size_t ol = 0;
+  char out[257]; /* text_ok: at most 256 bytes */
+  keel_err_t ce = {0};
+  k_cron_t c;
   int rc;
 
   if ((rc = text_ok(V, s, 256, T_LINES))) return rc;
-  while (i < n) {
-    while (i < n && (t[i] == ' ' || t[i] == '\t')) i++;
-    if (i == n) break;
-    if (nf == 6) break;
-    start[nf] = i;
-    while (i < n && t[i] != ' ' && t[i] != '\t') i++;
-    len[nf] = i - start[nf];
-    nf++;
-  }
-  if (nf != 5)
-    return verr(V, "'%s': expected 5 fields: minute hour day-of-month month day-of-week", qs(b, s));
-  for (size_t f = 0; f < 5; f++) {
-    if (cron_field(t + start[f], len[f], (int)f, why, sizeof why))
-      return verr(V, "field %zu (%s) '%s': %s", f + 1, cron_fields[f].name,
-                  q(b, t + start[f], len[f]), why);
-    memcpy(out + ol, t + start[f], len[f]);
-    ol += len[f];
-    out[ol++] = f < 4 ? ' ' : '\0';
-  }
+  if (k_cron_parse(json_string_value(s), json_string_length(s), &c, &ce))
+    return verr(V, "%s", ce.msg);
+  k_cron_normalize(json_string_value(s), json_string_length(s), out);
   return (*norm = json_string(out)) ? 0 : oom(V);
 }
 
@@ -1542,12 +1462,14 @@ static int collect_steps(v_t *V, const json_t *doc) {
 
 int k_runbook_doc_validate(const char *name, const json_t *doc, const keel_yaml_pos_t *pos,
                            json_t **out, keel_err_t *e) {
-  static const char *const keys[] = {"kind", "name", "description", "owner", "parameters",
-                                     "targets", "rate", "schedule", "steps", NULL};
+  static const char *const keys[] = {"kind",     "name",    "description", "owner",
+                                     "parameters", "targets", "rate",     "schedule",
+                                     "timeout",  "timeout_ms", "steps",   NULL};
   v_t V;
   json_t *norm = NULL, *rname, *desc, *o, *own = NULL, *tg, *rate = NULL, *sched = NULL;
   mark_t m;
   size_t nrefs = 0;
+  int64_t tmo = 0;
   int rc;
 
   memset(&V, 0, sizeof V);
@@ -1598,12 +1520,14 @@ int k_runbook_doc_validate(const char *name, const json_t *doc, const keel_yaml_
   if (rc) goto out;
   if ((rc = rate_section(&V, doc, &rate))) goto out;
   if ((rc = schedule_section(&V, doc, json_object_get(norm, "parameters"), &sched))) goto out;
+  if ((rc = get_duration(&V, doc, "timeout", &execution_timeout, 0, 0, &tmo))) goto out;
   if ((rc = section(&V, doc, norm, "steps", 1, MAX_STEPS, step))) goto out;
   if (json_object_set_new(norm, "kind", json_string("Runbook")) ||
       json_object_set(norm, "name", rname) ||
       json_object_set(norm, "description", desc ? desc : json_null()) ||
       json_object_set(norm, "owner", own) || json_object_set(norm, "targets", tg) ||
-      json_object_set(norm, "rate", rate) || json_object_set(norm, "schedule", sched)) {
+      json_object_set(norm, "rate", rate) || json_object_set(norm, "schedule", sched) ||
+      json_object_set_new(norm, "timeout_ms", tmo ? json_integer(tmo) : json_null())) {
     rc = oom(&V);
     goto out;
   }

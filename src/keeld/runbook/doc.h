@@ -14,6 +14,7 @@
  *    "rate":       {"concurrency": N|"P%", "max_errors": N|"P%", "batches": [N|"P%", ..., "100%"],
  *                   "batch_pause": "none"|"first"|"every"|duration text},
  *    "schedule":   null | {"cron": text|null, "rate_ms": int|null, "params": {..}, "owner"},
+ *    "timeout_ms": int|null (an execution's longest run, 1m..30d; null: none),
  *    "steps":      [{"name", "timeout_ms": int|null, "on_failure": {"action": "abort"|"continue"}
  *                                                     | {"action": "rollback-to", "step": X},
  *                    and exactly one of
