@@ -9,11 +9,21 @@
  * POST /v1/commands (target bench=fanout, argv ["true"]) until the N-th
  * result of that command is acknowledged (acks mean durably stored).
  *
+ * Then runbook executions (docs/runbooks.md) on the same agents: two
+ * runbooks of two command steps targeting every agent, one with rate
+ * concurrency 100%, one with 10%.  A runbook round is POST /v1/executions
+ * until a GET /v1/executions/ID (every ~20 ms, from the same loop, so the
+ * agents are never held up) sees a final state; the execution must end
+ * succeeded with every target succeeded.
+ *
  * Prints p50/p99/max/mean round time per N, jobs/s, keeld's RSS and CPU,
  * and every error seen; never fails on a time.
  *
- *   bench-fanout                          N=100 x 30 rounds, N=1000 x 20 rounds
- *   bench-fanout --agents N --rounds R    one configuration
+ *   bench-fanout                          N=100: 30 command rounds, 10 runbook rounds per
+ *                                         concurrency; N=1000: 20 and 5
+ *   bench-fanout --agents N --rounds R    one configuration (5 runbook rounds unless given)
+ *   --runbook-rounds R                    runbook rounds per concurrency (0: none)
+ *   --no-commands                         runbook rounds only
  */
 #define _GNU_SOURCE
 #include <curl/curl.h>
@@ -48,8 +58,15 @@
 #define ENROLL_PARALLEL 64
 #define MAX_ERR_SHOWN 12
 
-enum { X_ENROLL, X_POLL, X_RESULT, X_ADMIN };
-static const char *const kind_name[] = {"enroll", "poll", "result", "command"};
+#define RB_ROUND_TIMEOUT_MS 60000
+#define RB_WARMUP_ROUNDS 1
+#define RB_POLL_MS 20       /* GET /v1/executions/ID this often while a round runs */
+#define RB_STEPS 2          /* command steps in each bench runbook */
+
+enum { X_ENROLL, X_POLL, X_RESULT, X_ADMIN, X_XSTART, X_XGET, X_XCANCEL, X_NKINDS };
+static const char *const kind_name[] = {"enroll", "poll", "result", "command",
+                                        "execution start", "execution status",
+                                        "execution cancel"};
 
 struct sim;
 
@@ -91,9 +108,10 @@ typedef struct bench {
   int n;
   sim_t *sims;
   xfer_t cmd;
+  xfer_t xrb, xget; /* POST /v1/executions (and its cancel); GET /v1/executions/ID */
   /* counters */
-  unsigned long curl_errs[4], http_errs[4], sig_fail, bad_job, redelivered, qfull, new_conns,
-      polls, results, empty_polls;
+  unsigned long curl_errs[X_NKINDS], http_errs[X_NKINDS], sig_fail, bad_job, redelivered, qfull,
+      new_conns, polls, results, empty_polls;
   int shown;
   int64_t last_done_ns;
   /* the round in progress */
@@ -102,6 +120,13 @@ typedef struct bench {
   char past[MAX_ROUNDS + WARMUP_ROUNDS + 8][40];
   int npast;
   int64_t t0_ns, t_end_ns;
+  /* the runbook round in progress: what the last GET said */
+  char xid[40], xstate[24], xreason[200];
+  long xsucceeded, xtargets;
+  int64_t xcreated_ms, xended_ms; /* keeld's own times, wall ms; 0 = unknown */
+  int64_t xstarted_ns;            /* when the POST's answer arrived */
+  unsigned long xgets, bad_final; /* bad_final: ended other than succeeded on all N */
+  double xget_ms;                 /* the GETs' time in all */
 } bench_t;
 
 /* ---- small helpers ------------------------------------------------------------------- */
@@ -157,8 +182,9 @@ static void xfer_free(bench_t *b, xfer_t *x) {
   memset(x, 0, sizeof *x);
 }
 
-/* Starts x: POST path with x->body, Authorization from x->auth. */
-static int xfer_start(bench_t *b, xfer_t *x, const char *path, long timeout_ms) {
+/* Starts x: POST path with x->body (post) or GET path, Authorization from
+ * x->auth. */
+static int xfer_send(bench_t *b, xfer_t *x, int post, const char *path, long timeout_ms) {
   char url[512];
   keel_buf_t h;
   snprintf(url, sizeof url, "%s%s", b->url, path);
@@ -168,17 +194,27 @@ static int xfer_start(bench_t *b, xfer_t *x, const char *path, long timeout_ms) 
   keel_buf_printf(&h, "Authorization: %s", x->auth.data);
   x->hdrs = curl_slist_append(x->hdrs, h.data);
   keel_buf_free(&h);
-  x->hdrs = curl_slist_append(x->hdrs, "Content-Type: application/json");
-  x->hdrs = curl_slist_append(x->hdrs, "Expect:");
+  if (post) {
+    x->hdrs = curl_slist_append(x->hdrs, "Content-Type: application/json");
+    x->hdrs = curl_slist_append(x->hdrs, "Expect:");
+  }
   keel_buf_reset(&x->in);
   curl_easy_setopt(x->h, CURLOPT_URL, url);
   curl_easy_setopt(x->h, CURLOPT_HTTPHEADER, x->hdrs);
-  curl_easy_setopt(x->h, CURLOPT_POSTFIELDS, x->body.data);
-  curl_easy_setopt(x->h, CURLOPT_POSTFIELDSIZE, (long)x->body.len);
+  if (post) {
+    curl_easy_setopt(x->h, CURLOPT_POSTFIELDS, x->body.data);
+    curl_easy_setopt(x->h, CURLOPT_POSTFIELDSIZE, (long)x->body.len);
+  } else {
+    curl_easy_setopt(x->h, CURLOPT_HTTPGET, 1L);
+  }
   curl_easy_setopt(x->h, CURLOPT_TIMEOUT_MS, timeout_ms);
   if (curl_multi_add_handle(b->m, x->h) != CURLM_OK) return -1;
   x->busy = 1;
   return 0;
+}
+
+static int xfer_start(bench_t *b, xfer_t *x, const char *path, long timeout_ms) {
+  return xfer_send(b, x, 1, path, timeout_ms);
 }
 
 static int sign(sim_t *s, xfer_t *x, const char *path) {
@@ -290,6 +326,36 @@ static void on_ack(bench_t *b, const char *cmd) {
   if (++b->acks == b->n) b->t_end_ns = keel_mono_ns();
 }
 
+static int xstate_final(const char *s) {
+  return s && (!strcmp(s, "succeeded") || !strcmp(s, "failed") || !strcmp(s, "cancelled") ||
+               !strcmp(s, "timed_out"));
+}
+
+static int64_t time_or_0(const json_t *v, const char *key) {
+  const char *s = keel_json_str(v, key);
+  int64_t ms = 0;
+  return s && !keel_time_parse(s, &ms) ? ms : 0;
+}
+
+/* An answer of GET /v1/executions/ID?targets=false.  The round ends at the
+ * first answer that says final: that is when a client could know. */
+static void on_xstatus(bench_t *b, const json_t *v) {
+  const json_t *sum = json_object_get(v, "summary");
+  const char *state = keel_json_str(v, "state"), *reason = keel_json_str(v, "reason");
+  snprintf(b->xstate, sizeof b->xstate, "%s", state ? state : "?");
+  snprintf(b->xreason, sizeof b->xreason, "%s", reason ? reason : "");
+  b->xsucceeded = json_is_integer(json_object_get(sum, "succeeded"))
+                      ? (long)json_integer_value(json_object_get(sum, "succeeded"))
+                      : -1;
+  b->xtargets = json_is_integer(json_object_get(sum, "targets"))
+                    ? (long)json_integer_value(json_object_get(sum, "targets"))
+                    : -1;
+  if (!xstate_final(state) || b->t_end_ns) return;
+  b->t_end_ns = keel_mono_ns();
+  b->xcreated_ms = time_or_0(v, "created_at");
+  b->xended_ms = time_or_0(v, "ended_at");
+}
+
 static int backoff_ms(int *n) {
   int ms = 500 << (*n < 6 ? *n : 6);
   if (ms > 30000) ms = 30000;
@@ -366,6 +432,22 @@ static void on_done(bench_t *b, xfer_t *x, CURLcode cc, long st) {
       if (id && b->round_on && !b->round_cmd[0])
         snprintf(b->round_cmd, sizeof b->round_cmd, "%s", id);
     }
+    break;
+  case X_XSTART:
+    b->cmd_status = (int)st;
+    b->xstarted_ns = keel_mono_ns();
+    if (ok && keel_json_str(v, "id") && strlen(keel_json_str(v, "id")) < sizeof b->xid)
+      snprintf(b->xid, sizeof b->xid, "%s", keel_json_str(v, "id"));
+    break;
+  case X_XGET: {
+    curl_off_t us = 0;
+    curl_easy_getinfo(x->h, CURLINFO_TOTAL_TIME_T, &us);
+    b->xget_ms += (double)us / 1e3;
+    b->xgets++;
+    if (ok) on_xstatus(b, v);
+    break;
+  }
+  case X_XCANCEL: /* a failed cancel was noted above; the round says the rest */
     break;
   }
   json_decref(v);
@@ -455,7 +537,8 @@ static int settled(bench_t *b) {
     const sim_t *s = &b->sims[i];
     if (!s->poll.busy || s->res.busy || s->qn) return 0;
   }
-  return !b->cmd.busy && keel_mono_ns() - b->last_done_ns >= (int64_t)IDLE_MS * 1000000;
+  return !b->cmd.busy && !b->xrb.busy && !b->xget.busy &&
+         keel_mono_ns() - b->last_done_ns >= (int64_t)IDLE_MS * 1000000;
 }
 
 static int wait_settled(bench_t *b, int64_t limit_ms) {
@@ -799,10 +882,279 @@ static void print_errors(const bench_t *b) {
          b->redelivered, b->qfull);
 }
 
-static void run_config(int n, int rounds) {
+/* ---- runbook executions -------------------------------------------------------------- */
+
+/* Applies runbook `name`: two command steps on every simulated agent (the
+ * enrollment token tagged them all bench=fanout), `conc` of them at a
+ * time.  keeld takes YAML whatever the Content-Type; `keel apply` sends
+ * it as the JSON client does.  A blocking request is fine here: the agents
+ * are settled (each has a long-poll held by keeld, nothing queued) and an
+ * apply gives them no job. */
+static int rb_apply(const bench_t *b, const char *name, const char *conc) {
+  keel_http_t h;
+  keel_buf_t doc, resp;
+  keel_err_t e = {0};
+  int st = 0, rc = -1, h_on = 0;
+
+  keel_buf_init(&doc, 4096);
+  keel_buf_init(&resp, 1 << 16);
+  if (keel_buf_printf(&doc,
+                      "kind: Runbook\n"
+                      "name: %s\n"
+                      "description: bench/fanout, two command steps on every simulated agent\n"
+                      "owner: {team: bench}\n"
+                      "targets: \"bench=fanout\"\n"
+                      "rate: {concurrency: \"%s\"}\n"
+                      "steps:\n"
+                      "  - name: first\n"
+                      "    command: {argv: [\"true\"]}\n"
+                      "  - name: second\n"
+                      "    command: {argv: [echo, \"{{ target.hostname }}\"]}\n",
+                      name, conc))
+    goto out;
+  if (keel_http_init(&h, b->url, b->admin, 10000, &e)) goto fail;
+  h_on = 1;
+  if (keel_http_request(&h, "POST", "/v1/apply", doc.data, doc.len, &st, &resp, &e) || st != 200)
+    goto fail;
+  rc = 0;
+  goto out;
+fail:
+  fprintf(stderr, "bench: POST /v1/apply (runbook %s): %d %s %s\n", name, st, e.msg,
+          resp.data ? resp.data : "");
+out:
+  if (h_on) keel_http_free(&h);
+  keel_buf_free(&doc);
+  keel_buf_free(&resp);
+  return rc;
+}
+
+/* One execution of runbook `name`; returns its time in ms, from the POST to
+ * the GET that saw it final (RB_ROUND_TIMEOUT_MS when it timed out: it is
+ * then cancelled, so that it cannot overlap the next round), or -1 when
+ * the start failed (the round has no time).  *keeld_ms: the execution's
+ * own created_at -> ended_at, *start_ms: the POST's answer; -1 when
+ * unknown. */
+static double rb_round(bench_t *b, const char *name, int *timed_out, double *keeld_ms,
+                       double *start_ms) {
+  xfer_t *x = &b->xrb, *g = &b->xget;
+  char path[128];
+  int64_t limit, next_get = 0, end;
+  double ms;
+
+  b->xid[0] = b->xstate[0] = b->xreason[0] = '\0';
+  b->xsucceeded = b->xtargets = -1;
+  b->xcreated_ms = b->xended_ms = 0;
+  b->xstarted_ns = 0;
+  b->cmd_status = 0;
+  b->t_end_ns = 0;
+  keel_buf_reset(&x->body);
+  keel_buf_printf(&x->body, "{\"runbook\":\"%s\"}", name);
+  keel_buf_reset(&x->auth);
+  keel_buf_printf(&x->auth, "Bearer %s", b->admin);
+  keel_buf_reset(&g->auth);
+  keel_buf_printf(&g->auth, "Bearer %s", b->admin);
+  x->kind = X_XSTART;
+  b->t0_ns = keel_mono_ns();
+  limit = b->t0_ns + (int64_t)RB_ROUND_TIMEOUT_MS * 1000000;
+  if (xfer_start(b, x, "/v1/executions", RB_ROUND_TIMEOUT_MS)) b->curl_errs[X_XSTART]++;
+  while (!b->t_end_ns && keel_mono_ns() < limit) {
+    int64_t now = keel_mono_ms();
+    int wait = 5;
+    if (!x->busy && !b->xid[0]) break; /* the start failed (on_done said why) */
+    if (b->xid[0] && !g->busy && now >= next_get) {
+      next_get = now + RB_POLL_MS;
+      snprintf(path, sizeof path, "/v1/executions/%s?targets=false", b->xid);
+      if (xfer_send(b, g, 0, path, 10000)) b->curl_errs[X_XGET]++;
+    }
+    /* wake for the next GET on time, not up to 5 ms late */
+    if (b->xid[0] && !g->busy && next_get - now < wait)
+      wait = next_get > now ? (int)(next_get - now) : 0;
+    step(b, wait);
+  }
+  *timed_out = !b->t_end_ns && b->xid[0];
+  ms = b->t_end_ns ? (double)(b->t_end_ns - b->t0_ns) / 1e6 : b->xid[0] ? RB_ROUND_TIMEOUT_MS : -1;
+  *keeld_ms = b->xcreated_ms && b->xended_ms ? (double)(b->xended_ms - b->xcreated_ms) : -1;
+  *start_ms = b->xstarted_ns ? (double)(b->xstarted_ns - b->t0_ns) / 1e6 : -1;
+  end = keel_mono_ns() + 10000000000LL;
+  if (!b->t_end_ns && !b->xid[0]) {
+    while (x->busy && keel_mono_ns() < end) step(b, 5);
+    fprintf(stderr, "  runbook round: POST /v1/executions (runbook %s) failed (status %d)\n", name,
+            b->cmd_status);
+  } else if (*timed_out) {
+    while (x->busy && keel_mono_ns() < end) step(b, 5);
+    fprintf(stderr,
+            "  runbook round timed out after %d s: execution %s (start status %d), last seen %s "
+            "with %ld of %ld targets succeeded%s%s\n",
+            RB_ROUND_TIMEOUT_MS / 1000, b->xid[0] ? b->xid : "?", b->cmd_status,
+            b->xstate[0] ? b->xstate : "-", b->xsucceeded, b->xtargets,
+            b->xreason[0] ? ": " : "", b->xreason);
+    if (b->xid[0] && !x->busy) {
+      keel_buf_reset(&x->body);
+      keel_buf_puts(&x->body, "{}");
+      x->kind = X_XCANCEL;
+      snprintf(path, sizeof path, "/v1/executions/%s/cancel", b->xid);
+      if (xfer_start(b, x, path, 10000)) b->curl_errs[X_XCANCEL]++;
+    }
+  } else if (strcmp(b->xstate, "succeeded") || b->xsucceeded != b->n || b->xtargets != b->n) {
+    b->bad_final++;
+    fprintf(stderr,
+            "  execution %s ended %s%s%s: %ld of %ld targets succeeded, expected %d of %d\n",
+            b->xid, b->xstate, b->xreason[0] ? " - " : "", b->xreason, b->xsucceeded,
+            b->xtargets, b->n, b->n);
+  }
+  /* let the answers in flight arrive before the next round */
+  while ((x->busy || g->busy) && keel_mono_ns() < end) step(b, 5);
+  return ms;
+}
+
+/* Errors counted so far, to report those of one set of rounds. */
+typedef struct errsnap {
+  unsigned long curl[X_NKINDS], http[X_NKINDS], sig, bad, redelivered, qfull, bad_final;
+} errsnap_t;
+
+static void errsnap(const bench_t *b, errsnap_t *s) {
+  memcpy(s->curl, b->curl_errs, sizeof s->curl);
+  memcpy(s->http, b->http_errs, sizeof s->http);
+  s->sig = b->sig_fail;
+  s->bad = b->bad_job;
+  s->redelivered = b->redelivered;
+  s->qfull = b->qfull;
+  s->bad_final = b->bad_final;
+}
+
+/* R measured rounds (after RB_WARMUP_ROUNDS) of runbook `name`, and their
+ * figures. */
+static void rb_rounds_run(bench_t *b, const keeld_t *k, const char *name, const char *conc,
+                          int rounds) {
+  double *t = calloc((size_t)rounds, sizeof *t), *kt = calloc((size_t)rounds, sizeof *kt),
+         *st = calloc((size_t)rounds, sizeof *st);
+  double sum = 0, busy = 0, cpu_k0, cpu_s0, cpu_k1, cpu_s1, get_ms0;
+  int timeouts = 0, nt = 0, nk = 0, ns = 0;
+  unsigned long gets0, errs = 0;
+  int64_t t_meas0, t_meas1;
+  errsnap_t e0, e1;
+  kmetrics_t m0, m1;
+  long rss;
+
+  if (!t || !kt || !st) goto out;
+  printf("  runbook %s (concurrency %s): %d rounds (+%d warm-up)\n", name, conc, rounds,
+         RB_WARMUP_ROUNDS);
+  fflush(stdout);
+  for (int w = 0; w < RB_WARMUP_ROUNDS; w++) {
+    int to;
+    double kms, sms;
+    rb_round(b, name, &to, &kms, &sms);
+    wait_settled(b, 60000);
+  }
+  errsnap(b, &e0);
+  gets0 = b->xgets;
+  get_ms0 = b->xget_ms;
+  keeld_metrics(k->url, &m0);
+  cpu_k0 = keeld_cpu_s(k);
+  cpu_s0 = self_cpu_s();
+  t_meas0 = keel_mono_ns();
+  for (int r = 0; r < rounds; r++) {
+    int to;
+    double kms, sms, ms = rb_round(b, name, &to, &kms, &sms);
+    if (ms >= 0) {
+      t[nt++] = ms;
+      busy += ms;
+      sum += ms;
+    }
+    timeouts += to;
+    if (kms >= 0) kt[nk++] = kms;
+    if (sms >= 0) st[ns++] = sms;
+    if (wait_settled(b, 60000))
+      fprintf(stderr, "  polls did not settle after runbook round %d\n", r);
+  }
+  t_meas1 = keel_mono_ns();
+  cpu_k1 = keeld_cpu_s(k);
+  cpu_s1 = self_cpu_s();
+  rss = keeld_rss_kb(k);
+  keeld_metrics(k->url, &m1);
+  errsnap(b, &e1);
+
+  /* a failed start is an HTTP error of its own; a timeout is not */
+  for (int i = 0; i < X_NKINDS; i++) errs += e1.curl[i] - e0.curl[i] + e1.http[i] - e0.http[i];
+  errs += e1.sig - e0.sig + e1.bad - e0.bad + e1.qfull - e0.qfull + e1.bad_final - e0.bad_final +
+          (unsigned long)timeouts;
+  qsort(t, (size_t)nt, sizeof *t, cmp_double);
+  qsort(kt, (size_t)nk, sizeof *kt, cmp_double);
+  qsort(st, (size_t)ns, sizeof *st, cmp_double);
+  if (nt)
+    printf("  runbook N=%d concurrency=%s: rounds %d  p50 %.1f ms  p99 %.1f ms  max %.1f ms  "
+           "mean %.1f ms  (%d steps, %d jobs per round)\n",
+           b->n, conc, nt, pct(t, nt, 50), pct(t, nt, 99), t[nt - 1], sum / nt, RB_STEPS,
+           RB_STEPS * b->n);
+  else
+    printf("  runbook N=%d concurrency=%s: no round started\n", b->n, conc);
+  if (nt < rounds) printf("    (%d of %d rounds failed to start)\n", rounds - nt, rounds);
+  if (nk)
+    printf("    keeld's own time (execution created_at -> ended_at): p50 %.0f ms  p99 %.0f ms  max "
+           "%.0f ms\n",
+           pct(kt, nk, 50), pct(kt, nk, 99), kt[nk - 1]);
+  /* what the client-side time is made of: the start's answer, and the GETs
+   * that see the end (a GET keeld is slow to answer makes the end late) */
+  if (ns && nt)
+    printf("    POST /v1/executions answered after p50 %.1f ms  max %.1f ms; status GETs: %.1f per "
+           "round, %.1f ms each on average\n",
+           pct(st, ns, 50), st[ns - 1], (double)(b->xgets - gets0) / nt,
+           b->xgets > gets0 ? (b->xget_ms - get_ms0) / (double)(b->xgets - gets0) : 0);
+  if (nt) {
+    printf("    throughput within rounds: %.0f jobs/s (%d x N / mean round time)\n",
+           (double)(RB_STEPS * b->n) / (sum / nt / 1e3), RB_STEPS);
+    printf("    keeld: VmRSS %ld kB after the rounds; CPU %.2f s over %.2f s of measured rounds "
+           "(%.0f%% of one core while in rounds)\n",
+           rss, cpu_k1 - cpu_k0, busy / 1e3,
+           busy > 0 ? (cpu_k1 - cpu_k0) / (busy / 1e3) * 100 : 0);
+    printf("    bench itself: CPU %.2f s over %.2f s wall (settle time included)\n",
+           cpu_s1 - cpu_s0, (double)(t_meas1 - t_meas0) / 1e9);
+    printf("    all rounds, ms:");
+    for (int r = 0; r < nt; r++) printf(" %.0f", t[r]);
+    printf("\n");
+  }
+  {
+    double c = m1.commits - m0.commits, y = m1.syncs - m0.syncs;
+    printf("    keeld store over the measured rounds: %.0f commits (mean %.2f ms), %.0f fsyncs "
+           "(mean %.2f ms, %.2f s in all), %.0f audit records\n",
+           c, c > 0 ? (m1.commit_s - m0.commit_s) / c * 1e3 : 0, y,
+           y > 0 ? (m1.sync_s - m0.sync_s) / y * 1e3 : 0, m1.sync_s - m0.sync_s,
+           m1.audit - m0.audit);
+  }
+  printf("    errors: wrong end state %lu, timed out %d; execution start/status/cancel: transport "
+         "%lu/%lu/%lu, HTTP %lu/%lu/%lu; agents: transport poll/result %lu/%lu, HTTP poll/result "
+         "%lu/%lu, job signature failures %lu, bad jobs %lu, redelivered %lu, queue overflow %lu\n",
+         e1.bad_final - e0.bad_final, timeouts, e1.curl[X_XSTART] - e0.curl[X_XSTART],
+         e1.curl[X_XGET] - e0.curl[X_XGET], e1.curl[X_XCANCEL] - e0.curl[X_XCANCEL],
+         e1.http[X_XSTART] - e0.http[X_XSTART], e1.http[X_XGET] - e0.http[X_XGET],
+         e1.http[X_XCANCEL] - e0.http[X_XCANCEL], e1.curl[X_POLL] - e0.curl[X_POLL],
+         e1.curl[X_RESULT] - e0.curl[X_RESULT], e1.http[X_POLL] - e0.http[X_POLL],
+         e1.http[X_RESULT] - e0.http[X_RESULT], e1.sig - e0.sig, e1.bad - e0.bad,
+         e1.redelivered - e0.redelivered, e1.qfull - e0.qfull);
+  if (nt)
+    printf("    summary: runbook N=%d concurrency=%s rounds=%d p50=%.1fms p99=%.1fms max=%.1fms "
+           "mean=%.1fms keeld_p50=%.0fms jobs/s=%.0f timeouts=%d errors=%lu\n",
+           b->n, conc, nt, pct(t, nt, 50), pct(t, nt, 99), t[nt - 1], sum / nt,
+           nk ? pct(kt, nk, 50) : -1.0, (double)(RB_STEPS * b->n) / (sum / nt / 1e3), timeouts,
+           errs);
+  else
+    printf("    summary: runbook N=%d concurrency=%s rounds=0 timeouts=%d errors=%lu\n", b->n,
+           conc, timeouts, errs);
+  fflush(stdout);
+out:
+  free(t);
+  free(kt);
+  free(st);
+}
+
+static void run_config(int n, int rounds, int rb_rounds) {
   bench_t *b = calloc(1, sizeof *b);
   keeld_t k;
-  double *t = calloc((size_t)rounds, sizeof *t), sum = 0, cpu_k0, cpu_s0, cpu_k1, cpu_s1;
+  /* the bench runbooks: the same two steps on all N, all at once or a 10% window */
+  const char *const rb_name[] = {"bench-fanout-all", "bench-fanout-tenth"};
+  const char *const rb_conc[] = {"100%", "10%"};
+  double *t = calloc((size_t)(rounds ? rounds : 1), sizeof *t), sum = 0, cpu_k0, cpu_s0, cpu_k1,
+         cpu_s1;
   int timeouts = 0, started = 0;
   int64_t t_enroll, t_meas0, t_meas1;
   long rss;
@@ -810,7 +1162,10 @@ static void run_config(int n, int rounds) {
   if (b) b->ep = -1;
   if (!b || !t) goto out;
   b->timer_ms = -1;
-  printf("N = %d agents, %d rounds (+%d warm-up)\n", n, rounds, WARMUP_ROUNDS);
+  if (rounds)
+    printf("N = %d agents, %d rounds (+%d warm-up)\n", n, rounds, WARMUP_ROUNDS);
+  else
+    printf("N = %d agents (no command rounds)\n", n);
   fflush(stdout);
   if (keeld_start(&k)) goto out;
   started = 1;
@@ -826,7 +1181,9 @@ static void run_config(int n, int rounds) {
   curl_multi_setopt(b->m, CURLMOPT_TIMERDATA, b);
   /* every agent holds two connections; the cache must not close any */
   curl_multi_setopt(b->m, CURLMOPT_MAXCONNECTS, (long)(2 * n + 16));
-  if (xfer_init(b, &b->cmd, X_ADMIN, NULL)) goto out;
+  if (xfer_init(b, &b->cmd, X_ADMIN, NULL) || xfer_init(b, &b->xrb, X_XSTART, NULL) ||
+      xfer_init(b, &b->xget, X_XGET, NULL))
+    goto out;
   for (int i = 0; i < n; i++) {
     sim_t *s = &b->sims[i];
     s->idx = i;
@@ -843,12 +1200,12 @@ static void run_config(int n, int rounds) {
     print_errors(b);
     goto out;
   }
-  for (int w = 0; w < WARMUP_ROUNDS; w++) {
+  for (int w = 0; rounds && w < WARMUP_ROUNDS; w++) {
     int to;
     round_once(b, &to);
     wait_settled(b, 60000);
   }
-  {
+  if (rounds) {
     unsigned long c0 = b->new_conns;
     kmetrics_t m0, m1;
     keeld_metrics(k.url, &m0);
@@ -903,6 +1260,10 @@ static void run_config(int n, int rounds) {
            b->sig_fail);
     fflush(stdout);
   }
+  for (int i = 0; rb_rounds && i < 2; i++) {
+    if (rb_apply(b, rb_name[i], rb_conc[i])) goto out;
+    rb_rounds_run(b, &k, rb_name[i], rb_conc[i], rb_rounds);
+  }
 out:
   if (b) {
     if (b->sims)
@@ -911,7 +1272,11 @@ out:
         xfer_free(b, &b->sims[i].res);
         sodium_memzero(b->sims[i].sk, sizeof b->sims[i].sk);
       }
-    if (b->m) xfer_free(b, &b->cmd);
+    if (b->m) {
+      xfer_free(b, &b->cmd);
+      xfer_free(b, &b->xrb);
+      xfer_free(b, &b->xget);
+    }
     free(b->sims);
     if (b->m) curl_multi_cleanup(b->m);
     if (b->ep >= 0) close(b->ep);
@@ -923,20 +1288,26 @@ out:
 }
 
 int main(int argc, char **argv) {
-  int agents = 0, rounds = 0;
+  int agents = 0, rounds = 0, rb = -1, no_cmd = 0; /* rb -1: the configuration's default */
   struct rlimit rl;
   keel_err_t e = {0};
 
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--agents") && i + 1 < argc) agents = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--rounds") && i + 1 < argc) rounds = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--runbook-rounds") && i + 1 < argc) rb = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--no-commands")) no_cmd = 1;
     else {
-      fprintf(stderr, "usage: bench-fanout [--agents N] [--rounds R]\n");
+      fprintf(stderr, "usage: bench-fanout [--agents N] [--rounds R] [--runbook-rounds R] "
+                      "[--no-commands]\n");
       return 2;
     }
   }
-  if (agents < 0 || rounds < 0 || rounds > MAX_ROUNDS) {
-    fprintf(stderr, "bench-fanout: --agents >= 1, 1 <= --rounds <= %d\n", MAX_ROUNDS);
+  if (agents < 0 || rounds < 0 || rounds > MAX_ROUNDS || rb < -1 || rb > MAX_ROUNDS ||
+      (no_cmd && rb == 0)) {
+    fprintf(stderr, "bench-fanout: --agents >= 1, 1 <= --rounds <= %d, 0 <= --runbook-rounds <= "
+                    "%d (not 0 with --no-commands)\n",
+            MAX_ROUNDS, MAX_ROUNDS);
     return 2;
   }
   signal(SIGPIPE, SIG_IGN);
@@ -953,12 +1324,15 @@ int main(int argc, char **argv) {
   printf("bench/fanout (keeld next to this binary; heartbeat 30 s; round = POST /v1/commands "
          "until the N-th result is acked; RLIMIT_NOFILE %llu)\n",
          (unsigned long long)rl.rlim_cur);
+  printf("runbook round = POST /v1/executions (2 command steps on every agent) until GET "
+         "/v1/executions/ID, every %d ms, says it ended\n",
+         RB_POLL_MS);
   fflush(stdout);
   if (agents || rounds) {
-    run_config(agents ? agents : 100, rounds ? rounds : 20);
+    run_config(agents ? agents : 100, no_cmd ? 0 : rounds ? rounds : 20, rb >= 0 ? rb : 5);
   } else {
-    run_config(100, 30);
-    run_config(1000, 20);
+    run_config(100, no_cmd ? 0 : 30, rb >= 0 ? rb : 10);
+    run_config(1000, no_cmd ? 0 : 20, rb >= 0 ? rb : 5);
   }
   keel_http_global_cleanup();
   return 0;

@@ -17,6 +17,7 @@ pkgs=(
   prometheus                        # promtool, to validate /metrics output
   curl procps                       # integration tests drive raw HTTP, read /proc
   openssl                           # integration tests sign agent requests (Ed25519)
+  jq                                # integration tests read JSON answers
 )
 
 missing=()

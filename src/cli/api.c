@@ -1,6 +1,7 @@
 /* api.c — requests to the Keel API: error reporting and pagination. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
 #include "keel/json.h"
@@ -177,4 +178,9 @@ out:
   json_decref(page);
   keel_buf_free(&url);
   return rc;
+}
+
+void cli_sleep_ms(long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
 }

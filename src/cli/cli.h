@@ -57,6 +57,14 @@ typedef struct cli_opt {
  * status after printing --help (CLI_OK) or a usage error (CLI_USAGE). */
 int cli_parse(cli_t *c, int argc, char **argv, cli_opt_t *opts, const char **pos, int min_pos,
               int max_pos);
+/* Pulls every "FLAG K=V" (and "--long=K=V") for the flags listed in flags
+ * (NULL-ended, e.g. {"-p", "--param", NULL}) out of argv, up to the first
+ * "--", and compacts argv and *argc: for options cli_parse cannot repeat.
+ * Each pair goes into the object into as a string (a repeated key: the last
+ * wins).  what names the value in messages ("K=V").  0, or CLI_USAGE after
+ * a message for a missing value or one that is not K=V. */
+int cli_take_pairs(cli_t *c, int *argc, char **argv, const char *const *flags, const char *what,
+                   json_t *into);
 /* Prints "keel: <msg>" and the command's usage line on stderr; returns CLI_USAGE. */
 int cli_usage(const cli_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Prints "keel: <msg>" on stderr; returns CLI_FAIL. */
@@ -80,6 +88,8 @@ typedef int (*api_item_fn)(cli_t *c, json_t *item, void *ud);
 /* GETs path (which may hold a query already) page by page, following
  * next_cursor until the end or until max items (0 = no limit) were seen. */
 int api_list(cli_t *c, const char *path, size_t max, api_item_fn fn, void *ud);
+/* Waits ms milliseconds between polls (keel run, keel execution watch). */
+void cli_sleep_ms(long ms);
 /* Appends s percent-encoded to b / "?key=value" ("&...") to a URL. */
 int api_escape(cli_t *c, keel_buf_t *b, const char *s);
 int api_query(cli_t *c, keel_buf_t *url, const char *key, const char *value);
@@ -141,5 +151,15 @@ int cmd_apply(cli_t *c, int argc, char **argv);
 int cmd_policy_explain(cli_t *c, int argc, char **argv);
 int cmd_runbook_list(cli_t *c, int argc, char **argv);
 int cmd_runbook_show(cli_t *c, int argc, char **argv);
+int cmd_runbook_start(cli_t *c, int argc, char **argv);
+int cmd_execution_list(cli_t *c, int argc, char **argv);
+int cmd_execution_show(cli_t *c, int argc, char **argv);
+int cmd_execution_watch(cli_t *c, int argc, char **argv);
+int cmd_execution_approve(cli_t *c, int argc, char **argv);
+int cmd_execution_reject(cli_t *c, int argc, char **argv);
+int cmd_execution_resume(cli_t *c, int argc, char **argv);
+int cmd_execution_cancel(cli_t *c, int argc, char **argv);
+int cmd_execution_retry(cli_t *c, int argc, char **argv);
+int cmd_schedule_list(cli_t *c, int argc, char **argv);
 
 #endif

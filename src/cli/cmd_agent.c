@@ -243,7 +243,12 @@ int cmd_agent_retire(cli_t *c, int argc, char **argv) {
   if (!(rc = api_path(c, &path, "agents", pos[0])) &&
       !(rc = api_call(c, "DELETE", path.data, NULL, &a))) {
     if (c->json) out_json(a, stdout);
-    else printf("retired %s (%s)\n", keel_json_str(a, "id"), keel_json_str(a, "hostname"));
+    else {
+      char line[400];
+      snprintf(line, sizeof line, "retired %s (%s)", keel_json_str(a, "id") ? keel_json_str(a, "id") : "?",
+               keel_json_str(a, "hostname") ? keel_json_str(a, "hostname") : "?");
+      printf("%s\n", out_safe(line));
+    }
   }
   keel_buf_free(&path);
   json_decref(a);

@@ -10,11 +10,6 @@
 
 #define POLL_MS 150
 
-static void sleep_ms(long ms) {
-  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
-}
-
 static int run_ok(const json_t *r) {
   return !strcmp(keel_json_str(r, "status") ? keel_json_str(r, "status") : "", "exited") &&
          json_integer_value(json_object_get(r, "exit_code")) == 0;
@@ -69,41 +64,15 @@ static void print_new(cli_t *c, const json_t *cmd, json_t *seen, size_t *failed)
   }
 }
 
-/* Pulls "--env K=V" pairs out of argv[0..n) (compacting it); 0 or usage. */
-static int take_env(cli_t *c, int *argc, char **argv, int n, json_t *env) {
-  int w = 0, i;
-  for (i = 0; i < n; i++) {
-    const char *a = argv[i], *kv = NULL;
-    if (!strcmp(a, "--env")) {
-      if (i + 1 >= n) return cli_usage(c, "flag '--env' needs K=V");
-      kv = argv[++i];
-    } else if (!strncmp(a, "--env=", 6)) {
-      kv = a + 6;
-    } else {
-      argv[w++] = argv[i];
-      continue;
-    }
-    {
-      const char *eq = strchr(kv, '=');
-      char key[129];
-      if (!eq || eq == kv || eq - kv > 128) return cli_usage(c, "--env: expected K=V, got '%s'", kv);
-      snprintf(key, sizeof key, "%.*s", (int)(eq - kv), kv);
-      json_object_set_new(env, key, json_string(eq + 1));
-    }
-  }
-  for (i = n; i < *argc; i++) argv[w++] = argv[i];
-  *argc = w;
-  return 0;
-}
-
 int cmd_run(cli_t *c, int argc, char **argv) {
   cli_opt_t opts[] = {{"target", "SELECTOR", NULL}, {"timeout", "DURATION", NULL},
                       {"cwd", "DIR", NULL},         {"user", "USER", NULL},
                       {"shell", NULL, NULL},        {NULL, NULL, NULL}};
+  static const char *const env_flags[] = {"--env", NULL}; /* may repeat: cli_parse keeps one */
   json_t *body = NULL, *res = NULL, *cmd = NULL, *seen = json_object(), *env = json_object();
   json_t *argvj = NULL;
   keel_buf_t path;
-  int dd = -1, rc, nopt;
+  int dd = -1, rc;
   size_t failed = 0, total, skipped;
   int64_t tmo = 60000, deadline;
   const char *id;
@@ -113,15 +82,7 @@ int cmd_run(cli_t *c, int argc, char **argv) {
     rc = cli_fail("out of memory");
     goto out;
   }
-  for (int i = 0; i < argc; i++)
-    if (!strcmp(argv[i], "--")) {
-      dd = i;
-      break;
-    }
-  nopt = dd < 0 ? argc : dd;
-  if ((rc = take_env(c, &argc, argv, nopt, env))) goto out;
-  /* find "--" again: take_env removed words before it */
-  dd = -1;
+  if ((rc = cli_take_pairs(c, &argc, argv, env_flags, "K=V", env))) goto out;
   for (int i = 0; i < argc; i++)
     if (!strcmp(argv[i], "--")) {
       dd = i;
@@ -197,7 +158,7 @@ int cmd_run(cli_t *c, int argc, char **argv) {
                     total - json_object_size(seen), id);
       goto out;
     }
-    sleep_ms(POLL_MS);
+    cli_sleep_ms(POLL_MS);
   }
   if (!c->json)
     fprintf(stderr, "keel: %zu of %zu host(s) succeeded\n", total - failed, total);

@@ -50,6 +50,25 @@ static const cli_cmd_t commands[] = {
      "allow or deny, and the statement that decided"},
     {"runbook", "list", cmd_runbook_list, "", "list runbooks (apply them with keel apply -f)"},
     {"runbook", "show", cmd_runbook_show, "NAME", "show a runbook and its steps"},
+    {"runbook", "start", cmd_runbook_start, "NAME [-p k=v]... [--watch]",
+     "start an execution (-p, --param may repeat); --watch follows it"},
+    {"execution", "list", cmd_execution_list, "[--runbook NAME] [--state S] [--limit N]",
+     "list executions, newest first"},
+    {"execution", "show", cmd_execution_show, "ID",
+     "show an execution: its approval, and each target's step attempts"},
+    {"execution", "watch", cmd_execution_watch, "ID",
+     "follow an execution until it ends; exit 0 only if it succeeded"},
+    {"execution", "approve", cmd_execution_approve, "ID [--comment TEXT]",
+     "approve the approval step an execution waits on"},
+    {"execution", "reject", cmd_execution_reject, "ID [--comment TEXT]",
+     "reject the approval step an execution waits on"},
+    {"execution", "resume", cmd_execution_resume, "ID",
+     "resume an execution paused between batches"},
+    {"execution", "cancel", cmd_execution_cancel, "ID", "cancel an execution"},
+    {"execution", "retry", cmd_execution_retry, "ID [--failed-only] [--watch]",
+     "run a finished execution again (--failed-only: the targets that did not succeed)"},
+    {"schedule", "list", cmd_schedule_list, "",
+     "list runbook schedules with their next and last runs"},
     {"version", NULL, cmd_version, "", "print the client version"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
@@ -198,6 +217,44 @@ int cli_parse(cli_t *c, int argc, char **argv, cli_opt_t *opts, const char **pos
     return cli_usage(c, "missing %s", ph);
   }
   return CLI_GO;
+}
+
+int cli_take_pairs(cli_t *c, int *argc, char **argv, const char *const *flags, const char *what,
+                   json_t *into) {
+  int w = 0, i;
+
+  for (i = 0; i < *argc && strcmp(argv[i], "--"); i++) {
+    const char *a = argv[i], *kv = NULL, *flag = NULL, *eq;
+    char key[129];
+    json_t *v;
+
+    for (const char *const *f = flags; *f && !flag; f++) {
+      size_t n = strlen(*f);
+      if (!strcmp(a, *f)) {
+        flag = *f;
+        if (i + 1 >= *argc || !strcmp(argv[i + 1], "--"))
+          return cli_usage(c, "flag '%s' needs %s", flag, what);
+        kv = argv[++i];
+      } else if ((*f)[1] == '-' && !strncmp(a, *f, n) && a[n] == '=') {
+        flag = *f; /* "--long=k=v"; a short flag takes its value as the next word */
+        kv = a + n + 1;
+      }
+    }
+    if (!flag) {
+      argv[w++] = argv[i];
+      continue;
+    }
+    eq = strchr(kv, '=');
+    if (!eq || eq == kv || eq - kv > 128)
+      return cli_usage(c, "%s: expected %s, got '%s'", flag, what, kv);
+    snprintf(key, sizeof key, "%.*s", (int)(eq - kv), kv);
+    /* NULL for text that is not UTF-8, which JSON cannot carry */
+    if (!(v = json_string(eq + 1)) || json_object_set_new(into, key, v))
+      return cli_usage(c, "%s: '%s' is not valid UTF-8", flag, kv);
+  }
+  for (; i < *argc; i++) argv[w++] = argv[i];
+  *argc = w;
+  return 0;
 }
 
 struct config {

@@ -227,6 +227,7 @@ int k_api_agent_result_decode(k_server_t *srv, k_req_t *req) {
     return k_req_fail_err(req, rc, &e);
   snprintf(req->target.path, sizeof req->target.path, "command/%s/run/%s", cmd,
            keel_json_str(req->in, "run_id"));
+  json_object_set_new(req->in, "_owner", json_string(cmd));
   snprintf(req->target.owner_id, sizeof req->target.owner_id, "%s", agent);
   return 0;
 }
@@ -237,6 +238,9 @@ int k_api_agent_result(k_server_t *srv, k_req_t *req) {
   int rc = k_exec_store_result(srv->store, req->agent->id, req->in, keel_now_ms(), &dup,
                                &req->detail, &e);
   if (rc) return k_req_fail_err(req, rc, &e);
+  /* a step of a runbook execution: its engine takes the result next tick */
+  if (!dup && !strncmp(keel_json_str(req->in, "_owner"), "exe_", 4))
+    k_xec_on_result(srv->xec, keel_json_str(req->in, "_owner"), keel_json_str(req->in, "run_id"));
   req->out = json_pack("{s:s,s:b}", "ack", keel_json_str(req->in, "run_id"), "duplicate", dup);
   return 0;
 }

@@ -70,6 +70,7 @@ int k_api_apply(k_server_t *srv, k_req_t *req) {
       return k_req_fail(req, 400, "bad_request", "--prune applies to Organization documents only");
     rc = k_runbook_apply(srv->store, req->in, query_bool(req, "dry_run"), keel_now_ms(), &req->out,
                          &req->detail, &e);
+    if (!rc) k_xec_schedules_changed(srv->xec);
   } else {
     rc = k_org_apply(srv->org, req->in, query_bool(req, "dry_run"), query_bool(req, "prune"),
                      keel_now_ms(), &req->out, &req->detail, &e);
@@ -129,6 +130,7 @@ int k_api_runbook_delete(k_server_t *srv, k_req_t *req) {
   keel_err_t e = {0};
   int rc = k_runbook_get(srv->store, req->params[0], &req->out, &e);
   if (!rc) rc = k_runbook_delete(srv->store, req->params[0], &e);
+  if (!rc) k_xec_schedules_changed(srv->xec);
   return rc ? k_req_fail_err(req, rc, &e) : 0;
 }
 

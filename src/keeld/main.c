@@ -178,22 +178,42 @@ static void on_signal(k_loop_t *l, int fd, uint32_t ev, void *ud) {
     begin_stop(ud, si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
+static int64_t sched_settle_ms(const k_server_t *srv) {
+  int64_t v = 2 * srv->opts.heartbeat_ms;
+  return v < 2000 ? 2000 : v > 30000 ? 30000 : v;
+}
+
 /* Phases before each wait, in order:
- *   1. wake        — answer long-polls of agents that got jobs (the answers
+ *   1. runbooks    — move executions that have results, due timers or new
+ *                    work (each in its own unit); once a second, start
+ *                    the runbooks whose schedule is due
+ *   2. wake        — answer long-polls of agents that got jobs (the answers
  *                    wait for the commit below); rebuild the policy after
  *                    an apply (from the store, so a rolled-back apply is
  *                    never in force)
- *   2. checkpoint  — sign the audit head when due
- *   3. commit      — group-commit the batch; the sync thread fsyncs it
- *   4. release     — answer held requests (and fail those of a failed batch)
- *   5. kick        — let MHD send what was resumed outside its callbacks
- *   6. shutdown    — stop once nothing is in flight (or the grace ran out) */
+ *   3. checkpoint  — sign the audit head when due
+ *   4. commit      — group-commit the batch; the sync thread fsyncs it
+ *                    (a failed batch also rolls back executions' memory)
+ *   5. release     — answer held requests (and fail those of a failed batch)
+ *   6. kick        — let MHD send what was resumed outside its callbacks
+ *   7. shutdown    — stop once nothing is in flight (or the grace ran out) */
 static int64_t before_sleep(k_loop_t *l, void *ud) {
   k_server_t *srv = ud;
   keel_err_t e = {0};
   MHD_UNSIGNED_LONG_LONG mt;
+  int64_t xec_ms, now = keel_now_ms();
   int rc;
 
+  /* Schedules wait until agents have had time to come back after a
+   * restart (two heartbeats, 2-30 s): a missed run then finds its targets
+   * online instead of skipping them as offline. */
+  if (!srv->stopping && keel_mono_ms() - srv->last_sched_ms >= 1000 &&
+      now - srv->start_ms >= sched_settle_ms(srv)) {
+    srv->last_sched_ms = keel_mono_ms();
+    k_api_schedules_fire(srv, now);
+  }
+  xec_ms = k_xec_tick(srv->xec, now, &rc);
+  if (rc) srv->fleet_wake = 1; /* steps may have been handed to agents */
   k_agent_wake(srv, 0);
   if (k_org_dirty(srv->org) && k_org_reload(srv->org, &e))
     keel_log(&srv->log, KEEL_LOG_ERROR, "organization: %s (the previous policy stays)", e.msg);
@@ -203,6 +223,8 @@ static int64_t before_sleep(k_loop_t *l, void *ud) {
   k_audit_batch_done(srv->audit, rc == 0);
   if (rc) {
     keel_log(&srv->log, KEEL_LOG_ERROR, "commit failed, batch rolled back: %s", e.msg);
+    if (k_xec_reload(srv->xec, &e))
+      keel_log(&srv->log, KEEL_LOG_ERROR, "executions: reload: %s", e.msg);
     k_http_release(srv);
   }
   while (srv->mhd_kick) {
@@ -224,10 +246,10 @@ static int64_t before_sleep(k_loop_t *l, void *ud) {
       return 0;
     }
     if (srv->stopping) return mt < 50 ? (int64_t)mt : 50;
-    return (int64_t)mt;
+    return xec_ms >= 0 && xec_ms < (int64_t)mt ? xec_ms : (int64_t)mt;
   }
   if (srv->stopping) return 50;
-  return -1;
+  return xec_ms;
 }
 
 #define LAST_SEEN_PERSIST_MS 60000
@@ -297,6 +319,10 @@ static int serve(cli_opts_t *o) {
   if (k_fleet_open(srv.store, &srv.log, srv.opts.heartbeat_ms, &srv.fleet, &e) ||
       k_org_open(srv.store, &srv.log, &srv.org, &e))
     goto fail;
+  {
+    k_xec_deps_t xd = {srv.store, srv.fleet, &srv.key, &srv.log};
+    if (k_xec_open(&xd, &srv.xec, &e)) goto fail;
+  }
   raise_fd_limit(&srv);
   srv.loop = k_loop_new();
   srv.work = k_work_new(2);
@@ -339,6 +365,7 @@ fail:
 out:
   k_http_stop(&srv);
   k_work_free(srv.work);
+  k_xec_close(srv.xec);
   k_org_close(srv.org);
   k_fleet_close(srv.fleet);
   k_audit_close(srv.audit);

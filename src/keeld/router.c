@@ -13,6 +13,8 @@ static const char *const q_tokens[] = {"limit", "cursor", "user", NULL};
 static const char *const q_audit[] = {"limit", "cursor", "since", "actor", "action", NULL};
 static const char *const q_agents[] = {"limit", "cursor", "target", "status", NULL};
 static const char *const q_apply[] = {"dry_run", "prune", "file", NULL};
+static const char *const q_execs[] = {"limit", "cursor", "runbook", "state", NULL};
+static const char *const q_exec[] = {"targets", NULL};
 static const char *const q_explain[] = {"user", "action", "resource", "tags", NULL};
 
 /* Every route.  Tests enumerate this table (keeld routes): a route added
@@ -44,6 +46,23 @@ const k_route_t k_routes[] = {
      k_api_runbook_get},
     {"DELETE", "/v1/runbooks/{id}", "runbook:write", K_ROUTE_MUTATION, NULL,
      k_api_runbook_one_decode, k_api_runbook_delete},
+    {"POST", "/v1/executions", "runbook:start", K_ROUTE_MUTATION | K_ROUTE_BODY, NULL,
+     k_api_execution_start_decode, k_api_execution_start},
+    {"GET", "/v1/executions", "runbook:read", 0, q_execs, k_api_runbooks_decode,
+     k_api_execution_list},
+    {"GET", "/v1/executions/{id}", "runbook:read", 0, q_exec, k_api_execution_one_decode,
+     k_api_execution_get},
+    {"POST", "/v1/executions/{id}/approve", "runbook:approve", K_ROUTE_MUTATION | K_ROUTE_BODY,
+     NULL, k_api_execution_act_decode, k_api_execution_approve},
+    {"POST", "/v1/executions/{id}/reject", "runbook:approve", K_ROUTE_MUTATION | K_ROUTE_BODY,
+     NULL, k_api_execution_act_decode, k_api_execution_reject},
+    {"POST", "/v1/executions/{id}/resume", "runbook:start", K_ROUTE_MUTATION | K_ROUTE_BODY, NULL,
+     k_api_execution_act_decode, k_api_execution_resume},
+    {"POST", "/v1/executions/{id}/cancel", "runbook:start", K_ROUTE_MUTATION | K_ROUTE_BODY, NULL,
+     k_api_execution_act_decode, k_api_execution_cancel},
+    {"POST", "/v1/executions/{id}/retry", "runbook:start", K_ROUTE_MUTATION | K_ROUTE_BODY, NULL,
+     k_api_execution_retry_decode, k_api_execution_start},
+    {"GET", "/v1/schedules", "runbook:read", 0, NULL, k_api_runbooks_decode, k_api_schedule_list},
     {"GET", "/v1/policy/explain", "policy:read", 0, q_explain, k_api_org_decode, k_api_explain},
     {"POST", "/v1/agent-tokens", "agent-token:create", K_ROUTE_MUTATION | K_ROUTE_BODY, NULL,
      k_api_etoken_create_decode, k_api_etoken_create},

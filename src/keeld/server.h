@@ -21,6 +21,7 @@
 #include "exec/exec.h"
 #include "fleet/fleet.h"
 #include "org/org.h"
+#include "runbook/xec.h"
 #include "hist.h"
 #include "iam/iam.h"
 #include "keel/buf.h"
@@ -131,6 +132,8 @@ struct k_server {
   k_work_t *work;
   k_fleet_t *fleet;
   k_org_t *org;
+  k_xec_t *xec;
+  int64_t last_sched_ms;            /* keel_mono_ms() of the last schedule check */
   int fleet_wake;     /* some agent has new jobs: answer its long-poll */
   int mhd_kick;
   int64_t last_fleet_cron_ms;       /* connections were resumed: run MHD before sleeping */
@@ -251,6 +254,21 @@ int k_api_runbook_list(k_server_t *, k_req_t *);
 int k_api_runbook_one_decode(k_server_t *, k_req_t *);
 int k_api_runbook_get(k_server_t *, k_req_t *);
 int k_api_runbook_delete(k_server_t *, k_req_t *);
+int k_api_execution_start_decode(k_server_t *, k_req_t *);
+int k_api_execution_start(k_server_t *, k_req_t *);
+int k_api_execution_retry_decode(k_server_t *, k_req_t *);
+int k_api_execution_list(k_server_t *, k_req_t *);
+int k_api_execution_one_decode(k_server_t *, k_req_t *);
+int k_api_execution_get(k_server_t *, k_req_t *);
+int k_api_execution_act_decode(k_server_t *, k_req_t *);
+int k_api_execution_approve(k_server_t *, k_req_t *);
+int k_api_execution_reject(k_server_t *, k_req_t *);
+int k_api_execution_resume(k_server_t *, k_req_t *);
+int k_api_execution_cancel(k_server_t *, k_req_t *);
+int k_api_schedule_list(k_server_t *, k_req_t *);
+/* api_exec.c: starts the runbooks whose schedule is due (each in its own
+ * unit, audited as the schedule's owner). */
+void k_api_schedules_fire(k_server_t *srv, int64_t now_ms);
 int k_api_command_create_decode(k_server_t *, k_req_t *);
 int k_api_command_create(k_server_t *, k_req_t *);
 int k_api_command_list(k_server_t *, k_req_t *);

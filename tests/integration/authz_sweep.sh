@@ -57,6 +57,7 @@ while read -r method pattern action flags; do
     "PATCH /v1/users/{id}") body='{"version":1,"role":"admin"}' ;;
     "POST /v1/apply") body="@$TMP/org.yaml" ;;
     "POST /v1/commands") body='{"target":"","argv":["true"]}' ;;
+    "POST /v1/executions") body='{"runbook":"x"}' ;;
     "PATCH /v1/agents/{id}") body='{"version":1,"tags":{"app":"a","env":"dev"}}' ;;
     "POST /v1/agent-tokens") body='{"tags":{"app":"a","env":"dev"}}' ;;
     "POST /v1/tokens") body='{"user":"admin"}' ;;

@@ -452,6 +452,42 @@ kl --server "$URL" --token "$VIC" audit verify
 assert_rc 1 "viewer runs audit verify"
 assert_one_err '^keel: .+ \(HTTP 403 forbidden\)$' "403 on audit verify"
 
+# ---- runbook executions and schedules: help, usage errors, unknown ids ---------------------------
+kl --help
+assert_contains "$OUT" "runbook start NAME [-p k=v]... [--watch]" "--help lists runbook start"
+assert_contains "$OUT" "schedule list" "--help lists schedule list"
+kl execution --help
+assert_rc 0 "execution --help"
+for w in list show watch approve reject resume cancel retry; do
+  assert_contains "$OUT" "execution $w" "execution --help lists $w"
+done
+usage "runbook start without a name" "^keel: missing NAME" runbook start
+usage "-p without a value" "^keel: flag '-p' needs k=v" runbook start x -p
+usage "-p without '='" "^keel: -p: expected k=v, got 'foo'" runbook start x -p foo
+usage "--param= without '='" "^keel: --param: expected k=v, got 'foo'" runbook start x --param=foo
+usage "-p with an empty key" "^keel: -p: expected k=v, got '=v'" runbook start x -p a=1 -p =v
+usage "execution show without an id" "^keel: missing ID" execution show
+usage "execution watch with two ids" "^keel: unexpected argument 'y'" execution watch x y
+usage "execution list --limit 0" "^keel: --limit: expected a positive integer" execution list --limit 0
+usage "resume takes no comment" "^keel: unknown flag '--comment'" execution resume x --comment hi
+usage "retry without an id" "^keel: missing ID" execution retry --failed-only
+usage "schedule list takes no argument" "^keel: unexpected argument 'x'" schedule list x
+k runbook start nosuch -p a=b
+assert_rc 1 "start an unknown runbook"
+assert_one_err '^keel: .+ \(HTTP 404 not_found\)$' "start an unknown runbook"
+k execution show exe_nosuch
+assert_rc 1 "show an unknown execution"
+assert_one_err '^keel: .+ \(HTTP 404 not_found\)$' "show an unknown execution"
+k execution watch exe_nosuch
+assert_rc 1 "watch an unknown execution"
+assert_one_err '^keel: .+ \(HTTP 404 not_found\)$' "watch an unknown execution"
+k execution list
+assert_rc 0 "execution list"
+assert_match "$OUT" '^ID +RUNBOOK +STATE +TARGETS' "execution list header"
+k schedule list
+assert_rc 0 "schedule list"
+assert_match "$OUT" '^RUNBOOK +SCHEDULE +OWNER +NEXT' "schedule list header"
+
 stop_keeld
 assert_eq "$KEELD_RC" 0 "keeld exit status"
 finish

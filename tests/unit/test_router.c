@@ -172,8 +172,8 @@ static int read_doc_routes(docroute_t *v, int max) {
 }
 
 static void test_routes_match_docs(void **state) {
-  docroute_t docs[64];
-  int nd = read_doc_routes(docs, 64);
+  docroute_t docs[128];
+  int nd = read_doc_routes(docs, 128);
   (void)state;
   if (nd < 0) {
     print_message("docs/api.md not found under " KEEL_SOURCE_DIR "; skipped\n");
@@ -331,6 +331,7 @@ static const rule_t matrix[] = {
     {"org:write", NONE, 1, 0, 0},     {"org:read", NONE, 1, 1, 1},
     {"policy:read", NONE, 1, 1, 0},
     {"runbook:read", NONE, 1, 1, 0},  {"runbook:write", NONE, 1, 1, 0},
+    {"runbook:start", NONE, 1, 1, 0}, {"runbook:approve", NONE, 1, 1, 0},
 };
 
 static void test_authz_matrix(void **state) {

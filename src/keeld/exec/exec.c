@@ -129,49 +129,89 @@ fail:
 
 /* ---- creating a command ------------------------------------------------------ */
 
-static int add_run(k_store_t *s, const k_serverkey_t *key, const char *cmd_id, const k_agent_t *a,
-                   const json_t *spec, int offline, int64_t now_ms, json_t *runs, keel_err_t *e) {
-  char run_id[24], sig[KEEL_AGENT_SIG_HEX];
+/* The job text of run run_id of owner for agent agent_id: the members of
+ * spec an agent reads (those present), plus the ids and the issue time. */
+static char *job_text(const char *run_id, const char *owner, const char *agent_id,
+                      const json_t *spec, int64_t now_ms) {
+  static const char *const members[] = {"argv", "shell", "script", "http", "timeout_ms",
+                                         "env",  "cwd",   "user",   "output_cap", NULL};
+  json_t *jo = json_pack("{s:s,s:s,s:s,s:I}", "run_id", run_id, "command_id", owner, "agent_id",
+                         agent_id, "issued_at", (json_int_t)now_ms);
+  char *text = NULL;
+  if (!jo) return NULL;
+  for (const char *const *m = members; *m; m++) {
+    json_t *v = json_object_get(spec, *m);
+    if (v && json_object_set(jo, *m, v)) goto out;
+  }
+  text = keel_json_canonical(jo);
+out:
+  json_decref(jo);
+  return text;
+}
+
+/* Inserts run run_id of owner for agent a: "pending" with a signed job, or
+ * "skipped" (error "offline") when offline. */
+static int insert_run(k_store_t *s, const k_serverkey_t *key, const char *run_id,
+                      const char *owner, const k_agent_t *a, const json_t *spec, int offline,
+                      int64_t now_ms, keel_err_t *e) {
+  char sig[KEEL_AGENT_SIG_HEX];
   char *job = NULL;
-  json_t *jo = NULL;
   int rc;
 
-  keel_random_id(run_id, sizeof run_id, "run_");
   if (!offline) {
-    jo = json_pack("{s:s,s:s,s:s,s:O,s:O,s:O,s:O,s:O,s:O,s:O,s:I}", "run_id", run_id, "command_id",
-                   cmd_id, "agent_id", a->id, "argv", json_object_get(spec, "argv"), "shell",
-                   json_object_get(spec, "shell"), "timeout_ms", json_object_get(spec, "timeout_ms"),
-                   "env", json_object_get(spec, "env"), "cwd", json_object_get(spec, "cwd"), "user",
-                   json_object_get(spec, "user"), "output_cap", json_object_get(spec, "output_cap"),
-                   "issued_at", (json_int_t)now_ms);
-    if (!jo || !(job = keel_json_canonical(jo))) {
-      rc = keel_err_set(e, KEEL_ENOMEM, "out of memory");
-      goto out;
-    }
+    if (!(job = job_text(run_id, owner, a->id, spec, now_ms)))
+      return keel_err_set(e, KEEL_ENOMEM, "out of memory");
     keel_agent_sign_job(sig, key->sk, job, strlen(job));
   }
   {
     k_val_t args[] = {K_TEXT(run_id),
-                      K_TEXT(cmd_id),
+                      K_TEXT(owner),
                       K_TEXT(a->id),
                       K_TEXT(a->hostname),
                       K_TEXT(offline ? "skipped" : "pending"),
                       K_TEXT(job),
                       K_TEXT(offline ? NULL : sig),
                       K_TEXT(offline ? "offline" : "")};
-    if ((rc = k_store_exec(s,
-                           "INSERT INTO command_runs(id, command_id, agent_id, hostname, status,"
-                           " job, sig, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           args, 8, NULL, NULL, e)))
-      goto out;
+    rc = k_store_exec(s,
+                      "INSERT INTO command_runs(id, command_id, agent_id, hostname, status,"
+                      " job, sig, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                      args, 8, NULL, NULL, e);
   }
+  free(job);
+  return rc;
+}
+
+static int add_run(k_store_t *s, const k_serverkey_t *key, const char *cmd_id, const k_agent_t *a,
+                   const json_t *spec, int offline, int64_t now_ms, json_t *runs, keel_err_t *e) {
+  char run_id[24];
+  int rc;
+
+  keel_random_id(run_id, sizeof run_id, "run_");
+  if ((rc = insert_run(s, key, run_id, cmd_id, a, spec, offline, now_ms, e))) return rc;
   if (json_array_append_new(runs, json_pack("{s:s,s:s,s:s,s:s}", "run_id", run_id, "agent_id",
                                             a->id, "hostname", a->hostname, "status",
                                             offline ? "skipped" : "pending")))
-    rc = keel_err_set(e, KEEL_ENOMEM, "out of memory");
-out:
-  json_decref(jo);
-  free(job);
+    return keel_err_set(e, KEEL_ENOMEM, "out of memory");
+  return 0;
+}
+
+int k_exec_run_add(k_store_t *s, const k_serverkey_t *key, const char *owner_id, k_agent_t *a,
+                   const json_t *spec, int64_t now_ms, char run_id[24], keel_err_t *e) {
+  int rc;
+  keel_random_id(run_id, 24, "run_");
+  if ((rc = insert_run(s, key, run_id, owner_id, a, spec, 0, now_ms, e))) return rc;
+  a->wake = 1;
+  return 0;
+}
+
+int k_exec_run_withdraw(k_store_t *s, const char *run_id, const char *why, int64_t now_ms,
+                        int *withdrawn, keel_err_t *e) {
+  k_val_t args[] = {K_TEXT(why), K_INT(now_ms), K_TEXT(run_id)};
+  int rc = k_store_exec(s,
+                        "UPDATE command_runs SET status = 'cancelled', error = ?, result_ms = ?"
+                        " WHERE id = ? AND status = 'pending'",
+                        args, 3, NULL, NULL, e);
+  if (withdrawn) *withdrawn = !rc && k_store_changes(s) > 0;
   return rc;
 }
 
@@ -466,6 +506,61 @@ int k_exec_store_result(k_store_t *s, const char *agent_id, const json_t *res, i
                        rid, st, xc ? "" : "null/", xc ? json_integer_value(xc) : 0,
                        sg ? "" : "null/", sg ? json_integer_value(sg) : 0, dig[0], dig[1]);
   return rc ? KEEL_ENOMEM : 0;
+}
+
+/* Output bytes as text of at most cap bytes: NUL and invalid UTF-8
+ * replaced, so it can be shown and interpolated.  *cut when shortened. */
+static json_t *capped_text(const char *b64, size_t cap, int *cut) {
+  uint8_t *bin = NULL;
+  size_t n = 0;
+  json_t *t;
+  if (!b64 || unb64(b64, &bin, &n)) return json_string("");
+  if (n > cap) {
+    n = cap;
+    *cut = 1;
+  }
+  for (size_t i = 0; i < n; i++)
+    if (!bin[i]) bin[i] = '?';
+  bin[n] = '\0'; /* unb64 leaves room: cap >= len/4*3+3 > n */
+  keel_utf8_sanitize((char *)bin);
+  t = json_string((const char *)bin);
+  free(bin);
+  return t;
+}
+
+typedef struct rres {
+  size_t cap;
+  json_t *out;
+} rres_t;
+
+static int result_row(void *ud, const k_val_t *c, int n) {
+  rres_t *r = ud;
+  int cut = 0;
+  json_t *o, *so, *se;
+  if (n < 10 || !strcmp(txt(&c[0]), "pending")) return 0;
+  so = capped_text(c[3].type == K_VAL_TEXT ? c[3].s : NULL, r->cap, &cut);
+  se = capped_text(c[4].type == K_VAL_TEXT ? c[4].s : NULL, r->cap, &cut);
+  o = json_pack("{s:s,s:o,s:o,s:o,s:o,s:b,s:o,s:o,s:s}", "status", txt(&c[0]), "exit_code",
+                int_or_null(&c[1]), "signal", int_or_null(&c[2]), "stdout", so, "stderr", se,
+                "truncated", cut || c[5].i || c[6].i, "started_ms", int_or_null(&c[7]),
+                "ended_ms", int_or_null(&c[8]), "error", txt(&c[9]));
+  if (!o) return KEEL_ENOMEM;
+  r->out = o;
+  return 0;
+}
+
+int k_exec_run_result(k_store_t *s, const char *run_id, size_t cap, json_t **out, keel_err_t *e) {
+  k_val_t args[] = {K_TEXT(run_id)};
+  rres_t r = {cap, NULL};
+  int rc = k_store_exec(s,
+                        "SELECT status, exit_code, signal, stdout_b64, stderr_b64, stdout_truncated,"
+                        " stderr_truncated, started_ms, ended_ms, error FROM command_runs WHERE id = ?",
+                        args, 1, result_row, &r, e);
+  *out = NULL;
+  if (rc == KEEL_ENOMEM) return keel_err_set(e, KEEL_ENOMEM, "out of memory");
+  if (rc) return rc;
+  *out = r.out;
+  return 0;
 }
 
 /* ---- reading ---------------------------------------------------------------------- */

@@ -58,6 +58,24 @@ int k_exec_run_owner(k_store_t *s, const char *run_id, char agent_id[32], char c
 int k_exec_store_result(k_store_t *s, const char *agent_id, const json_t *res, int64_t now_ms,
                         int *dup, keel_buf_t *detail, keel_err_t *e);
 
+/* ---- runs owned by another engine (runbook executions) ----
+ * Such a run's command_id is its owner's id (an execution's "exe_...").
+ * spec: {exactly one non-null of argv | shell | script | http, timeout_ms,
+ * env, cwd, user, output_cap} (docs/agent-protocol.md); the engine signs
+ * it and marks a to wake.  run_id receives the new run's id. */
+int k_exec_run_add(k_store_t *s, const k_serverkey_t *key, const char *owner_id, k_agent_t *a,
+                   const json_t *spec, int64_t now_ms, char run_id[24], keel_err_t *e);
+/* Withdraws a run without a result: it is never delivered again and a late
+ * result is ignored as a duplicate.  *withdrawn (may be NULL) says whether
+ * it still had none. */
+int k_exec_run_withdraw(k_store_t *s, const char *run_id, const char *why, int64_t now_ms,
+                        int *withdrawn, keel_err_t *e);
+/* A run's stored result, or *out NULL while it has none: {"status",
+ * "exit_code"|null, "signal"|null, "stdout", "stderr" (text of at most cap
+ * bytes each, NUL and invalid UTF-8 replaced), "truncated", "started_ms",
+ * "ended_ms", "error"}. */
+int k_exec_run_result(k_store_t *s, const char *run_id, size_t cap, json_t **out, keel_err_t *e);
+
 /* One command with every run (outputs included). */
 int k_exec_get(k_store_t *s, const char *id, json_t **out, keel_err_t *e);
 /* Commands, newest first; cursor is the last id of the previous page. */

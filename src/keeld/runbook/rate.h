@@ -15,7 +15,7 @@
 
 #include "keel/err.h"
 
-#define K_RATE_MAX_BATCHES 64
+#define K_RATE_MAX_BATCHES 100 /* as many as a document may give (runbook/doc.c) */
 
 typedef enum {
   K_PAUSE_NONE = 0,  /* go straight on */
