@@ -45,7 +45,15 @@ int keel_unhex(uint8_t *bin, size_t n, const char *hex) {
 
 void keel_random_b32(char *out, size_t nchars) {
   static const char a[] = "abcdefghijklmnopqrstuvwxyz234567";
-  for (size_t i = 0; i < nchars; i++) out[i] = a[randombytes_uniform(32)];
+  unsigned char r[64];
+  /* One getrandom per 64 characters, not one per character (ids are made
+   * for every request and every run); 256 is a multiple of 32, so the low
+   * five bits of a random byte are uniform. */
+  for (size_t i = 0; i < nchars; i++) {
+    if (i % sizeof r == 0) randombytes_buf(r, sizeof r);
+    out[i] = a[r[i % sizeof r] & 31];
+  }
+  sodium_memzero(r, sizeof r);
   out[nchars] = '\0';
 }
 
