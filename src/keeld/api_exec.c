@@ -182,21 +182,19 @@ int k_api_execution_retry_decode(k_server_t *srv, k_req_t *req) {
   } else if (!(req->in = json_object())) {
     return k_req_fail_err(req, KEEL_ENOMEM, NULL);
   }
-  if ((rc = k_xec_retry_targets(srv->xec, req->params[0],
-                                json_is_true(json_object_get(req->in, "failed_only")), &ids, &params,
-                                runbook, &e))) {
-    exe_path(srv, req);
-    if (!k_authz_req(srv, req, "runbook:start", req->target.path, NULL, 1)) return -1;
-    req->authorized = 1;
-    return k_req_fail_err(req, rc, &e);
-  }
-  if (!json_array_size(ids)) {
+  rc = k_xec_retry_targets(srv->xec, req->params[0],
+                           json_is_true(json_object_get(req->in, "failed_only")), &ids, &params,
+                           runbook, &e);
+  if (!rc && !json_array_size(ids))
+    rc = keel_err_set(&e, KEEL_ECONFLICT, "execution %s has no failed targets to retry", req->params[0]);
+  if (rc) {
+    /* judged on the execution's runbook first: an error is no way to probe */
     json_decref(ids);
     json_decref(params);
     exe_path(srv, req);
     if (!k_authz_req(srv, req, "runbook:start", req->target.path, NULL, 1)) return -1;
     req->authorized = 1;
-    return k_req_fail(req, 409, "conflict", "execution %s has no failed targets to retry", req->params[0]);
+    return k_req_fail_err(req, rc, &e);
   }
   rc = prepare(srv, req, runbook, params, ids, req->params[0]);
   json_decref(ids);
@@ -205,6 +203,20 @@ int k_api_execution_retry_decode(k_server_t *srv, k_req_t *req) {
 }
 
 /* ---- reading ------------------------------------------------------------------------ */
+
+/* Drops the items (each naming a "runbook" and its owner under owner_key)
+ * the caller may not read. */
+static void keep_readable(k_server_t *srv, k_req_t *req, json_t *items, const char *owner_key) {
+  for (size_t i = json_array_size(items); i-- > 0;) {
+    json_t *it = json_array_get(items, i), *ref;
+    char path[192];
+    ref = json_pack("{s:s,s:O}", "name", keel_json_str(it, "runbook"), "owner",
+                    json_object_get(it, owner_key));
+    k_runbook_path(ref, path, sizeof path);
+    json_decref(ref);
+    if (!k_authz_req(srv, req, "runbook:read", path, NULL, 0)) json_array_remove(items, i);
+  }
+}
 
 static const char *const exe_states[] = {"pending", "waiting_approval", "running", "paused",
                                          "succeeded", "failed", "cancelled", "timed_out", NULL};
@@ -222,15 +234,7 @@ int k_api_execution_list(k_server_t *srv, k_req_t *req) {
   rc = k_xec_list(srv->xec, k_req_query(req, "runbook"), state, k_req_query(req, "cursor"), limit,
                   &items, &next, &e);
   if (rc) return k_req_fail_err(req, rc, &e);
-  for (size_t i = json_array_size(items); i-- > 0;) {
-    json_t *it = json_array_get(items, i), *ref;
-    char path[192];
-    ref = json_pack("{s:s,s:O}", "name", keel_json_str(it, "runbook"), "owner",
-                    json_object_get(it, "owner"));
-    k_runbook_path(ref, path, sizeof path);
-    json_decref(ref);
-    if (!k_authz_req(srv, req, "runbook:read", path, NULL, 0)) json_array_remove(items, i);
-  }
+  keep_readable(srv, req, items, "owner");
   k_req_set_page(req, items, next);
   free(next);
   return 0;
@@ -296,15 +300,7 @@ int k_api_schedule_list(k_server_t *srv, k_req_t *req) {
   keel_err_t e = {0};
   int rc = k_xec_schedule_list(srv->xec, keel_now_ms(), &items, &e);
   if (rc) return k_req_fail_err(req, rc, &e);
-  for (size_t i = json_array_size(items); i-- > 0;) {
-    json_t *it = json_array_get(items, i), *ref;
-    char path[192];
-    ref = json_pack("{s:s,s:O}", "name", keel_json_str(it, "runbook"), "owner",
-                    json_object_get(it, "runbook_owner"));
-    k_runbook_path(ref, path, sizeof path);
-    json_decref(ref);
-    if (!k_authz_req(srv, req, "runbook:read", path, NULL, 0)) json_array_remove(items, i);
-  }
+  keep_readable(srv, req, items, "runbook_owner");
   k_req_set_page(req, items, NULL);
   return 0;
 }

@@ -689,21 +689,16 @@ static int clist_row(void *ud, const k_val_t *c, int n) {
 int k_exec_list(k_store_t *s, const char *cursor, int limit, json_t **items, char **next,
                 keel_err_t *e) {
   clist_t l = {json_array(), limit, 0, ""};
-  int64_t ms = INT64_MAX;
-  const char *cid = "";
+  int64_t ms;
+  const char *cid;
   int rc;
 
   *items = NULL;
   *next = NULL;
   if (!l.items) return keel_err_set(e, KEEL_ENOMEM, "out of memory");
-  if (cursor) {
-    char *end;
-    ms = strtoll(cursor, &end, 10);
-    if (end == cursor || *end != '.') {
-      json_decref(l.items);
-      return keel_err_set(e, KEEL_EINVAL, "query parameter 'cursor': not a cursor from this list");
-    }
-    cid = end + 1;
+  if ((rc = k_store_time_cursor(cursor, &ms, &cid, e))) {
+    json_decref(l.items);
+    return rc;
   }
   {
     k_val_t args[] = {K_INT(ms), K_INT(ms), K_TEXT(cid), K_INT(limit + 1)};

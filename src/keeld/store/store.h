@@ -98,4 +98,10 @@ int k_store_sync_wait(k_store_t *s, keel_err_t *e);
 
 void k_store_stats(k_store_t *s, k_store_stats_t *out);
 
+/* The cursor of a newest-first list ordered by (time ms, id), as the
+ * engines hand it out: "MS.ID".  NULL cursor: from the start (*ms
+ * INT64_MAX, *id "").  *id points into cursor.  KEEL_EINVAL when it is not
+ * one. */
+int k_store_time_cursor(const char *cursor, int64_t *ms, const char **id, keel_err_t *e);
+
 #endif
