@@ -125,6 +125,16 @@ MAXRUN=$(printf '%s' "$BODY" | jq '[.targets[] | [.started_at, .ended_at]] as $t
   | [$t[] | .[0] as $s | [$t[] | select(.[0] <= $s and .[1] > $s)] | length] | max')
 assert_eq "$MAXRUN" 2 "concurrency 2: at most (and at some point exactly) 2 targets ran at once"
 assert_eq "$(printf '%s' "$BODY" | jq '.summary.succeeded')" 6 "all six ran"
+kc execution watch "$X"
+assert_eq "$KRC" 0 "watch of a succeeded execution exits 0: $KERR"
+assert_contains "$KOUT" "succeeded (6/6 targets succeeded)" "watch ends with the state"
+kc runbook start hostile -p "v=from the cli; \$(id)" --watch
+assert_eq "$KRC" 0 "runbook start --watch follows it to success: $KOUT $KERR"
+XC=$(printf '%s\n' "$KOUT" | grep -oE 'exe_[a-z0-9]{16}' | head -n 1)
+kc execution show "$XC"
+assert_contains "$KOUT" "#2 shell  succeeded  exit 0" "execution show lists the step attempts"
+kc --json execution show "$XC"
+assert_contains "$KOUT" 'from the cli; $(id)|' "the step output has the value intact"
 
 # ---- max_errors 1 with three failing hosts -------------------------------------------
 apply_rb errs 'targets: "fleet=x"
@@ -145,6 +155,9 @@ assert_eq "$STARTED" "$((LASTFAIL + 1))" "no target started after the second fai
 assert_eq "$(printf '%s' "$BODY" | jq '[.targets[] | select(.status == "cancelled")] | length')" $((6 - STARTED)) "the rest were never started"
 
 ERRS=$X
+kc execution watch "$ERRS"
+assert_eq "$KRC" 1 "watch of a failed execution exits 1"
+assert_contains "$KOUT" "more than max_errors" "and says why"
 # retry --failed-only: a new execution on the targets that did not succeed
 kc execution retry "$ERRS" --failed-only
 assert_eq "$KRC" 0 "retry --failed-only: $KERR"
