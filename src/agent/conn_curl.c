@@ -1,15 +1,9 @@
 /* conn_curl.c — the https:// backend: the two transfers on one libcurl
  * multi handle.
  *
- * libcurl is loaded with dlopen when the first https connection is set up,
- * never at program start: linking it would map it, GnuTLS and a dozen other
- * libraries into every agent (about 8 MiB of RSS), which a plain-http agent
- * has no use for.  Only the header is used at build time (types and
- * constants); every function goes through the table below. */
-#define CURL_DISABLE_TYPECHECK   /* the typecheck macros wrap the real names, unused here */
-#define CURL_DISABLE_DEPRECATION /* CURLOPT_PROTOCOLS, for libcurl < 7.85 */
-#include <curl/curl.h>
-#include <dlfcn.h>
+ * libcurl is loaded with dlopen (curlload.c) when the first https
+ * connection is set up, never at program start: a plain-http agent never
+ * maps it.  Every function goes through the table K. */
 #include <sodium.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -17,89 +11,20 @@
 
 #include "agent.h"
 #include "conn_be.h"
+#include "curlload.h"
 #include "keel/version.h"
 
-struct curl_fns {
-  CURLcode (*global_init)(long);
-  void (*global_cleanup)(void);
-  CURL *(*easy_init)(void);
-  void (*easy_cleanup)(CURL *);
-  CURLcode (*easy_setopt)(CURL *, CURLoption, ...);
-  CURLcode (*easy_getinfo)(CURL *, CURLINFO, ...);
-  const char *(*easy_strerror)(CURLcode);
-  struct curl_slist *(*slist_append)(struct curl_slist *, const char *);
-  void (*slist_free_all)(struct curl_slist *);
-  CURLM *(*multi_init)(void);
-  CURLMcode (*multi_cleanup)(CURLM *);
-  CURLMcode (*multi_add_handle)(CURLM *, CURL *);
-  CURLMcode (*multi_remove_handle)(CURLM *, CURL *);
-  CURLMcode (*multi_poll)(CURLM *, struct curl_waitfd[], unsigned, int, int *);
-  CURLMcode (*multi_perform)(CURLM *, int *);
-  CURLMsg *(*multi_info_read)(CURLM *, int *);
-};
-
-static const struct {
-  const char *name;
-  size_t off;
-} curl_syms[] = {
-#define SYM(field, name) {name, offsetof(struct curl_fns, field)}
-    SYM(global_init, "curl_global_init"),
-    SYM(global_cleanup, "curl_global_cleanup"),
-    SYM(easy_init, "curl_easy_init"),
-    SYM(easy_cleanup, "curl_easy_cleanup"),
-    SYM(easy_setopt, "curl_easy_setopt"),
-    SYM(easy_getinfo, "curl_easy_getinfo"),
-    SYM(easy_strerror, "curl_easy_strerror"),
-    SYM(slist_append, "curl_slist_append"),
-    SYM(slist_free_all, "curl_slist_free_all"),
-    SYM(multi_init, "curl_multi_init"),
-    SYM(multi_cleanup, "curl_multi_cleanup"),
-    SYM(multi_add_handle, "curl_multi_add_handle"),
-    SYM(multi_remove_handle, "curl_multi_remove_handle"),
-    SYM(multi_poll, "curl_multi_poll"),
-    SYM(multi_perform, "curl_multi_perform"),
-    SYM(multi_info_read, "curl_multi_info_read"),
-#undef SYM
-};
-
-/* Process-wide: the library is loaded once and stays loaded (unloading
- * GnuTLS is asking for trouble with its atexit handlers); curl's global
- * state is set up while at least one connection uses it.  The agent is
- * single-threaded. */
-static struct curl_fns K;
-static void *curl_lib;
+/* Process-wide: the library is loaded once and stays loaded (curlload.c);
+ * curl's global state is set up while at least one connection uses it.
+ * The agent is single-threaded. */
+static ka_curl_t K;
 static int curl_users;
 
 static int curl_load(keel_err_t *e) {
-  static const char *names[] = {"libcurl-gnutls.so.4", "libcurl.so.4"};
-  struct curl_fns f;
   CURLcode cc;
+  int rc;
 
-  if (!curl_lib) {
-    void *lib = NULL;
-    const char *why = "";
-    for (size_t i = 0; i < sizeof names / sizeof names[0] && !lib; i++) {
-      lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
-      if (!lib) why = dlerror();
-    }
-    if (!lib)
-      return keel_err_set(e, KEEL_EIO, "https needs libcurl: install libcurl3-gnutls (%s)",
-                          why ? why : "not found");
-    memset(&f, 0, sizeof f);
-    for (size_t i = 0; i < sizeof curl_syms / sizeof curl_syms[0]; i++) {
-      void *s = dlsym(lib, curl_syms[i].name);
-      if (!s) {
-        dlclose(lib);
-        return keel_err_set(e, KEEL_EIO,
-                            "https needs libcurl 7.66 or later: the loaded one has no %s",
-                            curl_syms[i].name);
-      }
-      /* POSIX: a data pointer from dlsym converts to a function pointer. */
-      memcpy((char *)&f + curl_syms[i].off, &s, sizeof s);
-    }
-    K = f;
-    curl_lib = lib;
-  }
+  if (!K.lib && (rc = ka_curl_load(&K, e))) return rc;
   if (curl_users == 0 && (cc = K.global_init(CURL_GLOBAL_DEFAULT)) != CURLE_OK)
     return keel_err_set(e, KEEL_EIO, "cannot initialise libcurl: %s", K.easy_strerror(cc));
   curl_users++;

@@ -29,21 +29,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include "agent.h"
 #include "conn_be.h"
+#include "httphead.h"
 #include "keel/time.h"
 #include "keel/version.h"
 
-#define HEAD_MAX (16 * 1024)     /* response status line + headers */
 #define REQ_HEAD_MAX 8192        /* our request line + headers */
 #define CONNECT_TIMEOUT_MS 10000 /* per address, within the request's own timeout */
 #define IDLE_KEEP_MS 2000        /* an unused kept connection is closed after this */
-#define CHUNK_LINE_MAX 128       /* a chunk-size line, extensions included */
 #define KEEPIDLE_S 30
 #define KEEPINTVL_S 15
 #define READ_CHUNK 16384
@@ -64,9 +62,6 @@ enum pstate {
   P_HEAD,         /* reading the status line and headers */
   P_BODY,         /* reading the body */
 };
-
-enum body_mode { B_NONE, B_LENGTH, B_CHUNKED, B_EOF };
-enum chunk_state { C_SIZE, C_DATA, C_DATA_END, C_TRAILER };
 
 struct plain_xfer {
   int fd;                  /* -1: no connection */
@@ -89,13 +84,9 @@ struct plain_xfer {
   size_t got;              /* response bytes received */
   long status;
   int keep;                /* the server allows reusing the connection */
-  enum body_mode bm;
-  uint64_t left;           /* B_LENGTH: bytes to come; chunked: of this chunk */
-  enum chunk_state cs;
-  char line[CHUNK_LINE_MAX];
-  size_t line_len;
-  int line_text;           /* trailer line has something besides CR */
-  size_t trailer_len;
+  int bm;                  /* enum ka_http_framing */
+  uint64_t left;           /* KA_HB_LENGTH: bytes to come */
+  ka_http_chunks_t ck;     /* KA_HB_CHUNKED */
 };
 
 /* ---- small helpers -------------------------------------------------------- */
@@ -116,16 +107,13 @@ static void reset_exchange(struct plain_xfer *p) {
   keel_buf_free(&p->req);
   keel_buf_init(&p->req, REQ_HEAD_MAX);
   keel_buf_free(&p->head); /* at most 16 KiB, but idle memory is what we are about */
-  keel_buf_init(&p->head, HEAD_MAX);
+  keel_buf_init(&p->head, KA_HTTP_HEAD_MAX);
   p->sent = p->got = 0;
   p->status = 0;
   p->keep = 0;
-  p->bm = B_NONE;
+  p->bm = KA_HB_NONE;
   p->left = 0;
-  p->cs = C_SIZE;
-  p->line_len = 0;
-  p->line_text = 0;
-  p->trailer_len = 0;
+  ka_http_chunks_init(&p->ck, KA_RESPONSE_MAX, 1);
 }
 
 static void forget_request(struct plain_xfer *p) {
@@ -246,123 +234,34 @@ static int lost(ka_conn_t *c, ka_xfer_t *x, int err) {
 
 /* ---- the response --------------------------------------------------------- */
 
-static int ieq_token_list_has(const char *v, size_t n, const char *tok) {
-  size_t tl = strlen(tok), i = 0;
-  while (i < n) {
-    size_t s, e;
-    while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ',')) i++;
-    s = i;
-    while (i < n && v[i] != ',') i++;
-    e = i;
-    while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t')) e--;
-    if (e - s == tl && !strncasecmp(v + s, tok, tl)) return 1;
-  }
-  return 0;
+/* Fails x with what httphead.c said (rc, e). */
+static void fail_answer(ka_xfer_t *x, int rc, const keel_err_t *e) {
+  if (rc == KEEL_ENOMEM) fail(x, KA_XE_NOMEM, "out of memory");
+  else if (rc == KEEL_ETOOBIG) fail(x, KA_XE_TOOBIG, "response %s", e->msg);
+  else fail(x, KA_XE_PROTO, "%s in the server's answer", e->msg);
 }
 
-/* 1 when the last coding of a Transfer-Encoding list is chunked. */
-static int last_is_chunked(const char *v, size_t n) {
-  size_t e = n, s;
-  while (e > 0 && (v[e - 1] == ' ' || v[e - 1] == '\t')) e--;
-  s = e;
-  while (s > 0 && v[s - 1] != ',') s--;
-  while (s < e && (v[s] == ' ' || v[s] == '\t')) s++;
-  return e - s == 7 && !strncasecmp(v + s, "chunked", 7);
-}
-
-/* Parses the header block in p->head (terminator included).  Returns 0,
- * 1 for an interim 1xx answer to skip, or -1 (x failed). */
-static int parse_head(ka_conn_t *c, ka_xfer_t *x) {
+/* Sets up reading the body that h announces.  0, or -1 (x failed). */
+static int start_body(ka_xfer_t *x, const ka_http_head_t *h) {
   struct plain_xfer *p = x->be;
-  const char *s = p->head.data, *end = s + p->head.len, *nl;
-  int minor, have_len = 0, te = 0, te_chunked = 0, conn_close = 0, conn_keep = 0;
-  uint64_t clen = 0;
 
-  (void)c;
-  /* Status line: HTTP/1.x SSS [reason] */
-  nl = memchr(s, '\n', (size_t)(end - s));
-  if (!nl || nl - s < 12 || memcmp(s, "HTTP/1.", 7) || s[7] < '0' || s[7] > '9' || s[8] != ' ' ||
-      s[9] < '1' || s[9] > '5' || s[10] < '0' || s[10] > '9' || s[11] < '0' || s[11] > '9' ||
-      (nl - s > 12 && s[12] != ' ' && s[12] != '\r')) {
-    fail(x, KA_XE_PROTO, "malformed status line in the server's answer");
-    return -1;
-  }
-  minor = s[7] - '0';
-  p->status = (s[9] - '0') * 100 + (s[10] - '0') * 10 + (s[11] - '0');
-  if (p->status >= 100 && p->status < 200) {
-    if (p->status == 101) {
-      fail(x, KA_XE_PROTO, "the server switched protocols (HTTP 101)");
-      return -1;
-    }
-    return 1;
-  }
-  for (s = nl + 1; s < end; s = nl + 1) {
-    const char *colon, *v, *ve;
-    nl = memchr(s, '\n', (size_t)(end - s));
-    if (!nl) break;
-    ve = nl;
-    if (ve > s && ve[-1] == '\r') ve--;
-    if (ve == s) break; /* the blank line */
-    if (*s == ' ' || *s == '\t') {
-      fail(x, KA_XE_PROTO, "folded header line in the server's answer");
-      return -1;
-    }
-    colon = memchr(s, ':', (size_t)(ve - s));
-    if (!colon || colon == s) {
-      fail(x, KA_XE_PROTO, "malformed header line in the server's answer");
-      return -1;
-    }
-    for (const char *q = s; q < colon; q++)
-      if (*q == ' ' || *q == '\t') {
-        fail(x, KA_XE_PROTO, "malformed header name in the server's answer");
-        return -1;
-      }
-    v = colon + 1;
-    while (v < ve && (*v == ' ' || *v == '\t')) v++;
-    while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
-#define NAME_IS(lit) ((size_t)(colon - s) == sizeof lit - 1 && !strncasecmp(s, lit, sizeof lit - 1))
-    if (NAME_IS("Content-Length")) {
-      uint64_t n = 0;
-      if (v == ve || ve - v > 19) goto bad_len;
-      for (const char *q = v; q < ve; q++) {
-        if (*q < '0' || *q > '9') goto bad_len;
-        n = n * 10 + (uint64_t)(*q - '0');
-      }
-      if (have_len && n != clen) goto bad_len;
-      clen = n;
-      have_len = 1;
-    } else if (NAME_IS("Transfer-Encoding")) {
-      te = 1;
-      te_chunked = last_is_chunked(v, (size_t)(ve - v));
-    } else if (NAME_IS("Connection")) {
-      if (ieq_token_list_has(v, (size_t)(ve - v), "close")) conn_close = 1;
-      if (ieq_token_list_has(v, (size_t)(ve - v), "keep-alive")) conn_keep = 1;
-    }
-#undef NAME_IS
-  }
-  p->keep = !conn_close && (minor >= 1 || conn_keep);
-  if (p->status == 204 || p->status == 304) {
-    p->bm = B_NONE;
-  } else if (te) {
-    /* Transfer-Encoding wins over Content-Length (RFC 9112 6.3); a coding
-     * list that does not end in chunked runs to the end of the stream. */
-    p->bm = te_chunked ? B_CHUNKED : B_EOF;
-  } else if (have_len) {
-    if (clen > KA_RESPONSE_MAX) {
+  p->status = h->status;
+  p->keep = h->keep_alive;
+  p->bm = h->framing;
+  if (p->bm == KA_HB_LENGTH) {
+    /* Refused before any of it is read. */
+    if (h->length > KA_RESPONSE_MAX) {
       fail(x, KA_XE_TOOBIG, "response larger than the cap (%llu bytes announced, %zu allowed)",
-           (unsigned long long)clen, (size_t)KA_RESPONSE_MAX);
+           (unsigned long long)h->length, (size_t)KA_RESPONSE_MAX);
       return -1;
     }
-    p->bm = B_LENGTH;
-    p->left = clen;
-  } else {
-    p->bm = B_EOF;
+    p->left = h->length;
+  } else if (p->bm == KA_HB_CHUNKED) {
+    /* Trailers are read, so the connection can carry the next answer. */
+    ka_http_chunks_init(&p->ck, KA_RESPONSE_MAX, 1);
   }
-  if (p->bm == B_EOF) p->keep = 0;
+  p->st = P_BODY;
   return 0;
-bad_len:
-  fail(x, KA_XE_PROTO, "bad Content-Length in the server's answer");
-  return -1;
 }
 
 static int body_append(ka_xfer_t *x, const char *d, size_t n) {
@@ -375,58 +274,29 @@ static int body_append(ka_xfer_t *x, const char *d, size_t n) {
 
 /* Feeds n received bytes.  Returns 0 when more is wanted, 1 when x is
  * finished (answered or failed). */
-static int feed(ka_conn_t *c, ka_xfer_t *x, const char *d, size_t n) {
+static int feed(ka_xfer_t *x, const char *d, size_t n) {
   struct plain_xfer *p = x->be;
+  keel_err_t e;
 
-  while (n > 0 || (p->st == P_BODY && p->bm == B_NONE) ||
-         (p->st == P_BODY && p->bm == B_LENGTH && p->left == 0)) {
+  while (n > 0 || (p->st == P_BODY && p->bm == KA_HB_NONE) ||
+         (p->st == P_BODY && p->bm == KA_HB_LENGTH && p->left == 0)) {
     if (p->st == P_HEAD) {
-      size_t old = p->head.len, take = n, from, endpos = 0;
-      int found = 0, r;
-      if (take > HEAD_MAX - old) take = HEAD_MAX - old;
-      if (keel_buf_append(&p->head, d, take)) {
-        fail(x, KA_XE_NOMEM, "out of memory");
+      ka_http_head_t h;
+      int rc = ka_http_head_feed(&p->head, &d, &n, &h, &e); /* 1xx skipped */
+      if (rc == KEEL_EAGAIN) return 0; /* all of d was taken */
+      if (rc) {
+        fail_answer(x, rc, &e);
         return 1;
       }
-      /* The block ends at the first empty line: "\n\n" or "\n\r\n". */
-      from = old > 2 ? old - 2 : 0;
-      for (size_t i = from; i < p->head.len; i++) {
-        if (p->head.data[i] != '\n' || i == 0) continue;
-        if (i + 1 < p->head.len && p->head.data[i + 1] == '\n') {
-          endpos = i + 2;
-          found = 1;
-          break;
-        }
-        if (i + 2 < p->head.len && p->head.data[i + 1] == '\r' && p->head.data[i + 2] == '\n') {
-          endpos = i + 3;
-          found = 1;
-          break;
-        }
-      }
-      if (!found) {
-        if (p->head.len >= HEAD_MAX) {
-          fail(x, KA_XE_TOOBIG, "response header block larger than %d bytes", HEAD_MAX);
-          return 1;
-        }
-        return 0; /* take == n here */
-      }
-      d += endpos - old;
-      n -= endpos - old;
-      p->head.len = endpos;
-      p->head.data[endpos] = '\0';
-      r = parse_head(c, x);
-      if (r < 0) return 1;
-      keel_buf_reset(&p->head);
-      if (r == 1) continue; /* 1xx: the real answer follows */
-      p->st = P_BODY;
+      if (start_body(x, &h)) return 1;
       continue;
     }
     /* P_BODY */
     switch (p->bm) {
-    case B_NONE:
+    case KA_HB_NONE:
       complete(x, n > 0);
       return 1;
-    case B_LENGTH: {
+    case KA_HB_LENGTH: {
       size_t take = n < p->left ? n : (size_t)p->left;
       if (take && body_append(x, d, take)) return 1;
       d += take;
@@ -438,94 +308,26 @@ static int feed(ka_conn_t *c, ka_xfer_t *x, const char *d, size_t n) {
       }
       break;
     }
-    case B_EOF:
+    case KA_HB_EOF:
       if (body_append(x, d, n)) return 1;
       n = 0;
       break;
-    case B_CHUNKED:
-      if (p->cs == C_DATA) {
-        size_t take = n < p->left ? n : (size_t)p->left;
-        if (body_append(x, d, take)) return 1;
-        d += take;
-        n -= take;
-        p->left -= take;
-        if (p->left == 0) p->cs = C_DATA_END;
-        break;
+    case KA_HB_CHUNKED: {
+      ka_http_span_t sp;
+      int rc = ka_http_chunks_feed(&p->ck, d, n, &sp, &e);
+      if (rc) {
+        fail_answer(x, rc, &e);
+        return 1;
       }
-      if (p->cs == C_TRAILER) {
-        /* Trailers are read and ignored, up to the header cap. */
-        char ch = *d++;
-        n--;
-        if (++p->trailer_len > HEAD_MAX) {
-          fail(x, KA_XE_TOOBIG, "response trailers larger than %d bytes", HEAD_MAX);
-          return 1;
-        }
-        if (ch == '\n') {
-          if (!p->line_text) {
-            complete(x, n > 0);
-            return 1;
-          }
-          p->line_text = 0;
-        } else if (ch != '\r') {
-          p->line_text = 1;
-        }
-        break;
-      }
-      /* C_SIZE or C_DATA_END: one line */
-      {
-        char ch = *d++;
-        n--;
-        if (ch != '\n') {
-          if (p->line_len >= sizeof p->line - 1) {
-            fail(x, KA_XE_PROTO, "chunk size line too long in the server's answer");
-            return 1;
-          }
-          p->line[p->line_len++] = ch;
-          break;
-        }
-        if (p->line_len && p->line[p->line_len - 1] == '\r') p->line_len--;
-        p->line[p->line_len] = '\0';
-        if (p->cs == C_DATA_END) {
-          if (p->line_len) {
-            fail(x, KA_XE_PROTO, "chunk not followed by CRLF in the server's answer");
-            return 1;
-          }
-          p->cs = C_SIZE;
-        } else {
-          uint64_t sz = 0;
-          size_t i = 0;
-          for (; i < p->line_len; i++) {
-            int dv;
-            char h = p->line[i];
-            if (h >= '0' && h <= '9') dv = h - '0';
-            else if (h >= 'a' && h <= 'f') dv = h - 'a' + 10;
-            else if (h >= 'A' && h <= 'F') dv = h - 'A' + 10;
-            else break;
-            if (i >= 15) break; /* over 2^60: caught below */
-            sz = sz * 16 + (uint64_t)dv;
-          }
-          if (i == 0 || i >= 16 ||
-              (i < p->line_len && p->line[i] != ';' && p->line[i] != ' ' && p->line[i] != '\t')) {
-            fail(x, KA_XE_PROTO, "bad chunk size in the server's answer");
-            return 1;
-          }
-          if (sz > KA_RESPONSE_MAX - x->resp.len) {
-            fail(x, KA_XE_TOOBIG, "response larger than the cap (%zu bytes)",
-                 (size_t)KA_RESPONSE_MAX);
-            return 1;
-          }
-          if (sz == 0) {
-            p->cs = C_TRAILER;
-            p->line_text = 0;
-            p->trailer_len = 0;
-          } else {
-            p->cs = C_DATA;
-            p->left = sz;
-          }
-        }
-        p->line_len = 0;
+      if (sp.len && body_append(x, sp.data, sp.len)) return 1;
+      d += sp.used;
+      n -= sp.used;
+      if (sp.end) {
+        complete(x, n > 0);
+        return 1;
       }
       break;
+    }
     }
   }
   return 0;
@@ -695,7 +497,7 @@ static void drive(ka_conn_t *c, ka_xfer_t *x) {
         return;
       }
       if (r == 0) {
-        if (p->st == P_BODY && p->bm == B_EOF) {
+        if (p->st == P_BODY && p->bm == KA_HB_EOF) {
           complete(x, 0);
           return;
         }
@@ -703,7 +505,7 @@ static void drive(ka_conn_t *c, ka_xfer_t *x) {
         return;
       }
       p->got += (size_t)r;
-      if (feed(c, x, buf, (size_t)r)) return;
+      if (feed(x, buf, (size_t)r)) return;
       continue;
     }
     }
@@ -799,7 +601,7 @@ static int plain_start(ka_conn_t *c, ka_xfer_t *x, const char *route, const char
     if (!(p = calloc(1, sizeof *p))) return keel_err_set(e, KEEL_ENOMEM, "out of memory");
     p->fd = -1;
     keel_buf_init(&p->req, REQ_HEAD_MAX);
-    keel_buf_init(&p->head, HEAD_MAX);
+    keel_buf_init(&p->head, KA_HTTP_HEAD_MAX);
     x->be = p;
   }
   forget_request(p);

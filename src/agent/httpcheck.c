@@ -12,10 +12,8 @@
  * Output goes straight to the descriptors with write(2): stdio buffers
  * inherited from the agent MUST NOT be flushed twice. */
 #define _GNU_SOURCE /* memmem */
-#define CURL_DISABLE_TYPECHECK   /* as conn_curl.c: every call goes through the table */
-#define CURL_DISABLE_DEPRECATION /* CURLOPT_PROTOCOLS, for libcurl < 7.85 */
-#include <curl/curl.h>
-#include <dlfcn.h>
+#include "curlload.h" /* first: it sets how <curl/curl.h> is read */
+
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -31,13 +29,12 @@
 #include <unistd.h>
 
 #include "httpcheck.h"
+#include "httphead.h"
 #include "keel/buf.h"
 #include "keel/json.h"
 #include "keel/time.h"
 #include "keel/version.h"
 
-#define HEAD_MAX (16 * 1024) /* the response's status line and headers */
-#define CHUNK_LINE_MAX 128   /* a chunk-size line, extensions included */
 #define EXPECT_BODY_MAX 65536
 #define ERR_MAX 256
 
@@ -304,148 +301,54 @@ static int body_take(struct answer *a, const char *d, size_t n) {
 /* ---- http:// : the blocking client ---------------------------------------- */
 
 enum { RX_HEAD, RX_BODY };
-enum { BM_NONE, BM_LENGTH, BM_CHUNKED, BM_EOF };
-enum { CK_SIZE, CK_DATA, CK_DATA_END };
 
-/* The response parser: fed the bytes as they come. */
+/* The response reader: fed the bytes as they come (framing: httphead.c). */
 struct rx {
   int head_only;  /* a HEAD request: no body, whatever the headers say */
-  int st, bm, ck;
+  int st;         /* RX_* */
+  int bm;         /* enum ka_http_framing */
   keel_buf_t head;
-  uint64_t left;  /* BM_LENGTH: body bytes to come; chunked: of this chunk */
-  char line[CHUNK_LINE_MAX];
-  size_t line_len;
+  uint64_t left;  /* KA_HB_LENGTH: body bytes to come */
+  ka_http_chunks_t ck;
 };
 
-/* 1 when the last coding of a Transfer-Encoding value is chunked. */
-static int last_is_chunked(const char *v, size_t n) {
-  size_t e = n, s;
-  while (e > 0 && (v[e - 1] == ' ' || v[e - 1] == '\t')) e--;
-  s = e;
-  while (s > 0 && v[s - 1] != ',') s--;
-  while (s < e && (v[s] == ' ' || v[s] == '\t')) s++;
-  return e - s == 7 && !strncasecmp(v + s, "chunked", 7);
-}
-
-/* The header block in rx->head (terminator included).  0: a final answer
- * (a->status set, rx->bm chosen), 1: an interim 1xx to skip, -1: error. */
-static int parse_head(struct rx *rx, struct answer *a) {
-  const char *s = rx->head.data, *end = s + rx->head.len, *nl;
-  int have_len = 0, te = 0, te_chunked = 0;
-  uint64_t clen = 0;
-  long status;
-
-  nl = memchr(s, '\n', (size_t)(end - s));
-  if (!nl || nl - s < 12 || memcmp(s, "HTTP/1.", 7) || s[7] < '0' || s[7] > '9' || s[8] != ' ' ||
-      s[9] < '1' || s[9] > '5' || s[10] < '0' || s[10] > '9' || s[11] < '0' || s[11] > '9' ||
-      (nl - s > 12 && s[12] != ' ' && s[12] != '\r')) {
-    set_err(a, "malformed status line in the answer");
-    return -1;
-  }
-  status = (s[9] - '0') * 100 + (s[10] - '0') * 10 + (s[11] - '0');
-  if (status < 200) {
-    if (status == 101) {
-      set_err(a, "the server switched protocols (HTTP 101)");
-      return -1;
-    }
-    return 1;
-  }
-  for (s = nl + 1; s < end; s = nl + 1) {
-    const char *colon, *v, *ve;
-    nl = memchr(s, '\n', (size_t)(end - s));
-    if (!nl) break;
-    ve = nl;
-    if (ve > s && ve[-1] == '\r') ve--;
-    if (ve == s) break; /* the blank line */
-    colon = memchr(s, ':', (size_t)(ve - s));
-    if (!colon || colon == s || *s == ' ' || *s == '\t') {
-      set_err(a, "malformed header line in the answer");
-      return -1;
-    }
-    v = colon + 1;
-    while (v < ve && (*v == ' ' || *v == '\t')) v++;
-    while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
-#define NAME_IS(lit) ((size_t)(colon - s) == sizeof lit - 1 && !strncasecmp(s, lit, sizeof lit - 1))
-    if (NAME_IS("Content-Length")) {
-      uint64_t n = 0;
-      if (v == ve || ve - v > 19) goto bad_len;
-      for (const char *q = v; q < ve; q++) {
-        if (*q < '0' || *q > '9') goto bad_len;
-        n = n * 10 + (uint64_t)(*q - '0');
-      }
-      if (have_len && n != clen) goto bad_len;
-      clen = n;
-      have_len = 1;
-    } else if (NAME_IS("Transfer-Encoding")) {
-      te = 1;
-      te_chunked = last_is_chunked(v, (size_t)(ve - v));
-    }
-#undef NAME_IS
-  }
-  a->status = status;
-  if (rx->head_only || status == 204 || status == 304) {
-    rx->bm = BM_NONE;
-  } else if (te) {
-    /* Transfer-Encoding wins over Content-Length (RFC 9112 6.3); a coding
-     * list that does not end in chunked runs to the end of the stream. */
-    rx->bm = te_chunked ? BM_CHUNKED : BM_EOF;
-  } else if (have_len) {
-    rx->bm = BM_LENGTH;
-    rx->left = clen;
-  } else {
-    rx->bm = BM_EOF;
-  }
-  return 0;
-bad_len:
-  set_err(a, "bad Content-Length in the answer");
+/* a->err from what httphead.c said (rc, e); returns -1. */
+static int rx_fail(struct answer *a, int rc, const keel_err_t *e) {
+  if (rc == KEEL_ENOMEM) set_err(a, "out of memory");
+  else if (rc == KEEL_ETOOBIG) set_err(a, "answer's %s", e->msg);
+  else set_err(a, "%s in the answer", e->msg);
   return -1;
 }
 
 /* Feeds n received bytes: 0 when more is wanted, 1 when the answer is
  * complete (or its body reached the cap), -1 on error (a->err set). */
 static int rx_feed(struct rx *rx, struct answer *a, const char *d, size_t n) {
+  keel_err_t e;
+
   /* A body that is already complete ends the answer without more bytes. */
   while (n > 0 ||
-         (rx->st == RX_BODY && (rx->bm == BM_NONE || (rx->bm == BM_LENGTH && !rx->left)))) {
+         (rx->st == RX_BODY && (rx->bm == KA_HB_NONE || (rx->bm == KA_HB_LENGTH && !rx->left)))) {
     if (rx->st == RX_HEAD) {
-      size_t old = rx->head.len, take = n < HEAD_MAX - old ? n : HEAD_MAX - old, endpos = 0;
-      int r;
-      if (keel_buf_append(&rx->head, d, take)) {
-        set_err(a, "out of memory");
-        return -1;
-      }
-      /* The block ends at the first empty line: "\n\n" or "\n\r\n". */
-      for (size_t i = old > 2 ? old - 2 : 0; i < rx->head.len && !endpos; i++) {
-        if (rx->head.data[i] != '\n' || i == 0) continue;
-        if (i + 1 < rx->head.len && rx->head.data[i + 1] == '\n') endpos = i + 2;
-        else if (i + 2 < rx->head.len && rx->head.data[i + 1] == '\r' &&
-                 rx->head.data[i + 2] == '\n')
-          endpos = i + 3;
-      }
-      if (!endpos) {
-        if (rx->head.len >= HEAD_MAX) {
-          set_err(a, "answer's header block larger than %d bytes", HEAD_MAX);
-          return -1;
-        }
-        return 0; /* all of d was taken */
-      }
-      d += endpos - old;
-      n -= endpos - old;
-      rx->head.len = endpos;
-      rx->head.data[endpos] = '\0';
-      if ((r = parse_head(rx, a)) < 0) return -1;
-      keel_buf_reset(&rx->head);
-      if (r == 0) rx->st = RX_BODY; /* else 1xx: the real answer follows */
+      ka_http_head_t h;
+      int r = ka_http_head_feed(&rx->head, &d, &n, &h, &e); /* 1xx skipped */
+      if (r) return r == KEEL_EAGAIN ? 0 : rx_fail(a, r, &e);
+      a->status = h.status;
+      rx->bm = rx->head_only ? KA_HB_NONE : h.framing;
+      rx->left = h.length;
+      /* No cap here: body_take stops reading at the body cap.  Trailers
+       * are not read: the connection is ours alone (Connection: close). */
+      if (rx->bm == KA_HB_CHUNKED) ka_http_chunks_init(&rx->ck, UINT64_MAX, 0);
+      rx->st = RX_BODY;
       continue;
     }
     switch (rx->bm) {
-    case BM_NONE: return 1;
-    case BM_EOF: {
+    case KA_HB_NONE: return 1;
+    case KA_HB_EOF: {
       int r = body_take(a, d, n);
       if (r < 0) goto nomem;
       return r; /* 0: until the connection closes */
     }
-    case BM_LENGTH: {
+    case KA_HB_LENGTH: {
       size_t take = n < rx->left ? n : (size_t)rx->left;
       int r;
       if (rx->left == 0) return 1;
@@ -454,59 +357,19 @@ static int rx_feed(struct rx *rx, struct answer *a, const char *d, size_t n) {
       if (r || rx->left == 0) return 1;
       return 0; /* take == n */
     }
-    case BM_CHUNKED:
-      if (rx->ck == CK_DATA) {
-        size_t take = n < rx->left ? n : (size_t)rx->left;
-        int r = body_take(a, d, take);
+    case KA_HB_CHUNKED: {
+      ka_http_span_t sp;
+      int r = ka_http_chunks_feed(&rx->ck, d, n, &sp, &e);
+      if (r) return rx_fail(a, r, &e);
+      if (sp.len && (r = body_take(a, sp.data, sp.len))) {
         if (r < 0) goto nomem;
-        if (r) return 1;
-        d += take;
-        n -= take;
-        rx->left -= take;
-        if (rx->left == 0) rx->ck = CK_DATA_END;
-        continue;
+        return 1;
       }
-      /* CK_SIZE or CK_DATA_END: one line */
-      {
-        char ch = *d++;
-        n--;
-        if (ch != '\n') {
-          if (rx->line_len >= sizeof rx->line - 1) {
-            set_err(a, "chunk size line too long in the answer");
-            return -1;
-          }
-          rx->line[rx->line_len++] = ch;
-          continue;
-        }
-        if (rx->line_len && rx->line[rx->line_len - 1] == '\r') rx->line_len--;
-        if (rx->ck == CK_DATA_END) {
-          if (rx->line_len) {
-            set_err(a, "chunk not followed by CRLF in the answer");
-            return -1;
-          }
-          rx->ck = CK_SIZE;
-        } else {
-          uint64_t sz = 0;
-          size_t i = 0;
-          for (; i < rx->line_len && i < 16 && is_hex(rx->line[i]); i++) {
-            char h = rx->line[i];
-            sz = sz * 16 + (uint64_t)(h <= '9' ? h - '0' : (h | 0x20) - 'a' + 10);
-          }
-          if (i == 0 || i >= 16 ||
-              (i < rx->line_len && rx->line[i] != ';' && rx->line[i] != ' ' &&
-               rx->line[i] != '\t')) {
-            set_err(a, "bad chunk size in the answer");
-            return -1;
-          }
-          /* The last chunk: trailers are not read, the connection is ours
-           * alone (Connection: close). */
-          if (sz == 0) return 1;
-          rx->ck = CK_DATA;
-          rx->left = sz;
-        }
-        rx->line_len = 0;
-      }
+      d += sp.used;
+      n -= sp.used;
+      if (sp.end) return 1;
       continue;
+    }
     }
   }
   return 0;
@@ -579,7 +442,7 @@ static int fetch_plain(const ka_httpcheck_t *hc, long timeout_ms, struct answer 
   int fd = -1, rc = -1, g;
 
   memset(&rx, 0, sizeof rx);
-  keel_buf_init(&rx.head, HEAD_MAX);
+  keel_buf_init(&rx.head, KA_HTTP_HEAD_MAX);
   keel_buf_init(&req, KA_HTTP_URL_MAX + 1024);
   rx.head_only = hc->method == KA_HTTP_HEAD;
   memset(&hints, 0, sizeof hints);
@@ -637,7 +500,7 @@ static int fetch_plain(const ka_httpcheck_t *hc, long timeout_ms, struct answer 
       goto out;
     }
     if (n == 0) {
-      if (rx.st == RX_BODY && rx.bm == BM_EOF) break;
+      if (rx.st == RX_BODY && rx.bm == KA_HB_EOF) break;
       if (rx.st == RX_HEAD && rx.head.len == 0 && a->status == 0)
         set_err(a, "connection closed by the server before any answer");
       else
@@ -662,66 +525,6 @@ out:
 
 /* ---- https:// : libcurl, loaded here -------------------------------------- */
 
-struct curl_fns {
-  CURLcode (*global_init)(long);
-  void (*global_cleanup)(void);
-  CURL *(*easy_init)(void);
-  void (*easy_cleanup)(CURL *);
-  CURLcode (*easy_setopt)(CURL *, CURLoption, ...);
-  CURLcode (*easy_perform)(CURL *);
-  CURLcode (*easy_getinfo)(CURL *, CURLINFO, ...);
-  const char *(*easy_strerror)(CURLcode);
-  struct curl_slist *(*slist_append)(struct curl_slist *, const char *);
-  void (*slist_free_all)(struct curl_slist *);
-};
-
-static const struct {
-  const char *name;
-  size_t off;
-} curl_syms[] = {
-#define SYM(field, name) {name, offsetof(struct curl_fns, field)}
-    SYM(global_init, "curl_global_init"),
-    SYM(global_cleanup, "curl_global_cleanup"),
-    SYM(easy_init, "curl_easy_init"),
-    SYM(easy_cleanup, "curl_easy_cleanup"),
-    SYM(easy_setopt, "curl_easy_setopt"),
-    SYM(easy_perform, "curl_easy_perform"),
-    SYM(easy_getinfo, "curl_easy_getinfo"),
-    SYM(easy_strerror, "curl_easy_strerror"),
-    SYM(slist_append, "curl_slist_append"),
-    SYM(slist_free_all, "curl_slist_free_all"),
-#undef SYM
-};
-
-/* The same libraries, in the same order, as conn_curl.c.  The library is
- * never unloaded: the child exits right after (and unloading GnuTLS is
- * asking for trouble with its atexit handlers). */
-static int curl_load(struct curl_fns *f, struct answer *a) {
-  static const char *const names[] = {"libcurl-gnutls.so.4", "libcurl.so.4"};
-  const char *why = "not found";
-  void *lib = NULL;
-
-  for (size_t i = 0; i < sizeof names / sizeof names[0] && !lib; i++) {
-    lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
-    if (!lib) why = dlerror();
-  }
-  if (!lib) {
-    set_err(a, "https needs libcurl: install libcurl3-gnutls (%s)", why ? why : "not found");
-    return -1;
-  }
-  memset(f, 0, sizeof *f);
-  for (size_t i = 0; i < sizeof curl_syms / sizeof curl_syms[0]; i++) {
-    void *s = dlsym(lib, curl_syms[i].name);
-    if (!s) {
-      set_err(a, "https needs libcurl 7.66 or later: the loaded one has no %s", curl_syms[i].name);
-      return -1;
-    }
-    /* POSIX: a data pointer from dlsym converts to a function pointer. */
-    memcpy((char *)f + curl_syms[i].off, &s, sizeof s);
-  }
-  return 0;
-}
-
 /* Past the cap the transfer is ended (0 makes curl stop with
  * CURLE_WRITE_ERROR); cut tells that apart from a real write error. */
 static size_t on_body(char *p, size_t size, size_t nmemb, void *ud) {
@@ -731,7 +534,8 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud) {
 }
 
 static int fetch_curl(const ka_httpcheck_t *hc, long timeout_ms, struct answer *a) {
-  struct curl_fns K;
+  ka_curl_t K;
+  keel_err_t le;
   struct curl_slist *hdrs = NULL;
   char cerr[CURL_ERROR_SIZE] = "";
   CURL *h = NULL;
@@ -739,7 +543,11 @@ static int fetch_curl(const ka_httpcheck_t *hc, long timeout_ms, struct answer *
   int rc = -1, inited = 0, m = hc->method;
   long status = 0;
 
-  if (curl_load(&K, a)) goto out;
+  /* The library is never unloaded: the child exits right after. */
+  if (ka_curl_load(&K, &le)) {
+    set_err(a, "%s", le.msg);
+    goto out;
+  }
   if ((r = K.global_init(CURL_GLOBAL_DEFAULT)) != CURLE_OK) {
     set_err(a, "cannot initialise libcurl: %s", K.easy_strerror(r));
     goto out;
