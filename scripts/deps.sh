@@ -14,7 +14,8 @@ pkgs=(
   libsodium-dev                     # Ed25519, BLAKE2b, random tokens
   libsqlite3-dev sqlite3            # embedded store; sqlite3 shell for tamper tests
   libcmocka-dev                     # unit tests
-  prometheus                        # promtool, to validate /metrics output
+  prometheus                        # promtool, to validate /metrics output; the PromQL peer
+  prometheus-node-exporter          # the real exporter scraped by the metrics tests and benches
   curl procps                       # integration tests drive raw HTTP, read /proc
   openssl                           # integration tests sign agent requests (Ed25519)
   jq                                # integration tests read JSON answers

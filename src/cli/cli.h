@@ -161,5 +161,7 @@ int cmd_execution_resume(cli_t *c, int argc, char **argv);
 int cmd_execution_cancel(cli_t *c, int argc, char **argv);
 int cmd_execution_retry(cli_t *c, int argc, char **argv);
 int cmd_schedule_list(cli_t *c, int argc, char **argv);
+int cmd_metrics_query(cli_t *c, int argc, char **argv);
+int cmd_top(cli_t *c, int argc, char **argv);
 
 #endif

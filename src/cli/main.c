@@ -69,6 +69,10 @@ static const cli_cmd_t commands[] = {
      "run a finished execution again (--failed-only: the targets that did not succeed)"},
     {"schedule", "list", cmd_schedule_list, "",
      "list runbook schedules with their next and last runs"},
+    {"metrics", "query", cmd_metrics_query, "EXPR [--time T] [--range 1h [--step 30s] [--end T]]",
+     "evaluate a PromQL expression now, at --time, or over --range (docs/metrics.md)"},
+    {"top", NULL, cmd_top, "[--interval 1s] [--once] [--target SELECTOR]",
+     "live table of hosts: CPU, load, memory, disk, network (Ctrl-C quits)"},
     {"version", NULL, cmd_version, "", "print the client version"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
