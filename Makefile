@@ -28,7 +28,8 @@ fuzz: check
 	@scripts/fuzz.sh $(CHECK_DIR)/bin $(FUZZ_SECONDS)
 
 bench: build
-	@build/bin/bench-audit && build/bin/bench-fanout && bench/agent_rss.sh build/bin && build/bin/bench-policy
+	@build/bin/bench-audit && build/bin/bench-fanout && bench/agent_rss.sh build/bin && build/bin/bench-policy \
+	    && bench/agent_metrics.sh build/bin && build/bin/bench-tsdb
 
 clean:
 	rm -rf build

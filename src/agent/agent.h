@@ -9,11 +9,13 @@
  *   spool/<run_id>.json    a finished result not yet acknowledged
  *   seen                   the last 4096 accepted run ids (dedup)
  *   scripts/<run_id>       a script job's body while it runs (exec.c)
+ *   metrics/<seq>.kmb      metric batches keeld has not taken yet (mspool.c)
  */
 #ifndef KA_AGENT_H
 #define KA_AGENT_H
 
 #include <jansson.h>
+#include <limits.h>
 #include <poll.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -102,6 +104,38 @@ int ka_spool_oldest(const char *dir, char run_id[KA_RUN_ID_MAX + 1], char **body
                     keel_err_t *e);
 /* Removes DIR/spool/<run_id>.json (and fsyncs the directory). */
 int ka_spool_drop(const char *dir, const char *run_id);
+
+/* ---- mspool.c ------------------------------------------------------------ */
+
+/* Metric batches waiting for keeld: DIR/metrics/<seq>.kmb, oldest first,
+ * bounded in files and bytes (the oldest are dropped, and counted, to make
+ * room).  Not fsync'd: see mspool.c. */
+typedef struct ka_mspool {
+  char dir[PATH_MAX];      /* DIR/metrics */
+  uint64_t first;          /* seq of the oldest file (when count > 0) */
+  uint64_t next;           /* seq of the next file written */
+  size_t count;            /* files */
+  uint64_t bytes;          /* their total size */
+  uint64_t max_bytes;
+  size_t max_batches;
+  uint64_t dropped;        /* batches lost since start: room made, unwritable */
+  const keel_log_t *log;   /* borrowed */
+} ka_mspool_t;
+
+/* Creates DIR/metrics (0700) when missing, counts what is there, removes
+ * a crash's temporary file, and drops the oldest over the bounds. */
+int ka_mspool_open(ka_mspool_t *s, const char *state_dir, uint64_t max_bytes, size_t max_batches,
+                   const keel_log_t *log, keel_err_t *e);
+/* Appends a batch as the newest file, dropping the oldest while a bound
+ * would be passed.  A batch over max_bytes by itself is dropped (counted).
+ * On failure (KEEL_EIO) the batch is counted as dropped too. */
+int ka_mspool_put(ka_mspool_t *s, const void *data, size_t len, keel_err_t *e);
+/* The oldest batch into out (reset first): its seq.  KEEL_ENOENT when
+ * there is none. */
+int ka_mspool_oldest(ka_mspool_t *s, uint64_t *seq, keel_buf_t *out, keel_err_t *e);
+/* Removes batch seq when it is still the oldest (a batch made room for
+ * while it was being sent is already gone).  lost: count it as dropped. */
+void ka_mspool_drop(ka_mspool_t *s, uint64_t seq, int lost);
 
 /* ---- exec.c -------------------------------------------------------------- */
 
@@ -193,6 +227,7 @@ typedef struct ka_xfer {
   int cc;                   /* KA_XE_* */
   long status;              /* HTTP status, 0 on transport error */
   char tag[KA_RUN_ID_MAX + 1]; /* what the caller sent (run id or "inventory") */
+  const char *ctype;        /* the body's Content-Type (a static string); NULL: JSON */
 } ka_xfer_t;
 
 struct ka_conn_backend;
@@ -216,6 +251,10 @@ void ka_conn_free(ka_conn_t *c);
  * which MUST be idle.  timeout_ms bounds the whole request. */
 int ka_conn_post(ka_conn_t *c, ka_xfer_t *x, const char *route, char *body, long timeout_ms,
                  keel_err_t *e);
+/* The same for a body of len bytes (binary: NUL bytes allowed) of
+ * Content-Type ctype (a static string, e.g. KEEL_MB_CONTENT_TYPE). */
+int ka_conn_post_bin(ka_conn_t *c, ka_xfer_t *x, const char *route, char *body, size_t len,
+                     const char *ctype, long timeout_ms, keel_err_t *e);
 /* The same with `Authorization: Bearer <token>` instead of a signature
  * (enrollment).  token is copied. */
 int ka_conn_post_bearer(ka_conn_t *c, ka_xfer_t *x, const char *route, char *body,

@@ -102,8 +102,9 @@ int ka_conn_authorization(const ka_conn_t *c, const char *route, const char *bea
   return rc;
 }
 
-static int post(ka_conn_t *c, ka_xfer_t *x, const char *route, char *body, long timeout_ms,
-                const char *bearer, keel_err_t *e) {
+/* body: blen bytes (owned from here on); ctype: static, NULL for JSON. */
+static int post(ka_conn_t *c, ka_xfer_t *x, const char *route, char *body, size_t blen,
+                const char *ctype, long timeout_ms, const char *bearer, keel_err_t *e) {
   int rc;
 
   if (x->active) {
@@ -112,6 +113,7 @@ static int post(ka_conn_t *c, ka_xfer_t *x, const char *route, char *body, long 
   }
   free(x->body);
   x->body = body;
+  x->ctype = ctype;
   x->done = 0;
   x->status = 0;
   x->cc = KA_XE_OK;
@@ -125,7 +127,7 @@ static int post(ka_conn_t *c, ka_xfer_t *x, const char *route, char *body, long 
     rc = keel_err_set(e, KEEL_ETOOBIG, "request URL too long");
     goto out;
   }
-  rc = c->ops->start(c, x, route, bearer, strlen(body), timeout_ms, e);
+  rc = c->ops->start(c, x, route, bearer, blen, timeout_ms, e);
 out:
   if (rc) { /* body was taken either way */
     free(x->body);
@@ -137,12 +139,18 @@ out:
 
 int ka_conn_post(ka_conn_t *c, ka_xfer_t *x, const char *route, char *body, long timeout_ms,
                  keel_err_t *e) {
-  return post(c, x, route, body, timeout_ms, NULL, e);
+  return post(c, x, route, body, body ? strlen(body) : 0, NULL, timeout_ms, NULL, e);
+}
+
+int ka_conn_post_bin(ka_conn_t *c, ka_xfer_t *x, const char *route, char *body, size_t len,
+                     const char *ctype, long timeout_ms, keel_err_t *e) {
+  return post(c, x, route, body, len, ctype, timeout_ms, NULL, e);
 }
 
 int ka_conn_post_bearer(ka_conn_t *c, ka_xfer_t *x, const char *route, char *body,
                         long timeout_ms, const char *token, keel_err_t *e) {
-  return post(c, x, route, body, timeout_ms, token ? token : "", e);
+  return post(c, x, route, body, body ? strlen(body) : 0, NULL, timeout_ms, token ? token : "",
+              e);
 }
 
 int ka_conn_wait(ka_conn_t *c, struct pollfd *extra, unsigned n, int timeout_ms) {

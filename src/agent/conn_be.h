@@ -13,7 +13,9 @@ struct ka_conn_backend {
    * xfers' be.  MUST accept a half-initialised c (c->be NULL). */
   void (*free)(ka_conn_t *c);
   /* Starts x's request.  conn.c has reset x (resp empty, cc/status 0,
-   * errbuf "") and set x->body (blen bytes, owned by x).  The backend calls
+   * errbuf "") and set x->body (blen bytes, owned by x; binary bodies may
+   * hold NUL bytes) and x->ctype: the backend MUST send
+   * `Content-Type: x->ctype`, or application/json when it is NULL.  It calls
    * ka_conn_authorization (route, bearer) for each time it sends the
    * request; bearer (NULL: sign) is to be copied.  On failure the backend
    * leaves x inactive; conn.c frees the body. */

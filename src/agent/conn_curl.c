@@ -129,8 +129,9 @@ static int be_start(ka_conn_t *c, ka_xfer_t *x, const char *route, const char *b
     }
   }
   {
-    const char *hs[] = {"Content-Type: application/json", "Accept: application/json", "Expect:",
-                        auth.data};
+    char ct[160];
+    const char *hs[] = {ct, "Accept: application/json", "Expect:", auth.data};
+    snprintf(ct, sizeof ct, "Content-Type: %s", x->ctype ? x->ctype : "application/json");
     for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) {
       struct curl_slist *tmp = K.slist_append(cx->hdrs, hs[i]);
       if (!tmp) {

@@ -193,13 +193,14 @@ static int build_request(ka_conn_t *c, ka_xfer_t *x) {
                          "POST %s%s HTTP/1.1\r\n"
                          "Host: %s\r\n"
                          "User-Agent: keel-agent/" KEEL_VERSION "\r\n"
-                         "Content-Type: application/json\r\n"
+                         "Content-Type: %s\r\n"
                          "Accept: application/json\r\n"
                          "Content-Length: %zu\r\n"
                          "Authorization: %s\r\n"
                          "Connection: keep-alive\r\n"
                          "\r\n",
-                         c->prefix, p->route, pc->hosthdr, p->blen, auth.data);
+                         c->prefix, p->route, pc->hosthdr,
+                         x->ctype ? x->ctype : "application/json", p->blen, auth.data);
   if (auth.data) sodium_memzero(auth.data, auth.len);
   keel_buf_free(&auth);
   p->sent = 0;

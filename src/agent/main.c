@@ -2,6 +2,9 @@
  *
  *   keel-agent --server URL --state DIR [--enroll-token T] [--tags k=v,...]
  *              [--log-level L] [--heartbeat-check]
+ *              [--interval D] [--process NAME]... [--no-metrics]
+ *              [--metrics-spool-max SIZE] [--metrics-spool-batches N]
+ *   keel-agent --print-metrics [--process NAME]...
  *
  * One thread does everything: the two connections (long-poll + push), the
  * child pipes and a signalfd all wait in one poll (ka_conn_wait).
@@ -13,6 +16,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <malloc.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,8 +27,10 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "collect.h"
 #include "keel/crypto.h"
 #include "keel/json.h"
+#include "keel/metricbatch.h"
 #include "keel/selector.h"
 #include "keel/time.h"
 #include "keel/version.h"
@@ -37,19 +43,38 @@
 #define PUSH_TIMEOUT_MS 30000L
 #define INVENTORY_EVERY_MS 60000
 #define MAX_FDS 64
+/* Metrics: a batch request is small; a result waiting behind one waits at
+ * most this long. */
+#define METRICS_TIMEOUT_MS 10000L
+#define METRICS_INTERVAL_MS 10000
+#define METRICS_BATCH_MAX ((size_t)1 << 20)  /* one request's batch */
+#define METRICS_FLUSH_BYTES ((size_t)64 << 10) /* held in memory at most, then spooled */
+#define METRICS_SPOOL_BYTES ((uint64_t)64 << 20)
+#define METRICS_SPOOL_BATCHES 65536
 
 static void usage(FILE *f) {
   fprintf(f,
           "usage: keel-agent --server URL --state DIR [--enroll-token T] [--tags k=v,...]\n"
-          "                  [--log-level error|warn|info|debug] [--heartbeat-check]\n");
+          "                  [--log-level error|warn|info|debug] [--heartbeat-check]\n"
+          "                  [--interval 10s] [--process NAME]... [--no-metrics]\n"
+          "                  [--metrics-spool-max 64M] [--metrics-spool-batches 65536]\n"
+          "       keel-agent --print-metrics [--process NAME]...\n");
 }
 
 struct opts {
   const char *server, *state, *token, *tags, *level;
   int heartbeat_check;
+  int print_metrics;
+  int no_metrics;
+  int64_t interval_ms;
+  uint64_t spool_max;
+  size_t spool_batches;
+  const char *procs[KA_COLLECT_PROC_NAMES];
+  size_t nprocs;
 };
 
-enum push_kind { PUSH_NONE, PUSH_RESULT, PUSH_INVENTORY };
+enum push_kind { PUSH_NONE, PUSH_RESULT, PUSH_INVENTORY, PUSH_METRICS };
+enum metrics_src { MSRC_MEM, MSRC_SPOOL };
 
 struct agent {
   const char *dir;
@@ -66,6 +91,24 @@ struct agent {
   char inv_sent[65];        /* of what the server has; "" = unknown */
   char inv_sending[65];     /* of the one in flight */
   int64_t inv_next;         /* mono ms of the next recomputation */
+  /* Host metrics (collect.h, mspool.c): collected every interval_ms into
+   * menc, sent over the push transfer after results and inventory; while
+   * keeld does not take them, spooled and sent in order later. */
+  int metrics_on;
+  int64_t interval_ms;
+  int64_t m_next;           /* mono ms of the next collection */
+  ka_collect_t col;
+  keel_mb_enc_t menc;       /* collected, neither sent nor spooled yet */
+  keel_buf_t mbody;         /* the batch in flight */
+  keel_buf_t mscratch;      /* a batch on its way to the spool */
+  ka_mspool_t mspool;
+  ka_backoff_t metrics_bo;  /* metrics only: never delays results */
+  enum metrics_src m_src;   /* where the batch in flight came from */
+  uint64_t m_seq;           /* its spool seq (MSRC_SPOOL) */
+  int m_failing;            /* the last send failed: new batches queue behind the spool */
+  int m_logged;             /* this failure streak was logged */
+  int m_404_logged;         /* keeld lacked the route: said once */
+  uint64_t m_rejected;      /* batches keeld refused (4xx), dropped */
 };
 
 /* ---- enrollment ---------------------------------------------------------- */
@@ -236,6 +279,158 @@ out:
   keel_buf_reset(&x->resp);
 }
 
+/* ---- metrics --------------------------------------------------------------- */
+
+static uint64_t metrics_dropped(const struct agent *a) {
+  return a->mspool.dropped + a->m_rejected;
+}
+
+static int metrics_pending(const struct agent *a) {
+  return a->metrics_on && (a->mspool.count || keel_mb_enc_count(&a->menc));
+}
+
+static void metrics_spool(struct agent *a, const keel_buf_t *b) {
+  keel_err_t e;
+  if (ka_mspool_put(&a->mspool, b->data, b->len, &e))
+    keel_log(a->log, KEEL_LOG_ERROR, "metrics: cannot spool a batch (%s): dropped", e.msg);
+}
+
+/* What menc holds becomes one spooled batch. */
+static void metrics_spool_pending(struct agent *a) {
+  keel_err_t e;
+
+  if (!keel_mb_enc_count(&a->menc)) return;
+  keel_buf_reset(&a->mscratch);
+  if (keel_mb_enc_finish(&a->menc, &a->mscratch, &e)) {
+    keel_log(a->log, KEEL_LOG_ERROR, "metrics: %s: batch dropped", e.msg);
+    a->mspool.dropped++;
+  } else {
+    metrics_spool(a, &a->mscratch);
+  }
+  keel_mb_enc_reset(&a->menc);
+  keel_buf_reset(&a->mscratch);
+}
+
+static void metrics_tick(struct agent *a) {
+  ka_collect_self_t self = {metrics_dropped(a), a->mspool.count};
+
+  /* keeld busy elsewhere for a while (a big result): memory stays small. */
+  if (keel_mb_enc_size(&a->menc) >= METRICS_FLUSH_BYTES) metrics_spool_pending(a);
+  ka_collect(&a->col, &a->menc, keel_now_ms(), &self);
+  /* Batches go out in order: while older ones wait on disk, or keeld is
+   * failing, the new one queues behind them. */
+  if (a->m_failing || a->mspool.count) metrics_spool_pending(a);
+}
+
+/* The batch in flight was not taken; it must be kept (5xx, 404, transport). */
+static void metrics_retry_later(struct agent *a, long status) {
+  int64_t now = keel_mono_ms();
+
+  if (a->m_src == MSRC_MEM) metrics_spool(a, &a->mbody);
+  if (status == 401) ka_backoff_cap(&a->metrics_bo, now);
+  else ka_backoff_fail(&a->metrics_bo, now);
+  a->m_failing = 1;
+}
+
+static void start_metrics(struct agent *a) {
+  char *body;
+  keel_err_t e;
+  int rc;
+
+  keel_buf_reset(&a->mbody);
+  rc = a->mspool.count ? ka_mspool_oldest(&a->mspool, &a->m_seq, &a->mbody, &e) : KEEL_ENOENT;
+  if (rc == 0) {
+    if (keel_mb_decode(a->mbody.data, a->mbody.len, NULL, NULL, &e)) {
+      /* Torn by a crash, or edited: keeld would refuse it too. */
+      keel_log(a->log, KEEL_LOG_WARN, "metrics: spooled batch %016llx unreadable (%s): dropped",
+               (unsigned long long)a->m_seq, e.msg);
+      ka_mspool_drop(&a->mspool, a->m_seq, 1);
+      return;
+    }
+    a->m_src = MSRC_SPOOL;
+  } else if (rc == KEEL_ENOENT) {
+    if (!keel_mb_enc_count(&a->menc)) return;
+    rc = keel_mb_enc_finish(&a->menc, &a->mbody, &e);
+    keel_mb_enc_reset(&a->menc);
+    if (rc) {
+      keel_log(a->log, KEEL_LOG_ERROR, "metrics: %s: batch dropped", e.msg);
+      a->mspool.dropped++;
+      return;
+    }
+    a->m_src = MSRC_MEM;
+  } else {
+    keel_log(a->log, KEEL_LOG_ERROR, "metrics spool: %s", e.msg);
+    ka_backoff_fail(&a->metrics_bo, keel_mono_ms());
+    return;
+  }
+  /* The transfer takes its body; mbody stays ours, to spool on failure. */
+  if (!(body = malloc(a->mbody.len ? a->mbody.len : 1))) {
+    metrics_retry_later(a, 0);
+    return;
+  }
+  memcpy(body, a->mbody.data, a->mbody.len);
+  a->push_kind = PUSH_METRICS;
+  if (ka_conn_post_bin(&a->conn, &a->conn.push, "/v1/agent/metrics", body, a->mbody.len,
+                       KEEL_MB_CONTENT_TYPE, METRICS_TIMEOUT_MS, &e)) {
+    keel_log(a->log, KEEL_LOG_ERROR, "cannot send metrics: %s", e.msg);
+    a->push_kind = PUSH_NONE;
+    metrics_retry_later(a, 0);
+  }
+}
+
+static void handle_metrics(struct agent *a) {
+  ka_xfer_t *x = &a->conn.push;
+  long st = x->cc ? 0 : x->status;
+  char msg[512];
+
+  if (st == 200) {
+    /* 200 means keeld stored it durably. */
+    if (a->m_src == MSRC_SPOOL) ka_mspool_drop(&a->mspool, a->m_seq, 0);
+    ka_backoff_reset(&a->metrics_bo);
+    if (a->m_failing && a->m_logged)
+      keel_log(a->log, KEEL_LOG_INFO, "metrics: keeld takes batches again (%zu spooled to send)",
+               a->mspool.count);
+    a->m_failing = 0;
+    a->m_logged = 0;
+  } else if (st >= 400 && st < 500 && st != 401 && st != 404 && st != 408 && st != 429) {
+    /* keeld will never take this one (malformed, too big): keeping it
+     * would hold up every later batch. */
+    server_message(&x->resp, (int)st, msg, sizeof msg);
+    keel_log(a->log, a->m_logged ? KEEL_LOG_DEBUG : KEEL_LOG_WARN,
+             "metrics: batch rejected, dropped: %s", msg);
+    a->m_logged = 1;
+    if (a->m_src == MSRC_SPOOL) ka_mspool_drop(&a->mspool, a->m_seq, 0);
+    a->m_rejected++;
+  } else {
+    if (st == 404) {
+      /* A keeld without the route yet: like an unreachable one, said once. */
+      if (!a->m_404_logged)
+        keel_log(a->log, KEEL_LOG_WARN,
+                 "metrics: keeld has no /v1/agent/metrics (404); batches are spooled in %s "
+                 "and retried",
+                 a->mspool.dir);
+      a->m_404_logged = 1;
+    } else if (!a->m_logged) {
+      if (x->cc) snprintf(msg, sizeof msg, "%s", ka_conn_strerror(x));
+      else server_message(&x->resp, (int)st, msg, sizeof msg);
+      keel_log(a->log, KEEL_LOG_WARN, "metrics: %s; batches are spooled and retried", msg);
+    }
+    a->m_logged = 1;
+    metrics_retry_later(a, st);
+  }
+  keel_buf_reset(&a->mbody);
+}
+
+/* At exit: what is collected and what was in flight go to the spool (a
+ * batch keeld took but whose answer we did not see is sent twice: keeld
+ * keeps one of two identical samples). */
+static void metrics_stop(struct agent *a) {
+  if (!a->metrics_on) return;
+  if (a->conn.push.active && a->push_kind == PUSH_METRICS && a->m_src == MSRC_MEM)
+    metrics_spool(a, &a->mbody);
+  metrics_spool_pending(a);
+}
+
 static void start_push(struct agent *a) {
   char id[KA_RUN_ID_MAX + 1], *body = NULL;
   size_t len;
@@ -289,6 +484,10 @@ static void handle_push(struct agent *a) {
 
   x->done = 0;
   a->push_kind = PUSH_NONE;
+  if (kind == PUSH_METRICS) {
+    handle_metrics(a);
+    goto out;
+  }
   if (x->cc) {
     keel_log(a->log, KEEL_LOG_WARN, "%s: %s", kind == PUSH_RESULT ? "result" : "inventory",
              ka_conn_strerror(x));
@@ -371,11 +570,24 @@ static int run(struct agent *a, int sigfd) {
       refresh_inventory(a);
       a->inv_next = now + INVENTORY_EVERY_MS;
     }
+    if (a->metrics_on && now >= a->m_next) {
+      metrics_tick(a);
+      a->m_next += a->interval_ms;
+      if (a->m_next <= now) a->m_next = now + a->interval_ms; /* we were late: no burst */
+    }
     if (!a->conn.poll.active && now >= a->poll_bo.until) start_poll(a);
     if (!a->conn.push.active && now >= a->push_bo.until && push_pending(a)) start_push(a);
+    /* Metrics go last: only when no result waits (a result never queues
+     * behind more than the one metrics request in flight). */
+    if (!a->conn.push.active && !a->spool_dirty && now >= a->metrics_bo.until &&
+        metrics_pending(a))
+      start_metrics(a);
 
     if (!a->conn.poll.active) wait = min_wait(wait, a->poll_bo.until, now);
     if (!a->conn.push.active && push_pending(a)) wait = min_wait(wait, a->push_bo.until, now);
+    if (!a->conn.push.active && !a->spool_dirty && metrics_pending(a))
+      wait = min_wait(wait, a->metrics_bo.until, now);
+    if (a->metrics_on) wait = min_wait(wait, a->m_next, now);
     wait = min_wait(wait, a->inv_next, now);
     if ((ex = ka_exec_next_ms(&a->exec)) >= 0 && ex < wait) wait = ex;
 
@@ -398,6 +610,7 @@ static int run(struct agent *a, int sigfd) {
     if (a->conn.poll.done) handle_poll(a);
     if (a->conn.push.done) handle_push(a);
   }
+  metrics_stop(a);
   return 0;
 }
 
@@ -429,6 +642,103 @@ static int heartbeat_check(struct agent *a) {
   return 0;
 }
 
+/* "64M", "512K", "1G", "1048576" (binary units; "MiB" and "MB" read as
+ * M): 0 or -1. */
+static int parse_size(const char *s, uint64_t *out) {
+  char *end;
+  unsigned long long v;
+  uint64_t mul = 1;
+
+  if (*s < '0' || *s > '9') return -1;
+  errno = 0;
+  v = strtoull(s, &end, 10);
+  if (errno) return -1;
+  switch (*end) {
+  case 'k': case 'K': mul = 1ull << 10; end++; break;
+  case 'm': case 'M': mul = 1ull << 20; end++; break;
+  case 'g': case 'G': mul = 1ull << 30; end++; break;
+  default: break;
+  }
+  if (mul > 1 && (!strcmp(end, "iB") || !strcmp(end, "B"))) end += strlen(end);
+  if (*end || v > UINT64_MAX / mul) return -1;
+  *out = v * mul;
+  return 0;
+}
+
+/* ---- --print-metrics ---------------------------------------------------------- */
+
+/* The shortest %g text that reads back as the same double. */
+static void print_value(double v) {
+  char b[40];
+  if (isnan(v)) {
+    fputs("NaN", stdout);
+    return;
+  }
+  if (isinf(v)) {
+    fputs(v > 0 ? "+Inf" : "-Inf", stdout);
+    return;
+  }
+  for (int prec = 15; prec <= 17; prec++) {
+    snprintf(b, sizeof b, "%.*g", prec, v);
+    if (strtod(b, NULL) == v) break;
+  }
+  fputs(b, stdout);
+}
+
+static int print_series(void *ud, const keel_mb_label_t *l, size_t nl, const int64_t *t,
+                        const double *v, size_t n) {
+  const char *name = "";
+  int first = 1;
+  (void)ud, (void)t;
+  for (size_t i = 0; i < nl; i++)
+    if (!strcmp(l[i].name, "__name__")) name = l[i].value;
+  fputs(name, stdout);
+  for (size_t i = 0; i < nl; i++) {
+    if (!strcmp(l[i].name, "__name__")) continue;
+    printf("%s%s=\"", first ? "{" : ",", l[i].name);
+    for (const char *p = l[i].value; *p; p++) {
+      if (*p == '\\' || *p == '"') putchar('\\');
+      if (*p == '\n') fputs("\\n", stdout);
+      else putchar(*p);
+    }
+    putchar('"');
+    first = 0;
+  }
+  fputs(first ? " " : "} ", stdout);
+  print_value(v[n - 1]);
+  putchar('\n');
+  return 0;
+}
+
+/* One collection, printed in Prometheus' text format (without HELP and
+ * TYPE): what the agent would send, to compare with node_exporter. */
+static int print_metrics(const struct opts *o, keel_log_t *log) {
+  ka_collect_t col;
+  keel_mb_enc_t enc;
+  keel_buf_t b;
+  keel_err_t e;
+  int rc = 1;
+
+  keel_mb_enc_init(&enc, METRICS_BATCH_MAX);
+  keel_buf_init(&b, METRICS_BATCH_MAX);
+  if (ka_collect_init(&col, NULL, o->procs, o->nprocs, log, &e)) {
+    fprintf(stderr, "keel-agent: %s\n", e.msg);
+    goto out;
+  }
+  ka_collect(&col, &enc, keel_now_ms(), NULL);
+  ka_collect_free(&col);
+  if (keel_mb_enc_finish(&enc, &b, &e) || keel_mb_decode(b.data, b.len, print_series, NULL, &e)) {
+    fprintf(stderr, "keel-agent: %s\n", e.msg);
+    goto out;
+  }
+  rc = 0;
+out:
+  keel_mb_enc_free(&enc);
+  keel_buf_free(&b);
+  fflush(stdout);
+  return rc;
+}
+
 /* Children get 0-2 as their stdio via dup2 of higher fds; with 0-2
  * closed, our own pipes could land there and be clobbered. */
 static void ensure_std_fds(void) {
@@ -445,6 +755,10 @@ int main(int argc, char **argv) {
       {"enroll-token", required_argument, NULL, 't'}, {"tags", required_argument, NULL, 'g'},
       {"log-level", required_argument, NULL, 'l'}, {"heartbeat-check", no_argument, NULL, 'c'},
       {"help", no_argument, NULL, 'h'},          {"version", no_argument, NULL, 'V'},
+      {"interval", required_argument, NULL, 'i'}, {"process", required_argument, NULL, 'p'},
+      {"no-metrics", no_argument, NULL, 'n'},     {"print-metrics", no_argument, NULL, 'P'},
+      {"metrics-spool-max", required_argument, NULL, 'm'},
+      {"metrics-spool-batches", required_argument, NULL, 'b'},
       {NULL, 0, NULL, 0}};
   struct opts o = {0};
   struct agent a;
@@ -452,7 +766,8 @@ int main(int argc, char **argv) {
   json_t *tags = NULL;
   keel_err_t e;
   sigset_t mask;
-  int c, rc = 1, sigfd = -1, lockfd = -1, exec_up = 0, conn_up = 0;
+  int c, rc = 1, sigfd = -1, lockfd = -1, exec_up = 0, conn_up = 0, col_up = 0, metrics_up = 0;
+  uint64_t u;
 
   memset(&a, 0, sizeof a);
   /* Big buffers (outputs, result bodies) go to mmap and back to the OS on
@@ -461,6 +776,9 @@ int main(int argc, char **argv) {
    * buffers on the heap, where they fragment the idle footprint. */
   mallopt(M_MMAP_THRESHOLD, 128 * 1024);
   mallopt(M_TRIM_THRESHOLD, 256 * 1024);
+  o.interval_ms = METRICS_INTERVAL_MS;
+  o.spool_max = METRICS_SPOOL_BYTES;
+  o.spool_batches = METRICS_SPOOL_BATCHES;
   while ((c = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
     switch (c) {
     case 's': o.server = optarg; break;
@@ -469,11 +787,45 @@ int main(int argc, char **argv) {
     case 'g': o.tags = optarg; break;
     case 'l': o.level = optarg; break;
     case 'c': o.heartbeat_check = 1; break;
+    case 'n': o.no_metrics = 1; break;
+    case 'P': o.print_metrics = 1; break;
+    case 'i':
+      if (keel_duration_parse(optarg, &o.interval_ms) || o.interval_ms < 1000 ||
+          o.interval_ms > 3600000) {
+        fprintf(stderr, "keel-agent: --interval '%s': expected a duration from 1s to 1h\n",
+                optarg);
+        return EXIT_USAGE;
+      }
+      break;
+    case 'p':
+      if (o.nprocs == KA_COLLECT_PROC_NAMES || !optarg[0] || strlen(optarg) > 255) {
+        fprintf(stderr, "keel-agent: --process '%s': expected 1 to %d names of 1 to 255 bytes\n",
+                optarg, KA_COLLECT_PROC_NAMES);
+        return EXIT_USAGE;
+      }
+      o.procs[o.nprocs++] = optarg;
+      break;
+    case 'm':
+      if (parse_size(optarg, &o.spool_max) || o.spool_max < 65536) {
+        fprintf(stderr, "keel-agent: --metrics-spool-max '%s': expected a size of 64K or more "
+                        "(e.g. 64M)\n", optarg);
+        return EXIT_USAGE;
+      }
+      break;
+    case 'b':
+      if (parse_size(optarg, &u) || u < 1 || u > 10000000) {
+        fprintf(stderr, "keel-agent: --metrics-spool-batches '%s': expected 1 to 10000000\n",
+                optarg);
+        return EXIT_USAGE;
+      }
+      o.spool_batches = (size_t)u;
+      break;
     case 'h': usage(stdout); return 0;
     case 'V': printf("keel-agent %s\n", KEEL_VERSION); return 0;
     default: usage(stderr); return EXIT_USAGE;
     }
   }
+  if (o.print_metrics && optind == argc) return print_metrics(&o, &log);
   if (optind != argc || !o.server || !o.state) {
     usage(stderr);
     return EXIT_USAGE;
@@ -595,9 +947,32 @@ int main(int argc, char **argv) {
     goto out;
   }
   exec_up = 1;
+  if (!o.no_metrics) {
+    if (ka_collect_init(&a.col, NULL, o.procs, o.nprocs, &log, &e)) {
+      fprintf(stderr, "keel-agent: metrics: %s\n", e.msg);
+      goto out;
+    }
+    col_up = 1;
+    if (ka_mspool_open(&a.mspool, o.state, o.spool_max, o.spool_batches, &log, &e)) {
+      fprintf(stderr, "keel-agent: metrics: %s\n", e.msg);
+      goto out;
+    }
+    keel_mb_enc_init(&a.menc, METRICS_BATCH_MAX);
+    keel_buf_init(&a.mbody, METRICS_BATCH_MAX);
+    keel_buf_init(&a.mscratch, METRICS_BATCH_MAX);
+    a.metrics_on = metrics_up = 1;
+    a.interval_ms = o.interval_ms;
+    a.m_next = keel_mono_ms();
+  }
   keel_log(&log, KEEL_LOG_INFO, "agent %s polling %s", a.id.agent_id, o.server);
   rc = run(&a, sigfd);
 out:
+  if (metrics_up) {
+    keel_mb_enc_free(&a.menc);
+    keel_buf_free(&a.mbody);
+    keel_buf_free(&a.mscratch);
+  }
+  if (col_up) ka_collect_free(&a.col);
   if (exec_up) ka_exec_free(&a.exec);
   if (conn_up) ka_conn_free(&a.conn);
   if (sigfd >= 0) close(sigfd);

@@ -159,8 +159,12 @@ int k_api_execution_start(k_server_t *srv, k_req_t *req) {
                         req->who.user, 0, keel_json_str(req->in, "_retry_of"), keel_now_ms(),
                         &req->out, &req->detail, &e);
   if (rc) return k_req_fail_err(req, rc, &e);
-  snprintf(req->target.path, sizeof req->target.path, "%s/execution/%s",
-           req->target.path, keel_json_str(req->out, "id"));
+  {
+    char rb[sizeof req->target.path];
+    memcpy(rb, req->target.path, sizeof rb);
+    snprintf(req->target.path, sizeof req->target.path, "%.150s/execution/%s", rb,
+             keel_json_str(req->out, "id"));
+  }
   req->status = 201;
   return 0;
 }

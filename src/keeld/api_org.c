@@ -10,6 +10,7 @@
 #include "org/doc.h"
 #include "runbook/doc.h"
 #include "runbook/runbook.h"
+#include "scrape/scrape.h"
 #include "server.h"
 
 /* ?flag=true|false|1|0; absent = 0.  -1 after a 400. */
@@ -52,6 +53,22 @@ int k_api_apply_decode(k_server_t *srv, k_req_t *req) {
       snprintf(req->target.path, sizeof req->target.path, "%s", path);
       return 0;
     }
+    if (kind && !strcmp(kind, "ScrapeConfig")) {
+      /* the scrape configuration is the metrics engine's: metrics:write */
+      json_object_del(raw, "kind"); /* the engine's document is the rest */
+      rc = k_scrape_config_check(name, raw, pos, &e);
+      keel_yaml_pos_free(pos);
+      if (rc) {
+        json_decref(raw);
+        return k_req_fail_err(req, rc, &e);
+      }
+      req->in = json_pack("{s:s,s:o}", "kind", "ScrapeConfig", "doc", raw);
+      if (!req->in) return k_req_fail_err(req, KEEL_ENOMEM, NULL);
+      if (!k_authz_req(srv, req, "metrics:write", "metrics", NULL, 1)) return -1;
+      req->authorized = 1;
+      snprintf(req->target.path, sizeof req->target.path, "metrics");
+      return 0;
+    }
     rc = k_org_doc_validate(name, raw, pos, &req->in, &e);
     json_decref(raw);
     keel_yaml_pos_free(pos);
@@ -71,6 +88,11 @@ int k_api_apply(k_server_t *srv, k_req_t *req) {
     rc = k_runbook_apply(srv->store, req->in, query_bool(req, "dry_run"), keel_now_ms(), &req->out,
                          &req->detail, &e);
     if (!rc) k_xec_schedules_changed(srv->xec);
+  } else if (kind && !strcmp(kind, "ScrapeConfig")) {
+    if (query_bool(req, "prune"))
+      return k_req_fail(req, 400, "bad_request", "--prune applies to Organization documents only");
+    rc = k_metrics_config_apply(srv, json_object_get(req->in, "doc"), query_bool(req, "dry_run"),
+                                &req->out, &req->detail, &e);
   } else {
     rc = k_org_apply(srv->org, req->in, query_bool(req, "dry_run"), query_bool(req, "prune"),
                      keel_now_ms(), &req->out, &req->detail, &e);

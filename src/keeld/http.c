@@ -21,6 +21,7 @@
 #include "keel/crypto.h"
 #include "keel/json.h"
 #include "keel/time.h"
+#include "metrics/tsdb.h"
 #include "server.h"
 
 static void req_free(k_req_t *req) {
@@ -87,12 +88,18 @@ static enum MHD_Result queue_answer(k_req_t *req) {
     req->text = NULL;
   } else {
     json_t *o = req->out;
-    if (!o && req->status >= 400)
+    int prom = req->route_idx >= 0 && (k_routes[req->route_idx].flags & K_ROUTE_PROM);
+    if (!o && req->status >= 400 && prom)
+      o = json_pack("{s:s,s:s,s:s}", "status", "error", "errorType",
+                    req->err_code[0] ? req->err_code : "internal", "error", req->err.msg);
+    else if (!o && req->status >= 400)
       o = json_pack("{s:{s:s,s:s}}", "error", "code", req->err_code[0] ? req->err_code : "error",
                     "message", req->err.msg);
     else if (o)
       json_incref(o);
-    body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    /* Prometheus writes sample times as the shortest decimal of seconds
+     * with milliseconds: 13 significant digits hold them exactly. */
+    body = o ? json_dumps(o, JSON_COMPACT | (prom ? JSON_REAL_PRECISION(13) : 0)) : NULL;
     json_decref(o);
     if (!body) {
       body = strdup("{\"error\":{\"code\":\"internal\",\"message\":\"cannot encode answer\"}}");
@@ -124,6 +131,12 @@ static enum MHD_Result queue_answer(k_req_t *req) {
   ret = MHD_queue_response(req->conn, (unsigned)req->status, resp);
   MHD_destroy_response(resp);
   return ret;
+}
+
+/* 1 when everything req's answer depends on is durable. */
+static int durable(k_server_t *srv, const k_req_t *req) {
+  return req->wait_gen <= k_store_durable_gen(srv->store) &&
+         (!srv->tsdb || req->wait_tsdb_gen <= k_tsdb_durable_gen(srv->tsdb));
 }
 
 static void wait_push(k_server_t *srv, k_req_t *req) {
@@ -182,7 +195,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     MHD_suspend_connection(conn);
     return MHD_YES;
   }
-  if (req->wait_gen > k_store_durable_gen(srv->store)) {
+  if (!durable(srv, req)) {
     req->ready = 1;
     req->suspended = 1;
     MHD_suspend_connection(conn);
@@ -207,7 +220,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 }
 
 void k_http_release(k_server_t *srv) {
-  uint64_t durable = k_store_durable_gen(srv->store), failed = k_store_failed_gen(srv->store);
+  uint64_t failed = k_store_failed_gen(srv->store);
+  uint64_t tfailed = srv->tsdb ? k_tsdb_failed_gen(srv->tsdb) : 0;
   int resumed = 0;
   k_req_t *req = srv->wait_head, **pp = &srv->wait_head, *last = NULL;
 
@@ -215,10 +229,10 @@ void k_http_release(k_server_t *srv) {
    * anywhere in it, so walk all and keep the rest in order. */
   while (req) {
     k_req_t *next = req->next_wait;
-    if (req->wait_gen == failed && failed) {
+    if ((req->wait_gen == failed && failed) || (req->wait_tsdb_gen == tfailed && tfailed)) {
       k_req_fail(req, 500, "internal", "the change could not be committed (request %s)",
                  req->request_id);
-    } else if (req->wait_gen > durable) {
+    } else if (!durable(srv, req)) {
       last = req;
       pp = &req->next_wait;
       req = next;
@@ -239,7 +253,7 @@ void k_http_async_done(k_server_t *srv, k_req_t *req) {
   req->async = 0;
   req->wait_gen = k_store_visible_gen(srv->store);
   req->ready = 1;
-  if (req->wait_gen > k_store_durable_gen(srv->store)) {
+  if (!durable(srv, req)) {
     wait_push(srv, req);
     return;
   }

@@ -29,6 +29,9 @@
 #include "keel/json.h"
 #include "keel/time.h"
 #include "keel/version.h"
+#include "keel/http.h"
+#include "metrics/tsdb.h"
+#include "scrape/scrape.h"
 #include "server.h"
 
 /* ---- options ---------------------------------------------------------------------- */
@@ -156,6 +159,18 @@ static void on_sync(k_loop_t *l, int fd, uint32_t ev, void *ud) {
   k_http_release(srv);
 }
 
+static void on_tsdb_sync(k_loop_t *l, int fd, uint32_t ev, void *ud) {
+  k_server_t *srv = ud;
+  (void)l, (void)fd, (void)ev;
+  k_tsdb_sync_poll(srv->tsdb);
+  k_http_release(srv);
+}
+
+static void on_scrape(k_loop_t *l, int fd, uint32_t ev, void *ud) {
+  (void)l, (void)fd, (void)ev;
+  k_metrics_scrape_poll(ud);
+}
+
 static void on_work(k_loop_t *l, int fd, uint32_t ev, void *ud) {
   (void)l, (void)fd, (void)ev;
   k_work_poll(((k_server_t *)ud)->work);
@@ -192,7 +207,8 @@ static int64_t sched_settle_ms(const k_server_t *srv) {
  *                    an apply (from the store, so a rolled-back apply is
  *                    never in force)
  *   3. checkpoint  — sign the audit head when due
- *   4. commit      — group-commit the batch; the sync thread fsyncs it
+ *   4. commit      — group-commit the batch (and the TSDB's staged samples
+ *                    to its WAL); the sync threads fsync them
  *                    (a failed batch also rolls back executions' memory)
  *   5. release     — answer held requests (and fail those of a failed batch)
  *   6. kick        — let MHD send what was resumed outside its callbacks
@@ -219,6 +235,15 @@ static int64_t before_sleep(k_loop_t *l, void *ud) {
     keel_log(&srv->log, KEEL_LOG_ERROR, "organization: %s (the previous policy stays)", e.msg);
   if (k_audit_maybe_checkpoint(srv->audit, keel_now_ms(), 0, &e))
     keel_log(&srv->log, KEEL_LOG_ERROR, "audit checkpoint: %s", e.msg);
+  {
+    /* metrics: the samples staged this iteration go to the WAL together */
+    uint64_t gen;
+    keel_err_t te = {0};
+    if (k_tsdb_commit(srv->tsdb, &gen, &te)) {
+      keel_log(&srv->log, KEEL_LOG_ERROR, "metrics commit failed, batch dropped: %s", te.msg);
+      k_http_release(srv);
+    }
+  }
   rc = k_store_flush(srv->store, &e);
   k_audit_batch_done(srv->audit, rc == 0);
   if (rc) {
@@ -254,7 +279,8 @@ static int64_t before_sleep(k_loop_t *l, void *ud) {
 
 #define LAST_SEEN_PERSIST_MS 60000
 
-/* Every 100 ms: long-polls whose time is up; once a second: liveness. */
+/* Every 100 ms: long-polls whose time is up; once a second: liveness;
+ * every 5 s: TSDB housekeeping (cuts, compaction, retention on a worker). */
 static void cron(k_loop_t *l, void *ud) {
   k_server_t *srv = ud;
   int64_t mono = keel_mono_ms();
@@ -263,6 +289,12 @@ static void cron(k_loop_t *l, void *ud) {
   if (mono - srv->last_fleet_cron_ms >= 1000) {
     srv->last_fleet_cron_ms = mono;
     k_fleet_cron(srv->fleet, keel_now_ms(), LAST_SEEN_PERSIST_MS);
+  }
+  if (mono - srv->last_tsdb_maintain_ms >= 5000 && !srv->stopping) {
+    keel_err_t e = {0};
+    srv->last_tsdb_maintain_ms = mono;
+    if (k_tsdb_maintain(srv->tsdb, keel_now_ms(), srv->work, &e))
+      keel_log(&srv->log, KEEL_LOG_ERROR, "metrics maintenance: %s", e.msg);
   }
 }
 
@@ -312,6 +344,8 @@ static int serve(cli_opts_t *o) {
   sigaddset(&mask, SIGINT);
   pthread_sigmask(SIG_BLOCK, &mask, NULL);
   signal(SIGPIPE, SIG_IGN);
+  /* libcurl's global state before any thread (the scrape engine's) */
+  if (keel_http_global_init(&e)) goto fail;
   if (k_serverkey_load(srv.opts.data, &srv.key, &e) ||
       k_store_open(srv.opts.data, 0, &srv.log, &srv.store, &e) ||
       k_audit_open(srv.store, &srv.key, &ao, &srv.log, &srv.audit, &e))
@@ -323,6 +357,10 @@ static int serve(cli_opts_t *o) {
     k_xec_deps_t xd = {srv.store, srv.fleet, &srv.key, &srv.log};
     if (k_xec_open(&xd, &srv.xec, &e)) goto fail;
   }
+  snprintf(path, sizeof path, "%s/tsdb", srv.opts.data);
+  if (k_tsdb_open(path, NULL, &srv.log, &srv.tsdb, &e) || k_scrape_new(&srv.log, &srv.scrape, &e) ||
+      k_metrics_config_load(&srv, &e))
+    goto fail;
   raise_fd_limit(&srv);
   srv.loop = k_loop_new();
   srv.work = k_work_new(2);
@@ -335,7 +373,9 @@ static int serve(cli_opts_t *o) {
   srv.sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
   if (srv.sigfd < 0 || k_loop_add_fd(srv.loop, srv.sigfd, EPOLLIN, on_signal, &srv) ||
       k_loop_add_fd(srv.loop, k_store_sync_fd(srv.store), EPOLLIN, on_sync, &srv) ||
-      k_loop_add_fd(srv.loop, k_work_fd(srv.work), EPOLLIN, on_work, &srv)) {
+      k_loop_add_fd(srv.loop, k_work_fd(srv.work), EPOLLIN, on_work, &srv) ||
+      k_loop_add_fd(srv.loop, k_tsdb_sync_fd(srv.tsdb), EPOLLIN, on_tsdb_sync, &srv) ||
+      k_loop_add_fd(srv.loop, k_scrape_fd(srv.scrape), EPOLLIN, on_scrape, &srv)) {
     keel_err_set(&e, KEEL_EIO, "cannot set up the event loop: %s", strerror(errno));
     goto fail;
   }
@@ -352,6 +392,10 @@ static int serve(cli_opts_t *o) {
   k_loop_run(srv.loop);
 
   /* Drain: sign the final head, commit, wait for the fsync. */
+  {
+    uint64_t gen;
+    if (k_tsdb_commit(srv.tsdb, &gen, &e) == 0) k_tsdb_sync_wait(srv.tsdb);
+  }
   if (k_audit_maybe_checkpoint(srv.audit, keel_now_ms(), 1, &e) ||
       k_store_flush(srv.store, &e) || k_store_sync_wait(srv.store, &e)) {
     keel_log(&srv.log, KEEL_LOG_ERROR, "final flush: %s", e.msg);
@@ -364,7 +408,9 @@ fail:
   keel_log(&srv.log, KEEL_LOG_ERROR, "%s", e.msg);
 out:
   k_http_stop(&srv);
-  k_work_free(srv.work);
+  k_scrape_free(srv.scrape);
+  k_work_free(srv.work); /* after its jobs: a TSDB maintenance job finishes first */
+  k_tsdb_close(srv.tsdb);
   k_xec_close(srv.xec);
   k_org_close(srv.org);
   k_fleet_close(srv.fleet);

@@ -15,6 +15,8 @@ static const char *const q_agents[] = {"limit", "cursor", "target", "status", NU
 static const char *const q_apply[] = {"dry_run", "prune", "file", NULL};
 static const char *const q_execs[] = {"limit", "cursor", "runbook", "state", NULL};
 static const char *const q_exec[] = {"targets", NULL};
+static const char *const q_prom[] = {"query", "time", "start", "end", "step", "timeout",
+                                     "match[]", "limit", "lookback_delta", "stats", NULL};
 static const char *const q_explain[] = {"user", "action", "resource", "tags", NULL};
 
 /* Every route.  Tests enumerate this table (keeld routes): a route added
@@ -63,6 +65,24 @@ const k_route_t k_routes[] = {
     {"POST", "/v1/executions/{id}/retry", "runbook:start", K_ROUTE_MUTATION | K_ROUTE_BODY, NULL,
      k_api_execution_retry_decode, k_api_execution_start},
     {"GET", "/v1/schedules", "runbook:read", 0, NULL, k_api_runbooks_decode, k_api_schedule_list},
+    {"GET", "/v1/metrics/targets", "metrics:read", 0, NULL, k_api_metrics_decode,
+     k_api_metrics_targets},
+    /* Prometheus' query API (docs/metrics.md), GET or form POST */
+    {"GET", "/api/v1/query", "metrics:read", K_ROUTE_PROM, q_prom, k_api_prom_decode, k_api_prom_query},
+    {"POST", "/api/v1/query", "metrics:read", K_ROUTE_PROM | K_ROUTE_BODY | K_ROUTE_NOWRITE, q_prom,
+     k_api_prom_decode, k_api_prom_query},
+    {"GET", "/api/v1/query_range", "metrics:read", K_ROUTE_PROM, q_prom, k_api_prom_decode,
+     k_api_prom_query_range},
+    {"POST", "/api/v1/query_range", "metrics:read", K_ROUTE_PROM | K_ROUTE_BODY | K_ROUTE_NOWRITE,
+     q_prom, k_api_prom_decode, k_api_prom_query_range},
+    {"GET", "/api/v1/series", "metrics:read", K_ROUTE_PROM, q_prom, k_api_prom_decode, k_api_prom_series},
+    {"POST", "/api/v1/series", "metrics:read", K_ROUTE_PROM | K_ROUTE_BODY | K_ROUTE_NOWRITE, q_prom,
+     k_api_prom_decode, k_api_prom_series},
+    {"GET", "/api/v1/labels", "metrics:read", K_ROUTE_PROM, q_prom, k_api_prom_decode, k_api_prom_labels},
+    {"POST", "/api/v1/labels", "metrics:read", K_ROUTE_PROM | K_ROUTE_BODY | K_ROUTE_NOWRITE, q_prom,
+     k_api_prom_decode, k_api_prom_labels},
+    {"GET", "/api/v1/label/{name}/values", "metrics:read", K_ROUTE_PROM, q_prom, k_api_prom_decode,
+     k_api_prom_label_values},
     {"GET", "/v1/policy/explain", "policy:read", 0, q_explain, k_api_org_decode, k_api_explain},
     {"POST", "/v1/agent-tokens", "agent-token:create", K_ROUTE_MUTATION | K_ROUTE_BODY, NULL,
      k_api_etoken_create_decode, k_api_etoken_create},
@@ -86,6 +106,9 @@ const k_route_t k_routes[] = {
     {"POST", "/v1/agent/results", "agent:report",
      K_ROUTE_AGENT | K_ROUTE_MUTATION | K_ROUTE_BODY | K_ROUTE_BIGBODY, NULL,
      k_api_agent_result_decode, k_api_agent_result},
+    {"POST", "/v1/agent/metrics", "agent:report",
+     K_ROUTE_AGENT | K_ROUTE_BODY | K_ROUTE_BIGBODY | K_ROUTE_NOWRITE, NULL,
+     k_api_agent_metrics_decode, k_api_agent_metrics},
     {"POST", "/v1/agent/inventory", "agent:report",
      K_ROUTE_AGENT | K_ROUTE_MUTATION | K_ROUTE_BODY, NULL, k_api_agent_inventory_decode,
      k_api_agent_inventory},

@@ -22,6 +22,7 @@
 #include "fleet/fleet.h"
 #include "org/org.h"
 #include "runbook/xec.h"
+#include "metrics/querier.h"
 #include "hist.h"
 #include "iam/iam.h"
 #include "keel/buf.h"
@@ -42,6 +43,7 @@ enum {
   K_ROUTE_ENROLL = 16,  /* authenticated by an enrollment token */
   K_ROUTE_BIGBODY = 32, /* body up to K_EXEC_RESULT_BODY_MAX (agent results) */
   K_ROUTE_NOWRITE = 64, /* a POST that stores nothing (the long-poll): no audit unit */
+  K_ROUTE_PROM = 128,   /* Prometheus' API: its error shape, times as shortest decimals */
 };
 
 /* What a request acts on, for the policy check and the audit record. */
@@ -97,6 +99,7 @@ struct k_req {
   keel_buf_t detail;  /* audit detail of a successful mutation (optional) */
 
   uint64_t wait_gen;  /* answer leaves once this generation is durable */
+  uint64_t wait_tsdb_gen; /* ... and this one of the TSDB (metrics ingest) */
   int suspended;
   int ready;          /* answer built, to queue on the next handler call */
   int async;          /* a background job will fill the answer */
@@ -133,6 +136,10 @@ struct k_server {
   k_fleet_t *fleet;
   k_org_t *org;
   k_xec_t *xec;
+  struct k_tsdb *tsdb;
+  struct k_scrape *scrape;
+  uint64_t metrics_accepted, metrics_refused; /* samples, agents' and scraped */
+  int64_t last_tsdb_maintain_ms;    /* keel_mono_ms() */
   int64_t last_sched_ms;            /* keel_mono_ms() of the last schedule check */
   int fleet_wake;     /* some agent has new jobs: answer its long-poll */
   int mhd_kick;
@@ -266,6 +273,36 @@ int k_api_execution_reject(k_server_t *, k_req_t *);
 int k_api_execution_resume(k_server_t *, k_req_t *);
 int k_api_execution_cancel(k_server_t *, k_req_t *);
 int k_api_schedule_list(k_server_t *, k_req_t *);
+int k_api_prom_decode(k_server_t *, k_req_t *);
+int k_api_prom_query(k_server_t *, k_req_t *);
+int k_api_prom_query_range(k_server_t *, k_req_t *);
+int k_api_prom_series(k_server_t *, k_req_t *);
+int k_api_prom_labels(k_server_t *, k_req_t *);
+int k_api_prom_label_values(k_server_t *, k_req_t *);
+
+/* promparams.c: Prometheus API parameters.  *out: a new object of the URL
+ * query and (POST) form body parameters, "x[]" keys as arrays of strings. */
+int k_prom_params(k_req_t *req, json_t **out, keel_err_t *e);
+/* RFC 3339 or Unix seconds (fraction allowed) -> ms; KEEL_EINVAL otherwise. */
+int k_prom_time(const char *s, int64_t *ms);
+/* Seconds (fraction allowed) or a duration ("30s", "1m30s") -> ms > 0. */
+int k_prom_step(const char *s, int64_t *ms);
+
+/* api_metrics.c */
+/* A querier over the TSDB for one query (the caller closes it). */
+int k_metrics_querier(k_server_t *srv, k_querier_t **q, keel_err_t *e);
+/* Scraped batches into the TSDB (when the scrape fd is readable). */
+void k_metrics_scrape_poll(k_server_t *srv);
+/* The stored scrape configuration into the scrape engine (at start). */
+int k_metrics_config_load(k_server_t *srv, keel_err_t *e);
+/* Applies a checked ScrapeConfig document (inside the caller's unit). */
+int k_metrics_config_apply(k_server_t *srv, const json_t *doc, int dry_run, json_t **report,
+                           keel_buf_t *detail, keel_err_t *e);
+int k_api_agent_metrics_decode(k_server_t *, k_req_t *);
+int k_api_agent_metrics(k_server_t *, k_req_t *);
+int k_api_metrics_decode(k_server_t *, k_req_t *);
+int k_api_metrics_targets(k_server_t *, k_req_t *);
+
 /* api_exec.c: starts the runbooks whose schedule is due (each in its own
  * unit, audited as the schedule's owner). */
 void k_api_schedules_fire(k_server_t *srv, int64_t now_ms);

@@ -28,11 +28,16 @@ while read -r method pattern action flags; do
     NPUB=$((NPUB + 1))
     continue
   fi
-  case "$pattern" in /v1/*) ;; *) fail "route $pattern is neither public nor under /v1" ;; esac
+  case "$pattern" in /v1/* | /api/v1/*) ;; *) fail "route $pattern is neither public nor under /v1 or /api/v1" ;; esac
   NV1=$((NV1 + 1))
   for tok in "" "garbage" "keel_tok_nothere_aaaaaaaaaaaaaaaaaaaaaaaa" "$REVOKED"; do
     req "$method" "$path" "$body" "$tok"
-    assert_error 401 unauthorized "$method $pattern with token '${tok:0:12}...'"
+    case "$pattern" in
+      /api/v1/*) # Prometheus' API answers in Prometheus' error shape
+        assert_status 401 "$method $pattern with token '${tok:0:12}...'"
+        assert_match "$BODY" '^\{"status":"error","errorType":"unauthorized","error":"[^"]+"\}$' "$method $pattern: Prometheus error shape" ;;
+      *) assert_error 401 unauthorized "$method $pattern with token '${tok:0:12}...'" ;;
+    esac
   done
 done <"$TMP/routes"
 [ "$NV1" -ge 10 ] || fail "only $NV1 /v1 routes in 'keeld routes'"

@@ -52,7 +52,8 @@ static void test_routes_v1_need_auth_and_action(void **state) {
     assert_non_null(r->pattern);
     assert_non_null(r->apply);
     assert_int_equal(r->pattern[0], '/');
-    if (!strncmp(r->pattern, "/v1/", 4)) {
+    /* Keel's API and Prometheus' query API (/api/v1) alike */
+    if (!strncmp(r->pattern, "/v1/", 4) || !strncmp(r->pattern, "/api/v1/", 8)) {
       if (r->flags & K_ROUTE_PUBLIC)
         fail_msg("%s %s is under /v1 but public", r->method, r->pattern);
       if (!r->action || !r->action[0])
@@ -332,6 +333,7 @@ static const rule_t matrix[] = {
     {"policy:read", NONE, 1, 1, 0},
     {"runbook:read", NONE, 1, 1, 0},  {"runbook:write", NONE, 1, 1, 0},
     {"runbook:start", NONE, 1, 1, 0}, {"runbook:approve", NONE, 1, 1, 0},
+    {"metrics:read", NONE, 1, 1, 1},  {"metrics:write", NONE, 1, 1, 0},
 };
 
 static void test_authz_matrix(void **state) {

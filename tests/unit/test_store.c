@@ -141,9 +141,9 @@ static void check_migrations(k_store_t *s) {
                                 NULL, 0, mig_cb, &m, &e),
                    0);
   /* every embedded migration, in order; the last one is the newest */
-  assert_int_equal(m.rows, 5);
-  assert_int_equal(m.version, 5);
-  assert_string_equal(m.name, "0005_executions.sql");
+  assert_int_equal(m.rows, 6);
+  assert_int_equal(m.version, 6);
+  assert_string_equal(m.name, "0006_metrics.sql");
   assert_true(m.applied > 1600000000000LL); /* a wall-clock ms time */
 }
 

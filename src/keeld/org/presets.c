@@ -16,7 +16,8 @@
 #include "org/presets.h"
 
 /* The actions that change or operate infrastructure, as opposed to reads. */
-#define OPERATE "exec:*", "agent:update", "agent:retire", "agent-token:*", "runbook:*", "stack:*"
+#define OPERATE "exec:*", "agent:update", "agent:retire", "agent-token:*", "runbook:*", "stack:*", \
+                "metrics:write"
 
 static json_t *stmt(const char *id, const char *effect, json_t *principals, json_t *actions,
                     json_t *resources, const char *reason) {
@@ -40,12 +41,12 @@ static void add(json_t *out, json_t *s) {
 static void roles(json_t *out) {
   add(out, stmt("builtin:operator-read", "allow", STRS("role:operator"),
                 STRS("user:read", "agent:read", "exec:read", "audit:read", "audit:verify",
-                     "agent-token:read", "org:read", "policy:read", "runbook:read"),
+                     "agent-token:read", "org:read", "policy:read", "runbook:read", "metrics:read"),
                 STRS("**"), NULL));
   add(out, stmt("builtin:operator-operate", "allow", STRS("role:operator"), STRS(OPERATE),
                 STRS("**"), NULL));
   add(out, stmt("builtin:viewer-read", "allow", STRS("role:viewer"),
-                STRS("user:read", "agent:read", "org:read"), STRS("**"), NULL));
+                STRS("user:read", "agent:read", "org:read", "metrics:read"), STRS("**"), NULL));
 }
 
 /* with_roles: the operator and viewer roles decide only until an
@@ -99,8 +100,8 @@ static void member_reads(json_t *out, const json_t *teams) {
   }
   add(out, stmt("preset:members-read", "allow", json_deep_copy(all),
                 STRS("user:read", "agent:read", "exec:read", "org:read", "policy:read",
-                     "runbook:read"),
-                STRS("hosts", "commands", "users", "user/*", "org", "runbooks"), NULL));
+                     "runbook:read", "metrics:read"),
+                STRS("hosts", "commands", "users", "user/*", "org", "runbooks", "metrics"), NULL));
   /* submitting a command: each of its hosts is judged on its own */
   add(out, stmt("preset:members-submit", "allow", all, STRS("exec:run"), STRS("commands"), NULL));
 }

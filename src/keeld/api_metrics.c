@@ -1,0 +1,281 @@
+/* api_metrics.c — metrics into the TSDB: agents' batches (POST
+ * /v1/agent/metrics), scraped targets (scrape engine results), scrape
+ * configuration (kind: ScrapeConfig through /v1/apply) and its status
+ * (GET /v1/metrics/targets).
+ *
+ * Agents' series get keeld's labels: instance (the hostname), agent_id and
+ * the agent's tags (a tag key that is not a valid label name has its other
+ * characters replaced by '_'); keeld's labels win over what the agent sent.
+ * An agent's batch is answered only once its samples are durable in the
+ * TSDB's WAL (the request waits for the TSDB generation, as mutations wait
+ * for the store's).  Ingest is data, not a change of state: it is not
+ * audited per batch (metrics keep their own counters).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "keel/json.h"
+#include "keel/metricbatch.h"
+#include "keel/time.h"
+#include "metrics/tsdb.h"
+#include "scrape/scrape.h"
+#include "server.h"
+
+#define MAX_EXTRA_LABELS 40 /* keeld's labels added to a series */
+
+int k_metrics_querier(k_server_t *srv, k_querier_t **q, keel_err_t *e) {
+  return k_tsdb_querier(srv->tsdb, q, e);
+}
+
+/* ---- agents' batches ---------------------------------------------------------------- */
+
+typedef struct ingest {
+  k_server_t *srv;
+  const k_agent_t *a;
+  k_label_t extra[MAX_EXTRA_LABELS]; /* sorted by name */
+  size_t nextra;
+  char names[MAX_EXTRA_LABELS][96];  /* sanitized tag keys */
+  k_label_t *merged;
+  size_t cap;
+  uint64_t accepted, refused;
+  keel_err_t err;
+} ingest_t;
+
+static int label_cmp(const void *a, const void *b) {
+  return strcmp(((const k_label_t *)a)->name, ((const k_label_t *)b)->name);
+}
+
+/* keeld's labels for agent a: tags (sanitized), agent_id, instance. */
+static void extra_labels(ingest_t *in) {
+  const char *k;
+  json_t *v;
+  json_object_foreach(in->a->tags, k, v) {
+    char *n;
+    if (in->nextra + 2 >= MAX_EXTRA_LABELS || !json_is_string(v) || !json_string_length(v)) continue;
+    n = in->names[in->nextra];
+    snprintf(n, sizeof in->names[0], "%s", k);
+    for (char *p = n; *p; p++)
+      if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || *p == '_' ||
+            (p > n && *p >= '0' && *p <= '9')))
+        *p = '_';
+    /* reserved and keeld's own names are not tags */
+    if (!strncmp(n, "__", 2) || !strcmp(n, "instance") || !strcmp(n, "agent_id")) continue;
+    in->extra[in->nextra++] = (k_label_t){n, json_string_value(v)};
+  }
+  in->extra[in->nextra++] = (k_label_t){"agent_id", in->a->id};
+  in->extra[in->nextra++] = (k_label_t){"instance", in->a->hostname};
+  qsort(in->extra, in->nextra, sizeof in->extra[0], label_cmp);
+  /* two tags that sanitize to one name: keep the first */
+  for (size_t i = 1; i < in->nextra;)
+    if (!strcmp(in->extra[i].name, in->extra[i - 1].name)) {
+      memmove(&in->extra[i], &in->extra[i + 1], (in->nextra - i - 1) * sizeof in->extra[0]);
+      in->nextra--;
+    } else {
+      i++;
+    }
+}
+
+/* The agent's labels merged with keeld's (keeld's win), sorted. */
+static int merge(ingest_t *in, const keel_mb_label_t *l, size_t n, size_t *out_n) {
+  size_t i = 0, j = 0, k = 0, need = n + in->nextra;
+  if (need > in->cap) {
+    k_label_t *m = realloc(in->merged, need * sizeof *m);
+    if (!m) return KEEL_ENOMEM;
+    in->merged = m;
+    in->cap = need;
+  }
+  while (i < n || j < in->nextra) {
+    int c = i == n ? 1 : j == in->nextra ? -1 : strcmp(l[i].name, in->extra[j].name);
+    if (c < 0) {
+      in->merged[k++] = (k_label_t){l[i].name, l[i].value};
+      i++;
+    } else if (c > 0) in->merged[k++] = in->extra[j++];
+    else {
+      in->merged[k++] = in->extra[j++];
+      i++;
+    }
+  }
+  *out_n = k;
+  return 0;
+}
+
+static int on_series(void *ud, const keel_mb_label_t *labels, size_t nlabels, const int64_t *t,
+                     const double *v, size_t n) {
+  ingest_t *in = ud;
+  uint64_t ref;
+  size_t nl;
+  int rc;
+  if ((rc = merge(in, labels, nlabels, &nl))) return keel_err_set(&in->err, rc, "out of memory");
+  if ((rc = k_tsdb_ref(in->srv->tsdb, in->merged, nl, &ref, &in->err))) return rc;
+  for (size_t i = 0; i < n; i++) {
+    keel_err_t e = {0};
+    rc = k_tsdb_append_ref(in->srv->tsdb, ref, t[i], v[i], &e);
+    if (rc == KEEL_ECONFLICT) {
+      in->refused++;
+      continue;
+    }
+    if (rc == KEEL_ETOOBIG) {
+      /* the open batch is full: commit what is staged and go on */
+      uint64_t gen;
+      if ((rc = k_tsdb_commit(in->srv->tsdb, &gen, &in->err))) return rc;
+      rc = k_tsdb_append_ref(in->srv->tsdb, ref, t[i], v[i], &e);
+    }
+    if (rc == KEEL_ECONFLICT) {
+      in->refused++;
+      continue;
+    }
+    if (rc) {
+      in->err = e;
+      return rc;
+    }
+    in->accepted++;
+  }
+  return 0;
+}
+
+/* The body is a batch whatever its Content-Type says: the batch's own
+ * magic and checks decide (keel_mb_decode). */
+int k_api_agent_metrics_decode(k_server_t *srv, k_req_t *req) {
+  (void)srv;
+  snprintf(req->target.path, sizeof req->target.path, "agent/%s/metrics", req->agent->id);
+  snprintf(req->target.owner_id, sizeof req->target.owner_id, "%s", req->agent->id);
+  return 0;
+}
+
+int k_api_agent_metrics(k_server_t *srv, k_req_t *req) {
+  ingest_t in;
+  int rc;
+
+  memset(&in, 0, sizeof in);
+  in.srv = srv;
+  in.a = req->agent;
+  k_fleet_seen(srv->fleet, req->agent, keel_now_ms());
+  /* What others staged this iteration goes to the WAL first, so that a
+   * rollback below can only drop this batch's samples. */
+  {
+    uint64_t gen;
+    if ((rc = k_tsdb_commit(srv->tsdb, &gen, &in.err))) {
+      keel_log(&srv->log, KEEL_LOG_ERROR, "metrics commit: %s", in.err.msg);
+      return k_req_fail_err(req, KEEL_EIO, &in.err);
+    }
+  }
+  extra_labels(&in);
+  rc = keel_mb_decode(req->body.data, req->body.len, on_series, &in, &in.err);
+  free(in.merged);
+  if (rc) {
+    /* samples staged before the error are dropped: a batch is all or nothing */
+    k_tsdb_rollback(srv->tsdb);
+    if (rc == KEEL_ENOMEM || rc == KEEL_EIO) {
+      keel_log(&srv->log, KEEL_LOG_ERROR, "metrics from %s: %s", req->agent->id, in.err.msg);
+      return k_req_fail_err(req, KEEL_EIO, &in.err);
+    }
+    return k_req_fail(req, 400, "bad_request", "metrics batch: %s", in.err.msg);
+  }
+  srv->metrics_accepted += in.accepted;
+  srv->metrics_refused += in.refused;
+  req->wait_tsdb_gen = k_tsdb_visible_gen(srv->tsdb);
+  req->out = json_pack("{s:I,s:I}", "accepted", (json_int_t)in.accepted, "refused", (json_int_t)in.refused);
+  return req->out ? 0 : k_req_fail_err(req, KEEL_ENOMEM, NULL);
+}
+
+/* ---- scraped targets ---------------------------------------------------------------- */
+
+/* One scrape's samples into the TSDB (committed with the loop's batch). */
+static void on_scrape(void *ud, const k_scrape_batch_t *b) {
+  k_server_t *srv = ud;
+  for (size_t i = 0; i < b->n; i++) {
+    const k_expfmt_sample_t *s = &b->samples[i];
+    keel_err_t e = {0};
+    int rc = k_tsdb_append(srv->tsdb, s->labels, s->n, s->t_ms, s->v, &e);
+    if (rc == KEEL_ETOOBIG) {
+      uint64_t gen;
+      if (k_tsdb_commit(srv->tsdb, &gen, &e) == 0) rc = k_tsdb_append(srv->tsdb, s->labels, s->n, s->t_ms, s->v, &e);
+    }
+    if (rc == KEEL_ECONFLICT) srv->metrics_refused++;
+    else if (rc) {
+      keel_log(&srv->log, KEEL_LOG_WARN, "scrape %s/%s: sample dropped: %s", b->job, b->instance, e.msg);
+      srv->metrics_refused++;
+    } else {
+      srv->metrics_accepted++;
+    }
+  }
+}
+
+void k_metrics_scrape_poll(k_server_t *srv) { k_scrape_poll(srv->scrape, on_scrape, srv); }
+
+int k_api_metrics_targets(k_server_t *srv, k_req_t *req) {
+  json_t *t = k_scrape_targets_json(srv->scrape);
+  if (!t) return k_req_fail_err(req, KEEL_ENOMEM, NULL);
+  req->out = json_pack("{s:o}", "targets", t);
+  return req->out ? 0 : k_req_fail_err(req, KEEL_ENOMEM, NULL);
+}
+
+int k_api_metrics_decode(k_server_t *srv, k_req_t *req) {
+  (void)srv;
+  snprintf(req->target.path, sizeof req->target.path, "metrics");
+  return 0;
+}
+
+/* ---- scrape configuration -------------------------------------------------------------- */
+
+static int cfg_row(void *ud, const k_val_t *c, int n) {
+  json_t **o = ud;
+  if (n < 1 || c[0].type != K_VAL_TEXT) return 0;
+  *o = json_loads(c[0].s, 0, NULL);
+  return 0;
+}
+
+int k_metrics_config_load(k_server_t *srv, keel_err_t *e) {
+  json_t *doc = NULL;
+  int rc = k_store_exec(srv->store, "SELECT spec FROM metrics_config WHERE name = 'scrape'", NULL, 0,
+                        cfg_row, &doc, e);
+  if (rc) return rc;
+  if (!doc) return 0;
+  rc = k_scrape_configure_doc(srv->scrape, "stored scrape configuration", doc, NULL, e);
+  json_decref(doc);
+  return rc;
+}
+
+int k_metrics_config_apply(k_server_t *srv, const json_t *doc, int dry_run, json_t **report,
+                           keel_buf_t *detail, keel_err_t *e) {
+  json_t *cur = NULL;
+  char *text = keel_json_canonical(doc), *old = NULL;
+  int rc, changed;
+
+  *report = NULL;
+  if (!text) return keel_err_set(e, KEEL_ENOMEM, "out of memory");
+  if ((rc = k_store_exec(srv->store, "SELECT spec FROM metrics_config WHERE name = 'scrape'", NULL, 0,
+                         cfg_row, &cur, e)))
+    goto out;
+  old = cur ? keel_json_canonical(cur) : NULL;
+  changed = !old || strcmp(old, text);
+  if (changed && !dry_run) {
+    k_val_t a[] = {K_TEXT(text), K_INT(keel_now_ms())};
+    if ((rc = k_store_exec(srv->store,
+                           "INSERT INTO metrics_config(name, spec, updated_ms) VALUES ('scrape', ?, ?)"
+                           " ON CONFLICT(name) DO UPDATE SET spec = excluded.spec,"
+                           " updated_ms = excluded.updated_ms",
+                           a, 2, NULL, NULL, e)))
+      goto out;
+    if ((rc = k_scrape_configure_doc(srv->scrape, "ScrapeConfig", doc, NULL, e))) goto out;
+  }
+  *report = json_pack("{s:b,s:b,s:b,s:s,s:[],s:[]}", "changed", changed, "dry_run", dry_run,
+                      "prune", 0, "summary",
+                      !changed ? "no changes" : dry_run ? "dry run: scrape configuration would change"
+                                                        : "scrape configuration replaced",
+                      "changes", "removed");
+  if (*report && changed)
+    json_array_append_new(json_object_get(*report, "changes"),
+                          json_pack("{s:s,s:s,s:s,s:[]}", "op", cur ? "update" : "create", "kind",
+                                    "scrape_config", "name", "scrape", "fields"));
+  keel_buf_reset(detail);
+  keel_buf_printf(detail, "%s scrape configuration%s", cur ? "update" : "create",
+                  dry_run ? " (dry run)" : "");
+  rc = *report ? 0 : keel_err_set(e, KEEL_ENOMEM, "out of memory");
+out:
+  json_decref(cur);
+  free(text);
+  free(old);
+  return rc;
+}
