@@ -1,4 +1,5 @@
 /* postings.c — posting list algebra and label matchers; see postings.h. */
+#include "keel/regex.h"
 #include "metrics/postings.h"
 
 #include <stdio.h>
@@ -144,99 +145,6 @@ int k_label_name_ok(const char *s) {
   return 1;
 }
 
-/* Refuses what would make regcomp or regexec expensive on a query:
- * back-references, and repetition counts that multiply (glibc copies the
- * repeated subexpression per count and X+ once), by estimating the size of
- * the expanded expression.  Same rule as runbook/doc.c applies to
- * documents. */
-#define RE_COST_MAX 1000
-static int re_cost_ok(const char *p, const char **why) {
-  long sum[33] = {0}, last[33] = {0};
-  int d = 0;
-  size_t n = strlen(p);
-  for (size_t i = 0; i < n; i++) {
-    char c = p[i];
-    if (c == '\\') {
-      if (i + 1 < n && p[i + 1] >= '1' && p[i + 1] <= '9') {
-        *why = "back-references are not supported";
-        return 0;
-      }
-      i++;
-      sum[d]++;
-      last[d] = 1;
-    } else if (c == '[') {
-      size_t j = i + 1;
-      if (j < n && p[j] == '^') j++;
-      if (j < n && p[j] == ']') j++;
-      while (j < n && p[j] != ']') {
-        if (p[j] == '[' && j + 1 < n && (p[j + 1] == ':' || p[j + 1] == '.' || p[j + 1] == '=')) {
-          char end = p[j + 1];
-          j += 2;
-          while (j + 1 < n && !(p[j] == end && p[j + 1] == ']')) j++;
-          j += 2;
-          continue;
-        }
-        j++;
-      }
-      i = j;
-      sum[d]++;
-      last[d] = 1;
-    } else if (c == '(') {
-      if (d == 32) {
-        *why = "groups nested too deep";
-        return 0;
-      }
-      d++;
-      sum[d] = last[d] = 0;
-    } else if (c == ')' && d > 0) {
-      long w = sum[d] ? sum[d] : 1;
-      d--;
-      sum[d] += w;
-      last[d] = w;
-    } else if (c == '{') {
-      long lo = 0, hi = -1;
-      size_t j = i + 1, d0 = j;
-      while (j < n && p[j] >= '0' && p[j] <= '9') {
-        if (lo <= RE_COST_MAX) lo = lo * 10 + (p[j] - '0');
-        j++;
-      }
-      if (j == d0) goto atom;
-      if (j < n && p[j] == ',') {
-        j++;
-        if (j < n && p[j] >= '0' && p[j] <= '9') hi = 0;
-        while (j < n && p[j] >= '0' && p[j] <= '9') {
-          if (hi <= RE_COST_MAX) hi = hi * 10 + (p[j] - '0');
-          j++;
-        }
-      }
-      if (j >= n || p[j] != '}') goto atom;
-      if (hi < lo) hi = lo;
-      if (hi < 1) hi = 1;
-      if (hi > RE_COST_MAX) {
-        *why = "repetition count over 1000";
-        return 0;
-      }
-      sum[d] += last[d] * (hi - 1);
-      last[d] *= hi;
-      i = j;
-    } else if (c == '|') {
-      last[d] = 0;
-    } else if (c == '+') {
-      sum[d] += last[d];
-      last[d] *= 2;
-    } else if (c != '*' && c != '?') {
-    atom:
-      sum[d]++;
-      last[d] = 1;
-    }
-    for (int k = 0; k <= d; k++)
-      if (sum[k] > RE_COST_MAX || last[k] > RE_COST_MAX) {
-        *why = "over 1000 atoms once repetitions are expanded";
-        return 0;
-      }
-  }
-  return 1;
-}
 
 /* A regex that is only literal text, maybe alternated ("a|b|c"), becomes a
  * set of strings: no regexec per value, direct postings lookups. */
@@ -307,7 +215,7 @@ static int compile_one(const k_matcher_t *m, k_cmatcher_t *c, keel_err_t *e) {
       if (rc < 0) return keel_err_set(e, KEEL_ENOMEM, "out of memory");
       c->kind = c->nlits == 1 ? KM_LIT : KM_SET;
     } else {
-      if (!re_cost_ok(c->value, &why))
+      if (!keel_regex_cost_ok(c->value, strlen(c->value), &why))
         return keel_err_set(e, KEEL_EINVAL, "matcher %s=~\"%.64s\": %s", m->name, c->value, why);
       if ((rc = regcomp(&c->re, c->value, REG_EXTENDED))) {
         char msg[128];
