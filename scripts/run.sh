@@ -73,6 +73,8 @@ cat <<MSG
         $bin/keel agent list
         $bin/keel run --target app=checkout,env=dev -- uname -a
         $bin/keel policy explain --as chen exec:run app/checkout/env/prod/host/x
+        $bin/keel top --once                       # host metrics (after one interval)
+        $bin/keel metrics query 'rate(node_cpu_seconds_total{mode="idle"}[1m])'
 
   Ctrl-C stops keeld and the agent cleanly.
 
