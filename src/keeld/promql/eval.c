@@ -220,7 +220,9 @@ const pq_lset_t *pq_intern(pq_ctx_t *c, const k_label_t *v, size_t n) {
     for (l = c->tab[h & (c->tabcap - 1)]; l; l = l->next)
       if (l->hash == h && same_labels(l, v, n)) return l;
   }
-  if (c->ntab + 1 > c->tabcap) {
+  /* at most half full: a lookup of a new set then usually finds an empty
+   * bucket without reading a node (a cache miss per series otherwise) */
+  if ((c->ntab + 1) * 2 > c->tabcap) {
     size_t nc = c->tabcap ? c->tabcap * 2 : 256;
     pq_lset_t **nt = calloc(nc, sizeof *nt);
     if (!nt) {
@@ -378,6 +380,20 @@ void pq_lset_str(const pq_lset_t *l, char *buf, size_t cap) {
 
 static const pq_lset_t *lset_from(pq_ctx_t *c, const k_labels_t *ls) {
   return pq_intern(c, ls->v, ls->n);
+}
+
+/* pq_lset_drop_name(lset_from(ls)) with one intern instead of two: the
+ * set with its name is never used by a function that drops it. */
+static const pq_lset_t *lset_without_name(pq_ctx_t *c, const k_labels_t *ls) {
+  k_label_t *v = scratch(c, ls->n);
+  size_t n = 0;
+  if (!v && ls->n) {
+    nomem(c);
+    return NULL;
+  }
+  for (size_t i = 0; i < ls->n; i++)
+    if (strcmp(ls->v[i].name, "__name__")) v[n++] = ls->v[i];
+  return pq_intern(c, v, n);
 }
 
 int pq_is_stale(double v) {
@@ -1426,8 +1442,7 @@ static int eval_call_matrix(pq_ctx_t *c, const k_pq_node_t *n, size_t midx, valu
       }
     }
     if (!o.n) continue;
-    o.m = lset_from(c, &ser[si].labels);
-    if (o.m && !f->keep_name) o.m = pq_lset_drop_name(c, o.m);
+    o.m = f->keep_name ? lset_from(c, &ser[si].labels) : lset_without_name(c, &ser[si].labels);
     if (!o.m || (rc = matrix_add(c, &out->mat, o.m, &idx))) {
       unaccount(c, o.n);
       free(o.p);
