@@ -91,14 +91,21 @@ typedef struct tq {
   k_samples_t scr;
   ent_t *ents;
   size_t nents, capents;
+  /* head symbol id -> its copy in the arena, for one select call only (a
+   * cut between two calls may give an id to another string) */
+  uint32_t *symk; /* id + 1; 0: empty */
+  const char **symv;
+  size_t symn, symcap;
 } tq_t;
 
 static int labels_cmp(const k_label_t *a, size_t na, const k_label_t *b, size_t nb) {
   size_t n = na < nb ? na : nb;
   for (size_t i = 0; i < n; i++) {
-    int c = strcmp(a[i].name, b[i].name);
+    /* head labels share their copies (sym_copy), blocks their map: equal
+     * pointers are equal strings */
+    int c = a[i].name == b[i].name ? 0 : strcmp(a[i].name, b[i].name);
     if (c) return c;
-    if ((c = strcmp(a[i].value, b[i].value))) return c;
+    if (a[i].value != b[i].value && (c = strcmp(a[i].value, b[i].value))) return c;
   }
   return na < nb ? -1 : na > nb;
 }
@@ -120,6 +127,41 @@ static int ent_push(tq_t *q, const ent_t *e) {
   }
   q->ents[q->nents++] = *e;
   return 0;
+}
+
+/* The querier's copy of head symbol id: one per select call, shared by
+ * every series that has it (NULL: out of memory). */
+static const char *sym_copy(tq_t *q, const k_head_t *h, uint32_t id) {
+  size_t i;
+  if ((q->symn + 1) * 2 > q->symcap) {
+    size_t cap = q->symcap ? q->symcap * 2 : 1024;
+    uint32_t *k = calloc(cap, sizeof *k);
+    const char **v = malloc(cap * sizeof *v);
+    if (!k || !v) {
+      free(k);
+      free(v);
+      return NULL;
+    }
+    for (size_t j = 0; j < q->symcap; j++) {
+      if (!q->symk[j]) continue;
+      for (i = (q->symk[j] * UINT32_C(2654435761)) & (cap - 1); k[i]; i = (i + 1) & (cap - 1)) {
+      }
+      k[i] = q->symk[j];
+      v[i] = q->symv[j];
+    }
+    free(q->symk);
+    free(q->symv);
+    q->symk = k;
+    q->symv = v;
+    q->symcap = cap;
+  }
+  for (i = ((id + 1) * UINT32_C(2654435761)) & (q->symcap - 1); q->symk[i];
+       i = (i + 1) & (q->symcap - 1))
+    if (q->symk[i] == id + 1) return q->symv[i];
+  if (!(q->symv[i] = astrdup(&q->ar, k_head_sym(h, id)))) return NULL;
+  q->symk[i] = id + 1;
+  q->symn++;
+  return q->symv[i];
 }
 
 /* Moves the scratch samples into the arena as an entry. */
@@ -237,9 +279,18 @@ static int q_select(k_querier_t *qq, const k_matcher_t *m, size_t nm, int64_t mi
   if (head_overlaps(q->db->head, mint, maxt)) {
     const k_head_t *h = q->db->head;
     if ((rc = k_select_ids(k_head_lindex(), (void *)h, &cm, &ids))) goto oom;
+    if (q->symn) memset(q->symk, 0, q->symcap * sizeof *q->symk);
+    q->symn = 0;
     for (size_t i = 0; i < ids.n; i++) {
       const k_hseries_t *s = k_head_by_id(h, ids.v[i]);
       k_label_t *lab;
+      /* the series are scattered over the heap: start loading the next
+       * ones while this one decodes */
+      if (i + 2 < ids.n) __builtin_prefetch(k_head_by_id(h, ids.v[i + 2]));
+      if (i + 1 < ids.n) {
+        const k_hseries_t *nx = k_head_by_id(h, ids.v[i + 1]);
+        if (nx) __builtin_prefetch(nx->open.buf);
+      }
       if (!s) continue;
       if ((rc = head_samples(h, s, mint, maxt, &q->scr))) {
         rc = keel_err_set(e, rc, "tsdb: head series %u does not decode", s->id);
@@ -249,8 +300,8 @@ static int q_select(k_querier_t *qq, const k_matcher_t *m, size_t nm, int64_t mi
       /* head strings can go at the next block cut: copy them */
       if (!(lab = aalloc(&q->ar, s->nlab * sizeof *lab))) goto oom;
       for (size_t k = 0; k < s->nlab; k++) {
-        lab[k].name = astrdup(&q->ar, k_head_sym(h, s->lab[2 * k]));
-        lab[k].value = astrdup(&q->ar, k_head_sym(h, s->lab[2 * k + 1]));
+        lab[k].name = sym_copy(q, h, s->lab[2 * k]);
+        lab[k].value = sym_copy(q, h, s->lab[2 * k + 1]);
         if (!lab[k].name || !lab[k].value) goto oom;
       }
       if ((rc = ent_from_scratch(q, lab, s->nlab, q->nblocks))) goto oom;
@@ -433,6 +484,8 @@ static void q_close(k_querier_t *qq) {
   arena_free(&q->ar);
   k_samples_free(&q->scr);
   free(q->ents);
+  free(q->symk);
+  free(q->symv);
   free(q);
 }
 
