@@ -300,17 +300,40 @@ int k_api_agent_metrics(k_server_t *srv, k_req_t *req) {
 
 /* ---- scraped targets ---------------------------------------------------------------- */
 
-/* One scrape's samples into the TSDB (committed with the loop's batch). */
+/* One sample of a scrape; on a full open batch, commit and retry once. */
+static int scrape_one(k_server_t *srv, const k_expfmt_sample_t *s, const uint64_t *ref,
+                      keel_err_t *e) {
+  int rc = ref ? k_tsdb_append_ref(srv->tsdb, *ref, s->t_ms, s->v, e)
+               : k_tsdb_append(srv->tsdb, s->labels, s->n, s->t_ms, s->v, e);
+  if (rc == KEEL_ETOOBIG || rc == KEEL_ENOENT) {
+    uint64_t gen;
+    if (rc == KEEL_ETOOBIG && (rc = k_tsdb_commit(srv->tsdb, &gen, e))) return rc;
+    /* a ref dropped by a cut in between: look the labels up again */
+    rc = k_tsdb_append(srv->tsdb, s->labels, s->n, s->t_ms, s->v, e);
+  }
+  return rc;
+}
+
+/* One scrape's samples into the TSDB (committed with the loop's batch);
+ * the series are looked up together (k_tsdb_refs: their memory accesses
+ * overlap), then appended by ref. */
 static void on_scrape(void *ud, const k_scrape_batch_t *b) {
   k_server_t *srv = ud;
+  k_labels_t *sets = b->n ? malloc(b->n * sizeof *sets) : NULL;
+  uint64_t *refs = b->n ? malloc(b->n * sizeof *refs) : NULL;
+  size_t failed = 0, nref = 0;
+  keel_err_t e = {0};
+
+  if (sets && refs) {
+    for (size_t i = 0; i < b->n; i++) sets[i] = (k_labels_t){b->samples[i].labels, b->samples[i].n};
+    /* on an error, the refs before the set at fault are good */
+    nref = k_tsdb_refs(srv->tsdb, sets, b->n, refs, &failed, &e) ? failed : b->n;
+  }
   for (size_t i = 0; i < b->n; i++) {
     const k_expfmt_sample_t *s = &b->samples[i];
-    keel_err_t e = {0};
-    int rc = k_tsdb_append(srv->tsdb, s->labels, s->n, s->t_ms, s->v, &e);
-    if (rc == KEEL_ETOOBIG) {
-      uint64_t gen;
-      if (k_tsdb_commit(srv->tsdb, &gen, &e) == 0) rc = k_tsdb_append(srv->tsdb, s->labels, s->n, s->t_ms, s->v, &e);
-    }
+    int rc;
+    memset(&e, 0, sizeof e);
+    rc = scrape_one(srv, s, i < nref ? &refs[i] : NULL, &e);
     if (rc == KEEL_ECONFLICT) srv->metrics_refused++;
     else if (rc) {
       keel_log(&srv->log, KEEL_LOG_WARN, "scrape %s/%s: sample dropped: %s", b->job, b->instance, e.msg);
@@ -319,6 +342,8 @@ static void on_scrape(void *ud, const k_scrape_batch_t *b) {
       srv->metrics_accepted++;
     }
   }
+  free(sets);
+  free(refs);
 }
 
 void k_metrics_scrape_poll(k_server_t *srv) { k_scrape_poll(srv->scrape, on_scrape, srv); }
