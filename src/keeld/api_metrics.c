@@ -153,22 +153,34 @@ static int merge(ingest_t *in, const keel_mb_label_t *l, size_t n, size_t *out_n
   return 0;
 }
 
-/* Appends samples t/v[0..n) of the series ref to the open batch. */
-static int append_series(ingest_t *in, uint64_t ref, const int64_t *t, const double *v, size_t n) {
-  int rc;
-  for (size_t i = 0; i < n; i++) {
-    keel_err_t e = {0};
-    rc = k_tsdb_append_ref(in->srv->tsdb, ref, t[i], v[i], &e);
-    if (rc == KEEL_ECONFLICT) {
-      in->refused++;
+/* One sample into the open batch: by *ref, or by labels when ref is NULL
+ * or a block cut dropped it; a full batch is committed and the sample
+ * tried again once.  0, KEEL_ECONFLICT (refused; the caller counts it) or
+ * an error.  The one append path of agents' and scraped samples. */
+static int put_sample(k_server_t *srv, const uint64_t *ref, const k_labels_t *l, int64_t t,
+                      double v, keel_err_t *e) {
+  int rc, retried = 0;
+  for (;;) {
+    rc = ref ? k_tsdb_append_ref(srv->tsdb, *ref, t, v, e)
+             : k_tsdb_append(srv->tsdb, l->v, l->n, t, v, e);
+    if (rc == KEEL_ENOENT && ref) {
+      ref = NULL;
       continue;
     }
-    if (rc == KEEL_ETOOBIG) {
-      /* the open batch is full: commit what is staged and go on */
+    if (rc != KEEL_ETOOBIG || retried++) return rc;
+    {
       uint64_t gen;
-      if ((rc = k_tsdb_commit(in->srv->tsdb, &gen, &in->err))) return rc;
-      rc = k_tsdb_append_ref(in->srv->tsdb, ref, t[i], v[i], &e);
+      if ((rc = k_tsdb_commit(srv->tsdb, &gen, e))) return rc;
     }
+  }
+}
+
+/* Appends samples t/v[0..n) of the series (ref, labels) to the open batch. */
+static int append_series(ingest_t *in, uint64_t ref, const k_labels_t *l, const int64_t *t,
+                         const double *v, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    keel_err_t e = {0};
+    int rc = put_sample(in->srv, &ref, l, t[i], v[i], &e);
     if (rc == KEEL_ECONFLICT) {
       in->refused++;
       continue;
@@ -204,8 +216,8 @@ static int flush(ingest_t *in) {
   if ((rc = k_tsdb_refs(in->srv->tsdb, in->sets, in->npend, in->refs, &failed, &in->err)))
     return rc;
   for (size_t i = 0; i < in->npend; i++)
-    if ((rc = append_series(in, in->refs[i], in->t + in->pend[i].smp, in->v + in->pend[i].smp,
-                            in->pend[i].n)))
+    if ((rc = append_series(in, in->refs[i], &in->sets[i], in->t + in->pend[i].smp,
+                            in->v + in->pend[i].smp, in->pend[i].n)))
       return rc;
   in->npend = in->nsb = in->nloff = in->nsmp = 0;
   return 0;
@@ -300,20 +312,6 @@ int k_api_agent_metrics(k_server_t *srv, k_req_t *req) {
 
 /* ---- scraped targets ---------------------------------------------------------------- */
 
-/* One sample of a scrape; on a full open batch, commit and retry once. */
-static int scrape_one(k_server_t *srv, const k_expfmt_sample_t *s, const uint64_t *ref,
-                      keel_err_t *e) {
-  int rc = ref ? k_tsdb_append_ref(srv->tsdb, *ref, s->t_ms, s->v, e)
-               : k_tsdb_append(srv->tsdb, s->labels, s->n, s->t_ms, s->v, e);
-  if (rc == KEEL_ETOOBIG || rc == KEEL_ENOENT) {
-    uint64_t gen;
-    if (rc == KEEL_ETOOBIG && (rc = k_tsdb_commit(srv->tsdb, &gen, e))) return rc;
-    /* a ref dropped by a cut in between: look the labels up again */
-    rc = k_tsdb_append(srv->tsdb, s->labels, s->n, s->t_ms, s->v, e);
-  }
-  return rc;
-}
-
 /* One scrape's samples into the TSDB (committed with the loop's batch);
  * the series are looked up together (k_tsdb_refs: their memory accesses
  * overlap), then appended by ref. */
@@ -333,7 +331,7 @@ static void on_scrape(void *ud, const k_scrape_batch_t *b) {
     const k_expfmt_sample_t *s = &b->samples[i];
     int rc;
     memset(&e, 0, sizeof e);
-    rc = scrape_one(srv, s, i < nref ? &refs[i] : NULL, &e);
+    rc = put_sample(srv, i < nref ? &refs[i] : NULL, &(k_labels_t){s->labels, s->n}, s->t_ms, s->v, &e);
     if (rc == KEEL_ECONFLICT) srv->metrics_refused++;
     else if (rc) {
       keel_log(&srv->log, KEEL_LOG_WARN, "scrape %s/%s: sample dropped: %s", b->job, b->instance, e.msg);

@@ -6,7 +6,6 @@
  * other route.  Grafana and promtool talk to it unchanged (with a bearer
  * token). */
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,18 +19,6 @@
 #define MIN_TIME_MS (-9223372036854LL)
 #define MAX_TIME_MS (9223372036854LL)
 
-static int prom_fail(k_req_t *req, int status, const char *type, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int prom_fail(k_req_t *req, int status, const char *type, const char *fmt, ...) {
-  va_list ap;
-  char msg[1200];
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
-  k_req_fail(req, status, type, "%s", msg);
-  return -1;
-}
-
 static void prom_ok(k_req_t *req, json_t *data) {
   req->out = json_pack("{s:s,s:o}", "status", "success", "data", data ? data : json_null());
 }
@@ -40,7 +27,7 @@ int k_api_prom_decode(k_server_t *srv, k_req_t *req) {
   keel_err_t e = {0};
   (void)srv;
   if (k_prom_params(req, &req->in, &e))
-    return prom_fail(req, 400, "bad_data", "%s", e.msg);
+    return k_req_fail(req, 400, "bad_data", "%s", e.msg);
   snprintf(req->target.path, sizeof req->target.path, "metrics");
   return 0;
 }
@@ -53,21 +40,21 @@ static int time_param(k_req_t *req, const char *name, int64_t def, int64_t *ms) 
   *ms = def;
   if (!s) return 0;
   if (k_prom_time(s, ms) || *ms < MIN_TIME_MS || *ms > MAX_TIME_MS)
-    return prom_fail(req, 400, "bad_data", "invalid parameter \"%s\": cannot parse \"%.100s\" to a valid timestamp",
+    return k_req_fail(req, 400, "bad_data", "invalid parameter \"%s\": cannot parse \"%.100s\" to a valid timestamp",
                      name, s);
   return 0;
 }
 
 static int promql_fail(k_req_t *req, const k_promql_err_t *pe) {
   int status = pe->type == K_PROMQL_ERR_BAD_DATA ? 400 : pe->type == K_PROMQL_ERR_EXECUTION ? 422 : 500;
-  return prom_fail(req, status, k_promql_errtype_name(pe->type), "%s", pe->msg);
+  return k_req_fail(req, status, k_promql_errtype_name(pe->type), "%s", pe->msg);
 }
 
 static int with_querier(k_server_t *srv, k_req_t *req, k_querier_t **q) {
   keel_err_t e = {0};
   if (k_metrics_querier(srv, q, &e)) {
     keel_log(&srv->log, KEEL_LOG_ERROR, "query: %s", e.msg);
-    return prom_fail(req, 500, "internal", "%s", e.msg);
+    return k_req_fail(req, 500, "internal", "%s", e.msg);
   }
   return 0;
 }
@@ -80,7 +67,7 @@ int k_api_prom_query(k_server_t *srv, k_req_t *req) {
   int64_t t;
 
   memset(&pe, 0, sizeof pe);
-  if (!expr) return prom_fail(req, 400, "bad_data", "invalid parameter \"query\": query is empty");
+  if (!expr) return k_req_fail(req, 400, "bad_data", "invalid parameter \"query\": query is empty");
   if (time_param(req, "time", keel_now_ms(), &t)) return -1;
   if (with_querier(srv, req, &q)) return -1;
   if (k_promql_instant(q, expr, t, &data, &pe)) {
@@ -100,18 +87,15 @@ int k_api_prom_query_range(k_server_t *srv, k_req_t *req) {
   int64_t start, end, step;
 
   memset(&pe, 0, sizeof pe);
-  if (!expr) return prom_fail(req, 400, "bad_data", "invalid parameter \"query\": query is empty");
-  if (!param(req, "start")) return prom_fail(req, 400, "bad_data", "invalid parameter \"start\": cannot parse \"\" to a valid timestamp");
-  if (!param(req, "end")) return prom_fail(req, 400, "bad_data", "invalid parameter \"end\": cannot parse \"\" to a valid timestamp");
+  if (!expr) return k_req_fail(req, 400, "bad_data", "invalid parameter \"query\": query is empty");
+  if (!param(req, "start")) return k_req_fail(req, 400, "bad_data", "invalid parameter \"start\": cannot parse \"\" to a valid timestamp");
+  if (!param(req, "end")) return k_req_fail(req, 400, "bad_data", "invalid parameter \"end\": cannot parse \"\" to a valid timestamp");
   if (time_param(req, "start", 0, &start) || time_param(req, "end", 0, &end)) return -1;
-  if (end < start)
-    return prom_fail(req, 400, "bad_data", "invalid parameter \"end\": end timestamp must not be before start time");
   if (!step_s || k_prom_step(step_s, &step))
-    return prom_fail(req, 400, "bad_data", "invalid parameter \"step\": cannot parse \"%.100s\" to a valid duration",
+    return k_req_fail(req, 400, "bad_data", "invalid parameter \"step\": cannot parse \"%.100s\" to a valid duration",
                      step_s ? step_s : "");
-  if ((end - start) / step > 11000)
-    return prom_fail(req, 400, "bad_data",
-                     "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)");
+  /* end before start and the 11,000-point bound: k_promql_range, in
+   * Prometheus' words */
   if (with_querier(srv, req, &q)) return -1;
   if (k_promql_range(q, expr, start, end, step, &data, &pe)) {
     q->close(q);
@@ -122,19 +106,26 @@ int k_api_prom_query_range(k_server_t *srv, k_req_t *req) {
   return 0;
 }
 
-/* match[] selectors of series/labels: each parsed as a vector selector and
- * its matchers handed to fn; the union is built by the caller. */
-typedef int (*sel_fn)(k_server_t *srv, k_req_t *req, k_querier_t *q, const k_matcher_t *m,
-                      size_t nm, int64_t mint, int64_t maxt, json_t *acc);
+/* What /api/v1/series, /labels and /label/X/values gather: a set of
+ * strings (label sets as canonical JSON, or names, or values). */
+typedef struct gather {
+  k_querier_t *q;
+  const char *name; /* label values of this name; NULL: label names */
+  int64_t mint, maxt;
+  json_t *set;      /* key -> the item to answer */
+} gather_t;
 
-static int each_match(k_server_t *srv, k_req_t *req, k_querier_t *q, int required, int64_t mint,
-                      int64_t maxt, sel_fn fn, json_t *acc) {
+typedef int (*sel_fn)(k_req_t *req, gather_t *g, const k_matcher_t *m, size_t nm);
+
+/* fn once per match[] selector (or once with no matchers when none is
+ * given and none is required). */
+static int each_match(k_req_t *req, gather_t *g, int required, sel_fn fn) {
   const json_t *ms = json_object_get(req->in, "match[]");
   size_t i;
   json_t *m;
   if (!json_array_size(ms)) {
-    if (required) return prom_fail(req, 400, "bad_data", "no match[] parameter provided");
-    return fn(srv, req, q, NULL, 0, mint, maxt, acc);
+    if (required) return k_req_fail(req, 400, "bad_data", "no match[] parameter provided");
+    return fn(req, g, NULL, 0);
   }
   json_array_foreach(ms, i, m) {
     k_promql_expr_t *x = NULL;
@@ -143,12 +134,12 @@ static int each_match(k_server_t *srv, k_req_t *req, k_querier_t *q, int require
     int rc;
     memset(&pe, 0, sizeof pe);
     if (k_promql_parse(text, strlen(text), NULL, &x, &pe))
-      return prom_fail(req, 400, "bad_data", "invalid parameter \"match[]\": %s", pe.msg);
+      return k_req_fail(req, 400, "bad_data", "invalid parameter \"match[]\": %s", pe.msg);
     if (x->root->kind != K_PQ_VSEL) {
       k_promql_free(x);
-      return prom_fail(req, 400, "bad_data", "invalid parameter \"match[]\": expected a series selector, got \"%.200s\"", text);
+      return k_req_fail(req, 400, "bad_data", "invalid parameter \"match[]\": expected a series selector, got \"%.200s\"", text);
     }
-    rc = fn(srv, req, q, x->root->u.vsel.m, x->root->u.vsel.nm, mint, maxt, acc);
+    rc = fn(req, g, x->root->u.vsel.m, x->root->u.vsel.nm);
     k_promql_free(x);
     if (rc) return rc;
   }
@@ -161,111 +152,79 @@ static json_t *labels_json(const k_labels_t *l) {
   return o;
 }
 
-static int series_one(k_server_t *srv, k_req_t *req, k_querier_t *q, const k_matcher_t *m,
-                      size_t nm, int64_t mint, int64_t maxt, json_t *acc) {
+static int series_one(k_req_t *req, gather_t *g, const k_matcher_t *m, size_t nm) {
   const k_series_t *s = NULL;
   size_t n = 0;
   keel_err_t e = {0};
-  (void)srv;
-  if (q->select(q, m, nm, mint, maxt, &s, &n, &e)) return prom_fail(req, 400, "bad_data", "%s", e.msg);
+  if (g->q->select(g->q, m, nm, g->mint, g->maxt, &s, &n, &e))
+    return k_req_fail(req, 400, "bad_data", "%s", e.msg);
   for (size_t i = 0; i < n; i++) {
     json_t *o = labels_json(&s[i].labels);
     char *key = o ? json_dumps(o, JSON_SORT_KEYS | JSON_COMPACT) : NULL;
-    if (!key || json_object_set_new(acc, key, o)) {
+    if (!key || json_object_set_new(g->set, key, o)) {
       free(key);
-      return prom_fail(req, 500, "internal", "out of memory");
+      return k_req_fail_err(req, KEEL_ENOMEM, NULL);
     }
     free(key);
   }
   return 0;
 }
 
-static int range_params(k_req_t *req, int64_t *mint, int64_t *maxt) {
-  return time_param(req, "start", MIN_TIME_MS, mint) || time_param(req, "end", MAX_TIME_MS, maxt);
-}
-
-int k_api_prom_series(k_server_t *srv, k_req_t *req) {
-  k_querier_t *q = NULL;
-  json_t *acc = json_object(), *out = json_array(), *v;
-  const char *k;
-  int64_t mint, maxt;
-  int rc = -1;
-
-  if (!acc || !out) goto out;
-  if (range_params(req, &mint, &maxt) || with_querier(srv, req, &q)) goto out;
-  if (each_match(srv, req, q, 1, mint, maxt, series_one, acc)) goto out;
-  json_object_foreach(acc, k, v) json_array_append(out, v); /* keys are sorted label sets */
-  prom_ok(req, out);
-  out = NULL;
-  rc = 0;
-out:
-  if (q) q->close(q);
-  json_decref(acc);
-  json_decref(out);
-  return rc;
+static int names_one(k_req_t *req, gather_t *g, const k_matcher_t *m, size_t nm) {
+  const char *const *v = NULL;
+  size_t n = 0;
+  keel_err_t e = {0};
+  int rc = g->name ? g->q->label_values(g->q, g->name, m, nm, g->mint, g->maxt, &v, &n, &e)
+                   : g->q->label_names(g->q, m, nm, g->mint, g->maxt, &v, &n, &e);
+  if (rc) return k_req_fail(req, 400, "bad_data", "%s", e.msg);
+  for (size_t i = 0; i < n; i++)
+    if (json_object_set_new(g->set, v[i], json_string(v[i]))) return k_req_fail_err(req, KEEL_ENOMEM, NULL);
+  return 0;
 }
 
 static int strptr_cmp(const void *a, const void *b) {
   return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-static int names_one(k_server_t *srv, k_req_t *req, k_querier_t *q, const k_matcher_t *m, size_t nm,
-                     int64_t mint, int64_t maxt, json_t *acc) {
-  const char *const *v = NULL;
-  const char *name = keel_json_str(acc, "\001name");
-  size_t n = 0;
-  keel_err_t e = {0};
-  int rc;
-  (void)srv;
-  rc = name ? q->label_values(q, name, m, nm, mint, maxt, &v, &n, &e)
-            : q->label_names(q, m, nm, mint, maxt, &v, &n, &e);
-  if (rc) return prom_fail(req, 400, "bad_data", "%s", e.msg);
-  for (size_t i = 0; i < n; i++) json_object_set_new(acc, v[i], json_true());
-  return 0;
-}
-
-static int names_or_values(k_server_t *srv, k_req_t *req, const char *name) {
-  k_querier_t *q = NULL;
-  json_t *acc = json_object(), *out = json_array(), *v;
+/* Runs fn over the match[] selectors and answers the set's items sorted by
+ * key, as Prometheus does. */
+static int gather(k_server_t *srv, k_req_t *req, const char *name, int required, sel_fn fn) {
+  gather_t g = {NULL, name, 0, 0, json_object()};
+  json_t *out = json_array(), *v;
+  const char **keys = NULL;
   const char *k;
-  int64_t mint, maxt;
+  size_t n = 0;
   int rc = -1;
 
-  if (!acc || !out) goto out;
-  if (name) json_object_set_new(acc, "\001name", json_string(name));
-  if (range_params(req, &mint, &maxt) || with_querier(srv, req, &q)) goto out;
-  if (each_match(srv, req, q, 0, mint, maxt, names_one, acc)) goto out;
-  json_object_del(acc, "\001name");
-  json_object_foreach(acc, k, v) json_array_append_new(out, json_string(k));
-  /* sorted, as Prometheus answers */
-  {
-    size_t n = json_array_size(out);
-    const char **tmp = calloc(n + 1, sizeof *tmp);
-    json_t *sorted = json_array();
-    if (!tmp || !sorted) {
-      free(tmp);
-      json_decref(sorted);
-      goto out;
-    }
-    for (size_t i = 0; i < n; i++) tmp[i] = json_string_value(json_array_get(out, i));
-    qsort(tmp, n, sizeof *tmp, strptr_cmp);
-    for (size_t i = 0; i < n; i++) json_array_append_new(sorted, json_string(tmp[i]));
-    free(tmp);
-    json_decref(out);
-    out = sorted;
+  if (!g.set || !out) {
+    k_req_fail_err(req, KEEL_ENOMEM, NULL);
+    goto out;
   }
+  if (time_param(req, "start", MIN_TIME_MS, &g.mint) || time_param(req, "end", MAX_TIME_MS, &g.maxt) ||
+      with_querier(srv, req, &g.q) || each_match(req, &g, required, fn))
+    goto out;
+  if (!(keys = calloc(json_object_size(g.set) + 1, sizeof *keys))) {
+    k_req_fail_err(req, KEEL_ENOMEM, NULL);
+    goto out;
+  }
+  json_object_foreach(g.set, k, v) keys[n++] = k;
+  qsort(keys, n, sizeof *keys, strptr_cmp);
+  for (size_t i = 0; i < n; i++) json_array_append(out, json_object_get(g.set, keys[i]));
   prom_ok(req, out);
   out = NULL;
   rc = 0;
 out:
-  if (q) q->close(q);
-  json_decref(acc);
+  if (g.q) g.q->close(g.q);
+  free(keys);
+  json_decref(g.set);
   json_decref(out);
   return rc;
 }
 
-int k_api_prom_labels(k_server_t *srv, k_req_t *req) { return names_or_values(srv, req, NULL); }
+int k_api_prom_series(k_server_t *srv, k_req_t *req) { return gather(srv, req, NULL, 1, series_one); }
+
+int k_api_prom_labels(k_server_t *srv, k_req_t *req) { return gather(srv, req, NULL, 0, names_one); }
 
 int k_api_prom_label_values(k_server_t *srv, k_req_t *req) {
-  return names_or_values(srv, req, req->params[0]);
+  return gather(srv, req, req->params[0], 0, names_one);
 }

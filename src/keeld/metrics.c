@@ -151,29 +151,27 @@ int k_metrics_render(k_server_t *srv, keel_buf_t *b) {
   }
   if (srv->tsdb) {
     k_tsdb_stats_t ts;
-    const struct {
-      const char *name, *type, *help;
-      uint64_t v;
-    } tm[] = {
-        {"keel_tsdb_head_series", "gauge", "Series in the TSDB's head.", 0},
-        {"keel_tsdb_head_bytes", "gauge", "Heap held by the TSDB's head.", 0},
-        {"keel_tsdb_samples_appended_total", "counter", "Samples committed into the TSDB.", 0},
-        {"keel_tsdb_out_of_order_samples_total", "counter", "Samples refused: not after their series' last one.", 0},
-        {"keel_tsdb_out_of_bounds_samples_total", "counter", "Samples refused: older than the head accepts.", 0},
-        {"keel_tsdb_wal_bytes", "gauge", "Bytes of the TSDB's write-ahead log.", 0},
-        {"keel_tsdb_blocks", "gauge", "Blocks on disk.", 0},
-        {"keel_tsdb_block_bytes", "gauge", "Bytes of the blocks on disk.", 0},
-        {"keel_tsdb_commit_failures_total", "counter", "TSDB batches that failed to reach the WAL.", 0},
-        {"keel_tsdb_maintain_failures_total", "counter", "Failed cuts, compactions or retention runs.", 0},
-    };
-    uint64_t vals[10];
     k_tsdb_stats(srv->tsdb, &ts);
-    vals[0] = ts.series, vals[1] = ts.head_bytes, vals[2] = ts.samples_appended, vals[3] = ts.out_of_order;
-    vals[4] = ts.out_of_bounds, vals[5] = ts.wal_bytes, vals[6] = ts.blocks, vals[7] = ts.block_bytes;
-    vals[8] = ts.commit_failures, vals[9] = ts.maintain_failures;
-    for (size_t i = 0; i < sizeof tm / sizeof tm[0] && !rc; i++) {
-      rc = header(b, tm[i].name, tm[i].type, tm[i].help);
-      if (!rc) rc = keel_buf_printf(b, "%s %llu\n", tm[i].name, (unsigned long long)vals[i]);
+    {
+      const struct {
+        const char *name, *type, *help;
+        uint64_t v;
+      } tm[] = {
+          {"keel_tsdb_head_series", "gauge", "Series in the TSDB's head.", ts.series},
+          {"keel_tsdb_head_bytes", "gauge", "Heap held by the TSDB's head.", ts.head_bytes},
+          {"keel_tsdb_samples_appended_total", "counter", "Samples committed into the TSDB.", ts.samples_appended},
+          {"keel_tsdb_out_of_order_samples_total", "counter", "Samples refused: not after their series' last one.", ts.out_of_order},
+          {"keel_tsdb_out_of_bounds_samples_total", "counter", "Samples refused: older than the head accepts.", ts.out_of_bounds},
+          {"keel_tsdb_wal_bytes", "gauge", "Bytes of the TSDB's write-ahead log.", ts.wal_bytes},
+          {"keel_tsdb_blocks", "gauge", "Blocks on disk.", ts.blocks},
+          {"keel_tsdb_block_bytes", "gauge", "Bytes of the blocks on disk.", ts.block_bytes},
+          {"keel_tsdb_commit_failures_total", "counter", "TSDB batches that failed to reach the WAL.", ts.commit_failures},
+          {"keel_tsdb_maintain_failures_total", "counter", "Failed cuts, compactions or retention runs.", ts.maintain_failures},
+      };
+      for (size_t i = 0; i < sizeof tm / sizeof tm[0] && !rc; i++) {
+        rc = header(b, tm[i].name, tm[i].type, tm[i].help);
+        if (!rc) rc = keel_buf_printf(b, "%s %llu\n", tm[i].name, (unsigned long long)tm[i].v);
+      }
     }
     if (!rc) rc = header(b, "keel_metrics_samples_received_total", "counter",
                          "Samples received from agents and scrapes, by outcome.");

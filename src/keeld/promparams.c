@@ -44,17 +44,21 @@ bad:
   return NULL;
 }
 
-/* Adds value under key; keys ending in "[]" collect arrays. */
+/* Adds value under key; keys ending in "[]" collect arrays.  KEEL_EINVAL
+ * when key or value is not UTF-8 (jansson refuses it; running out of
+ * memory, indistinguishable here, reads the same). */
 static int put(json_t *o, const char *key, const char *value) {
+  json_t *v = json_string(value), *a;
   size_t kl = strlen(key);
+  if (!v) return KEEL_EINVAL;
   if (kl > 2 && !strcmp(key + kl - 2, "[]")) {
-    json_t *a = json_object_get(o, key);
-    if (!a) {
-      if (!(a = json_array()) || json_object_set_new(o, key, a)) return KEEL_ENOMEM;
+    if (!(a = json_object_get(o, key)) && (!(a = json_array()) || json_object_set_new(o, key, a))) {
+      json_decref(v);
+      return KEEL_EINVAL;
     }
-    return json_array_append_new(a, json_string(value)) ? KEEL_ENOMEM : 0;
+    return json_array_append_new(a, v) ? KEEL_EINVAL : 0;
   }
-  return json_object_set_new(o, key, json_string(value)) ? KEEL_ENOMEM : 0;
+  return json_object_set_new(o, key, v) ? KEEL_EINVAL : 0;
 }
 
 typedef struct qctx {
@@ -64,19 +68,8 @@ typedef struct qctx {
 
 static enum MHD_Result visit(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
   qctx_t *q = cls;
-  json_t *check;
   (void)kind;
-  if (!value) value = "";
-  if (!(check = json_string(value))) {
-    q->rc = KEEL_EINVAL;
-    return MHD_NO;
-  }
-  json_decref(check);
-  if (put(q->o, key, value)) {
-    q->rc = KEEL_ENOMEM;
-    return MHD_NO;
-  }
-  return MHD_YES;
+  return (q->rc = put(q->o, key, value ? value : "")) ? MHD_NO : MHD_YES;
 }
 
 int k_prom_params(k_req_t *req, json_t **out, keel_err_t *e) {
@@ -87,8 +80,7 @@ int k_prom_params(k_req_t *req, json_t **out, keel_err_t *e) {
   MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, visit, &q);
   if (q.rc) {
     json_decref(q.o);
-    return keel_err_set(e, q.rc, q.rc == KEEL_EINVAL ? "a query parameter is not valid UTF-8"
-                                                     : "out of memory");
+    return keel_err_set(e, KEEL_EINVAL, "a query parameter is not valid UTF-8");
   }
   ct = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
   if (req->body.len) {
@@ -106,17 +98,13 @@ int k_prom_params(k_req_t *req, json_t **out, keel_err_t *e) {
       if (stop > p) {
         k = form_decode(p, (size_t)((eq ? eq : stop) - p));
         v = eq ? form_decode(eq + 1, (size_t)(stop - eq - 1)) : strdup("");
-        json_t *check = v ? json_string(v) : NULL;
-        if (!k || !check) rc = KEEL_EINVAL;
-        else rc = put(q.o, k, v);
-        json_decref(check);
+        rc = k && v ? put(q.o, k, v) : KEEL_EINVAL;
       }
       free(k);
       free(v);
       if (rc) {
         json_decref(q.o);
-        return keel_err_set(e, rc, rc == KEEL_EINVAL ? "the form body is not valid (bad escape or UTF-8)"
-                                                     : "out of memory");
+        return keel_err_set(e, KEEL_EINVAL, "the form body is not valid (bad escape or UTF-8)");
       }
       p = stop + 1;
     }

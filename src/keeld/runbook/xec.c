@@ -121,6 +121,12 @@ static json_t *trimmed(const char *s) {
   return json_stringn(s, n);
 }
 
+json_t *k_xec_step_outputs(const char *out, const char *err, const json_t *exit_code) {
+  return json_pack("{s:o,s:o,s:O}", "stdout", trimmed(out ? out : ""), "stderr",
+                   trimmed(err ? err : ""), "exit_code",
+                   json_is_integer(exit_code) ? exit_code : json_null());
+}
+
 /* ---- interpolation ------------------------------------------------------------ */
 
 typedef struct look {
@@ -329,22 +335,17 @@ static int close_step(k_xec_t *x, k_xexe_t *ex, size_t i, const char *status, co
   const char *name = keel_json_str(st, "name");
   const json_t *xc = res ? json_object_get(res, "exit_code") : NULL;
   const char *out = res ? keel_json_str(res, "stdout") : "", *err = res ? keel_json_str(res, "stderr") : "";
-  int64_t started = t->started_ms;
   int rc;
 
-  if (res && json_is_integer(json_object_get(res, "started_ms")))
-    started = json_integer_value(json_object_get(res, "started_ms"));
   if ((rc = k_xs_step_close(x, ex, i, status, xc, out ? out : "", err ? err : "",
-                            res && json_is_true(json_object_get(res, "truncated")), started,
-                            now_ms, error, e)))
+                            res && json_is_true(json_object_get(res, "truncated")), now_ms, error,
+                            e)))
     return rc;
   t->open = O_NONE;
   t->run_id[0] = '\0';
   t->result_ready = 0;
   t->interrupted = 0;
-  json_object_set_new(t->outputs, name,
-                      json_pack("{s:o,s:o,s:O}", "stdout", trimmed(out ? out : ""), "stderr",
-                                trimmed(err ? err : ""), "exit_code", xc ? xc : json_null()));
+  json_object_set_new(t->outputs, name, k_xec_step_outputs(out, err, xc));
   if (!strcmp(status, "succeeded")) {
     t->step++;
     return 0;
@@ -378,7 +379,7 @@ static int abandon(k_xec_t *x, k_xexe_t *ex, size_t i, const char *status, const
       (rc = k_exec_run_withdraw(x->d.store, t->run_id, why, now_ms, NULL, e)))
     return rc;
   if (t->open != O_NONE &&
-      (rc = k_xs_step_close(x, ex, i, status, NULL, "", "", 0, t->started_ms, now_ms, why, e)))
+      (rc = k_xs_step_close(x, ex, i, status, NULL, "", "", 0, now_ms, why, e)))
     return rc;
   t->open = O_NONE;
   t->run_id[0] = '\0';

@@ -82,6 +82,9 @@ static inline int k_xstate_final(k_xstate_t s) { return s >= X_SUCCEEDED; }
 /* xec.c */
 void k_xexe_free(k_xexe_t *x);
 k_xexe_t *k_xec_find(k_xec_t *x, const char *id);
+/* What templates and asserts see of a finished step on a target:
+ * {"stdout","stderr" (trailing newlines removed), "exit_code"|null}. */
+json_t *k_xec_step_outputs(const char *out, const char *err, const json_t *exit_code);
 /* The job of an agent step st (command, script or http) rendered for
  * target t: {argv|shell|script|http, timeout_ms, env, cwd, user,
  * output_cap}.  KEEL_EINVAL when a value cannot be used (a NUL byte). */
@@ -102,7 +105,7 @@ int k_xs_step_open(k_xec_t *x, const k_xexe_t *ex, size_t idx, const char *statu
 /* Closes the attempt t->seq with its outcome. */
 int k_xs_step_close(k_xec_t *x, const k_xexe_t *ex, size_t idx, const char *status,
                     const json_t *exit_code, const char *out, const char *err, int truncated,
-                    int64_t started_ms, int64_t ended_ms, const char *error, keel_err_t *e);
+                    int64_t ended_ms, const char *error, keel_err_t *e);
 int k_xs_decision(k_xec_t *x, const char *exe_id, int step, const char *user, int approve,
                   const char *comment, int64_t now_ms, keel_err_t *e);
 /* Approvals given so far on step (count), and whether user already decided. */

@@ -254,6 +254,7 @@ int k_xec_schedule_list(k_xec_t *x, int64_t now_ms, json_t **items, keel_err_t *
   json_array_foreach(x->scheds, i, it) {
     const json_t *sched = json_object_get(it, "schedule");
     int64_t base = ival(it, "base_ms"), last = ival(it, "last_slot_ms"), next;
+    const char *active = active_of(x, keel_json_str(it, "runbook"));
     when_t w;
     when_of(sched, &w);
     next = slot_after(&w, base, last > now_ms ? last : now_ms > base ? now_ms : base);
@@ -270,9 +271,7 @@ int k_xec_schedule_list(k_xec_t *x, int64_t now_ms, json_t **items, keel_err_t *
                           "last_outcome",
                           json_incref(json_object_get(row, "last_outcome")) ?: json_null(),
                           "skipped", (json_int_t)ival(row, "skipped"), "active",
-                          active_of(x, keel_json_str(it, "runbook"))
-                              ? json_string(active_of(x, keel_json_str(it, "runbook")))
-                              : json_null());
+                          active ? json_string(active) : json_null());
     if (!o || json_array_append_new(*items, o)) {
       rc = keel_err_set(e, KEEL_ENOMEM, "out of memory");
       goto out;

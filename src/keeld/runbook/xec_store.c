@@ -125,9 +125,8 @@ int k_xs_step_open(k_xec_t *x, const k_xexe_t *ex, size_t idx, const char *statu
 
 int k_xs_step_close(k_xec_t *x, const k_xexe_t *ex, size_t idx, const char *status,
                     const json_t *exit_code, const char *out, const char *err, int truncated,
-                    int64_t started_ms, int64_t ended_ms, const char *error, keel_err_t *e) {
+                    int64_t ended_ms, const char *error, keel_err_t *e) {
   const k_xtarget_t *t = &ex->t[idx];
-  (void)started_ms;
   k_val_t a[] = {K_TEXT(status),
                  json_is_integer(exit_code) ? K_INT(json_integer_value(exit_code)) : K_NULLV,
                  K_TEXT(out),
@@ -273,19 +272,13 @@ static int target_row(void *ud, const k_val_t *c, int n) {
   return !t->tags || !t->outputs ? KEEL_ENOMEM : 0;
 }
 
-static int trimmed_set(json_t *o, const char *k, const char *s) {
-  size_t n = strlen(s);
-  while (n && (s[n - 1] == '\n' || s[n - 1] == '\r')) n--;
-  return json_object_set_new(o, k, json_stringn(s, n));
-}
-
 /* Each attempt, in order: outputs of finished steps, and the open one. */
 static int step_row(void *ud, const k_val_t *c, int n) {
   k_xexe_t *ex = ud;
   k_xtarget_t *t;
   const json_t *st;
   const char *status;
-  json_t *o;
+  json_t *o, *xc;
   if (n < 9 || c[0].i < 0 || (size_t)c[0].i >= ex->nt) return 0;
   t = &ex->t[c[0].i];
   t->seq = (int)c[1].i;
@@ -298,11 +291,10 @@ static int step_row(void *ud, const k_val_t *c, int n) {
     t->interrupted = t->run_id[0] != '\0'; /* unless its result is stored (collect) */
     return 0;
   }
-  o = json_object();
+  xc = int_or_null(&c[5]);
+  o = k_xec_step_outputs(txt(&c[6]), txt(&c[7]), xc);
+  json_decref(xc);
   if (!o) return KEEL_ENOMEM;
-  trimmed_set(o, "stdout", txt(&c[6]));
-  trimmed_set(o, "stderr", txt(&c[7]));
-  json_object_set_new(o, "exit_code", int_or_null(&c[5]));
   json_object_set_new(t->outputs, keel_json_str(st, "name") ? keel_json_str(st, "name") : "_", o);
   return 0;
 }
