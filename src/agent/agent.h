@@ -130,9 +130,10 @@ int ka_mspool_open(ka_mspool_t *s, const char *state_dir, uint64_t max_bytes, si
  * would be passed.  A batch over max_bytes by itself is dropped (counted).
  * On failure (KEEL_EIO) the batch is counted as dropped too. */
 int ka_mspool_put(ka_mspool_t *s, const void *data, size_t len, keel_err_t *e);
-/* The oldest batch into out (reset first): its seq.  KEEL_ENOENT when
- * there is none. */
-int ka_mspool_oldest(ka_mspool_t *s, uint64_t *seq, keel_buf_t *out, keel_err_t *e);
+/* The oldest batch (at most max bytes; a new buffer, caller frees) and its
+ * seq.  KEEL_ENOENT when there is none. */
+int ka_mspool_oldest(ka_mspool_t *s, uint64_t *seq, size_t max, char **body, size_t *len,
+                     keel_err_t *e);
 /* Removes batch seq when it is still the oldest (a batch made room for
  * while it was being sent is already gone).  lost: count it as dropped. */
 void ka_mspool_drop(ka_mspool_t *s, uint64_t seq, int lost);

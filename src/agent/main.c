@@ -333,20 +333,25 @@ static void metrics_retry_later(struct agent *a, long status) {
 }
 
 static void start_metrics(struct agent *a) {
-  char *body;
+  char *body = NULL;
+  size_t len = 0;
   keel_err_t e;
   int rc;
 
   keel_buf_reset(&a->mbody);
-  rc = a->mspool.count ? ka_mspool_oldest(&a->mspool, &a->m_seq, &a->mbody, &e) : KEEL_ENOENT;
+  rc = a->mspool.count
+           ? ka_mspool_oldest(&a->mspool, &a->m_seq, METRICS_BATCH_MAX, &body, &len, &e)
+           : KEEL_ENOENT;
   if (rc == 0) {
-    if (keel_mb_decode(a->mbody.data, a->mbody.len, NULL, NULL, &e)) {
+    if (keel_mb_decode(body, len, NULL, NULL, &e)) {
       /* Torn by a crash, or edited: keeld would refuse it too. */
       keel_log(a->log, KEEL_LOG_WARN, "metrics: spooled batch %016llx unreadable (%s): dropped",
                (unsigned long long)a->m_seq, e.msg);
       ka_mspool_drop(&a->mspool, a->m_seq, 1);
+      free(body);
       return;
     }
+    /* The file stays until keeld takes it: the transfer may have the copy. */
     a->m_src = MSRC_SPOOL;
   } else if (rc == KEEL_ENOENT) {
     if (!keel_mb_enc_count(&a->menc)) return;
@@ -358,19 +363,20 @@ static void start_metrics(struct agent *a) {
       return;
     }
     a->m_src = MSRC_MEM;
+    /* The transfer takes its body; mbody stays ours, to spool on failure. */
+    len = a->mbody.len;
+    if (!(body = malloc(len ? len : 1))) {
+      metrics_retry_later(a, 0);
+      return;
+    }
+    memcpy(body, a->mbody.data, len);
   } else {
     keel_log(a->log, KEEL_LOG_ERROR, "metrics spool: %s", e.msg);
     ka_backoff_fail(&a->metrics_bo, keel_mono_ms());
     return;
   }
-  /* The transfer takes its body; mbody stays ours, to spool on failure. */
-  if (!(body = malloc(a->mbody.len ? a->mbody.len : 1))) {
-    metrics_retry_later(a, 0);
-    return;
-  }
-  memcpy(body, a->mbody.data, a->mbody.len);
   a->push_kind = PUSH_METRICS;
-  if (ka_conn_post_bin(&a->conn, &a->conn.push, "/v1/agent/metrics", body, a->mbody.len,
+  if (ka_conn_post_bin(&a->conn, &a->conn.push, "/v1/agent/metrics", body, len,
                        KEEL_MB_CONTENT_TYPE, METRICS_TIMEOUT_MS, &e)) {
     keel_log(a->log, KEEL_LOG_ERROR, "cannot send metrics: %s", e.msg);
     a->push_kind = PUSH_NONE;

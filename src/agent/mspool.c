@@ -179,42 +179,20 @@ out:
   return rc;
 }
 
-int ka_mspool_oldest(ka_mspool_t *s, uint64_t *seq, keel_buf_t *out, keel_err_t *e) {
-  char path[PATH_MAX], chunk[16384];
-  int rescanned = 0, rc = 0, fd = -1;
+int ka_mspool_oldest(ka_mspool_t *s, uint64_t *seq, size_t max, char **body, size_t *len,
+                     keel_err_t *e) {
+  char path[PATH_MAX];
+  int rc;
 
-  keel_buf_reset(out);
-  for (;;) {
-    if (!s->count) {
-      rc = KEEL_ENOENT;
-      goto out;
-    }
+  for (int rescanned = 0;; rescanned = 1) {
+    if (!s->count) return KEEL_ENOENT;
     file_path(s, s->first, path);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) break;
-    if (errno != ENOENT || rescanned) {
-      rc = keel_err_set(e, KEEL_EIO, "open %s: %s", path, strerror(errno));
-      goto out;
-    }
+    rc = ka_read_file(path, max, body, len, e);
+    if (rc != KEEL_ENOENT || rescanned) break;
     /* Removed behind our back, or a gap: count again from the directory. */
-    if ((rc = rescan(s, e))) goto out;
-    rescanned = 1;
+    if ((rc = rescan(s, e))) return rc;
   }
-  for (;;) {
-    ssize_t r = read(fd, chunk, sizeof chunk);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) {
-      rc = keel_err_set(e, KEEL_EIO, "read %s: %s", path, strerror(errno));
-      goto out;
-    }
-    if (r == 0) break;
-    if ((rc = keel_buf_append(out, chunk, (size_t)r))) {
-      rc = keel_err_set(e, rc, "%s: %s", path, rc == KEEL_ETOOBIG ? "too big" : "out of memory");
-      goto out;
-    }
-  }
-  *seq = s->first;
-out:
-  if (fd >= 0) close(fd);
+  if (rc == KEEL_ENOENT) rc = keel_err_set(e, KEEL_EIO, "open %s: %s", path, strerror(ENOENT));
+  if (!rc) *seq = s->first;
   return rc;
 }

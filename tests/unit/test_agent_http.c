@@ -26,6 +26,7 @@
 #include "conn_be.h"
 #include "keel/crypto.h"
 #include "keel/time.h"
+#include "testsrv.h"
 
 enum mode {
   M_LEN,         /* 200 with Content-Length, head and body in separate writes */
@@ -61,39 +62,6 @@ struct fx {
 
 /* ---- the server ------------------------------------------------------------ */
 
-/* Waits for fd to be readable; -1 when told to stop. */
-static int srv_wait(struct srv *s, int fd) {
-  struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = s->stop[0], .events = POLLIN}};
-  for (;;) {
-    int r = poll(p, 2, -1);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0 || p[1].revents) return -1;
-    return 0;
-  }
-}
-
-static void srv_send(int fd, const char *p, size_t n) {
-  while (n > 0) {
-    ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return;
-    p += w;
-    n -= (size_t)w;
-  }
-}
-
-static void srv_sends(int fd, const char *p) { srv_send(fd, p, strlen(p)); }
-
-/* Sends p in pieces of k bytes, pausing between them: the client sees
- * every boundary at some point. */
-static void srv_dribble(int fd, const char *p, size_t k) {
-  size_t n = strlen(p);
-  for (size_t i = 0; i < n; i += k) {
-    srv_send(fd, p + i, n - i < k ? n - i : k);
-    usleep(2000);
-  }
-}
-
 static void header_value(const char *head, const char *name, char *out, size_t outsz) {
   size_t nl = strlen(name);
   out[0] = '\0';
@@ -118,7 +86,7 @@ static int srv_read_request(struct srv *s, int fd) {
     ssize_t r;
     buf[len] = '\0';
     if ((end = strstr(buf, "\r\n\r\n"))) break;
-    if (srv_wait(s, fd)) return -1;
+    if (ts_wait(s->stop[0], fd)) return -1;
     r = read(fd, buf + len, sizeof buf - 1 - len);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) return 1;
@@ -129,7 +97,7 @@ static int srv_read_request(struct srv *s, int fd) {
   blen = (size_t)strtoul(cl, NULL, 10);
   while (len < hlen + blen) {
     ssize_t r;
-    if (srv_wait(s, fd)) return -1;
+    if (ts_wait(s->stop[0], fd)) return -1;
     r = read(fd, buf + len, sizeof buf - 1 - len);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) return 1;
@@ -152,9 +120,9 @@ static void answer_len(int fd, int n) {
   snprintf(head, sizeof head,
            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
            strlen(body));
-  srv_sends(fd, head);
+  ts_sends(fd, head);
   usleep(5000); /* head and body in separate segments */
-  srv_sends(fd, body);
+  ts_sends(fd, body);
 }
 
 static void *srv_main(void *ud) {
@@ -162,7 +130,7 @@ static void *srv_main(void *ud) {
 
   for (;;) {
     int fd, on_conn = 0;
-    if (srv_wait(s, s->lfd)) break;
+    if (ts_wait(s->stop[0], s->lfd)) break;
     if ((fd = accept(s->lfd, NULL, NULL)) < 0) continue;
     s->accepts++;
     for (;;) {
@@ -176,13 +144,13 @@ static void *srv_main(void *ud) {
       switch ((enum mode)s->mode) {
       case M_LEN: answer_len(fd, n); break;
       case M_CHUNKED:
-        srv_dribble(fd,
-                    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                    "5;ext=1\r\nhello\r\n1\r\n \r\nA\r\nworld-0123\r\n0\r\nX-Trailer: yes\r\n\r\n",
-                    3);
+        ts_dribble(fd,
+                   "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   "5;ext=1\r\nhello\r\n1\r\n \r\nA\r\nworld-0123\r\n0\r\nX-Trailer: yes\r\n\r\n",
+                   3);
         break;
       case M_CONN_CLOSE:
-        srv_sends(fd, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}");
+        ts_sends(fd, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}");
         keep = 0;
         break;
       case M_CLOSE_AFTER:
@@ -196,46 +164,46 @@ static void *srv_main(void *ud) {
       case M_DROP: keep = 0; break;
       case M_SILENT:
         /* Until the client gives up and closes. */
-        while (srv_wait(s, fd) == 0) {
+        while (ts_wait(s->stop[0], fd) == 0) {
           char b[256];
           if (read(fd, b, sizeof b) <= 0) break;
         }
         keep = 0;
         break;
       case M_BIG_LEN:
-        srv_sends(fd, "HTTP/1.1 200 OK\r\nContent-Length: 8388609\r\n\r\n{");
+        ts_sends(fd, "HTTP/1.1 200 OK\r\nContent-Length: 8388609\r\n\r\n{");
         keep = 0;
         break;
       case M_BIG_CHUNKED: {
         static char chunk[(1 << 20) + 16];
         memset(chunk, 'x', sizeof chunk);
-        srv_sends(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        ts_sends(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
         for (int i = 0; i < 9; i++) {
-          srv_sends(fd, "100000\r\n");
-          srv_send(fd, chunk, 1 << 20);
-          srv_sends(fd, "\r\n");
+          ts_sends(fd, "100000\r\n");
+          ts_send(fd, chunk, 1 << 20);
+          ts_sends(fd, "\r\n");
         }
-        srv_sends(fd, "0\r\n\r\n");
+        ts_sends(fd, "0\r\n\r\n");
         keep = 0;
         break;
       }
       case M_BIG_HEAD: {
         static char pad[20000];
         memset(pad, 'a', sizeof pad - 1);
-        srv_sends(fd, "HTTP/1.1 200 OK\r\nX-Pad: ");
-        srv_sends(fd, pad);
-        srv_sends(fd, "\r\nContent-Length: 2\r\n\r\n{}");
+        ts_sends(fd, "HTTP/1.1 200 OK\r\nX-Pad: ");
+        ts_sends(fd, pad);
+        ts_sends(fd, "\r\nContent-Length: 2\r\n\r\n{}");
         keep = 0;
         break;
       }
       case M_EOF_BODY:
-        srv_sends(fd, "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{\"eof\":");
+        ts_sends(fd, "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{\"eof\":");
         usleep(5000);
-        srv_sends(fd, "1}");
+        ts_sends(fd, "1}");
         keep = 0;
         break;
       case M_CONTINUE:
-        srv_sends(fd, "HTTP/1.1 100 Continue\r\n\r\n");
+        ts_sends(fd, "HTTP/1.1 100 Continue\r\n\r\n");
         usleep(5000);
         answer_len(fd, n);
         break;
@@ -248,26 +216,15 @@ static void *srv_main(void *ud) {
 }
 
 static int srv_start(struct srv *s) {
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t al = sizeof a;
-
   memset(s, 0, sizeof *s);
   pthread_mutex_init(&s->mu, NULL);
-  if (pipe(s->stop)) return -1;
-  s->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (s->lfd < 0 || bind(s->lfd, (struct sockaddr *)&a, sizeof a) || listen(s->lfd, 16) ||
-      getsockname(s->lfd, (struct sockaddr *)&a, &al))
-    return -1;
-  s->port = ntohs(a.sin_port);
+  if (ts_listen(s->stop, &s->lfd, &s->port, 16)) return -1;
   return pthread_create(&s->th, NULL, srv_main, s) ? -1 : 0;
 }
 
 static void srv_stop(struct srv *s) {
-  if (write(s->stop[1], "x", 1) != 1) abort();
-  pthread_join(s->th, NULL);
-  close(s->lfd);
-  close(s->stop[0]);
-  close(s->stop[1]);
+  ts_join(s->stop, s->th);
+  ts_close(s->stop, s->lfd);
   pthread_mutex_destroy(&s->mu);
 }
 

@@ -32,6 +32,7 @@
 #include "keel/crypto.h"
 #include "keel/json.h"
 #include "keel/time.h"
+#include "testsrv.h"
 
 /* ---- the URL parser ---------------------------------------------------------- */
 
@@ -132,105 +133,58 @@ struct srv {
   char req[4096]; /* the last request's head */
 };
 
-static int srv_wait(struct srv *s, int fd) {
-  struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = s->stop[0], .events = POLLIN}};
-  for (;;) {
-    int r = poll(p, 2, -1);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0 || p[1].revents) return -1;
-    return 0;
-  }
-}
-
-static void srv_send(int fd, const char *p, size_t n) {
-  while (n > 0) {
-    ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return;
-    p += w;
-    n -= (size_t)w;
-  }
-}
-
-static void srv_sends(int fd, const char *p) { srv_send(fd, p, strlen(p)); }
-
-static void srv_dribble(int fd, const char *p, size_t k) {
-  size_t n = strlen(p);
-  for (size_t i = 0; i < n; i += k) {
-    srv_send(fd, p + i, n - i < k ? n - i : k);
-    usleep(2000);
-  }
-}
-
-/* Reads a request head into buf; 0, or -1 (stop, EOF, not HTTP). */
-static int srv_read_head(struct srv *s, int fd, char *buf, size_t max) {
-  size_t len = 0;
-  for (;;) {
-    ssize_t r;
-    buf[len] = '\0';
-    if (strstr(buf, "\r\n\r\n")) return 0;
-    /* A TLS ClientHello (https:// to this plain server) starts with 0x16. */
-    if (len > 0 && (buf[0] < 'A' || buf[0] > 'Z')) return -1;
-    if (len >= max - 1 || srv_wait(s, fd)) return -1;
-    r = read(fd, buf + len, max - 1 - len);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return -1;
-    len += (size_t)r;
-  }
-}
-
 static void answer(struct srv *s, int fd, const char *head) {
   char path[256] = "", method[16] = "", buf[512];
   int is_head;
   sscanf(head, "%15s %255s", method, path);
   is_head = !strcmp(method, "HEAD");
   if (!strcmp(path, "/ok")) {
-    srv_sends(fd, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                  "Content-Length: 15\r\n\r\n");
+    ts_sends(fd, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                 "Content-Length: 15\r\n\r\n");
     if (is_head) return;
     usleep(5000); /* head and body in separate segments */
-    srv_sends(fd, "{\"status\":\"ok\"}");
+    ts_sends(fd, "{\"status\":\"ok\"}");
   } else if (!strcmp(path, "/down")) {
-    srv_sends(fd, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\n\r\ndown\n");
+    ts_sends(fd, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\n\r\ndown\n");
   } else if (!strcmp(path, "/chunked")) {
-    srv_dribble(fd,
-                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                "5;ext=1\r\nhello\r\n1\r\n \r\nA\r\nworld-0123\r\n0\r\nX-Trailer: yes\r\n\r\n",
-                3);
+    ts_dribble(fd,
+               "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+               "5;ext=1\r\nhello\r\n1\r\n \r\nA\r\nworld-0123\r\n0\r\nX-Trailer: yes\r\n\r\n",
+               3);
   } else if (!strcmp(path, "/close")) {
     /* No length, not chunked: the body runs to the close. */
-    srv_sends(fd, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nclose-");
+    ts_sends(fd, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nclose-");
     usleep(5000);
-    srv_sends(fd, "delimited body");
+    ts_sends(fd, "delimited body");
   } else if (!strcmp(path, "/continue")) {
-    srv_sends(fd, "HTTP/1.1 100 Continue\r\n\r\n");
+    ts_sends(fd, "HTTP/1.1 100 Continue\r\n\r\n");
     usleep(5000);
-    srv_sends(fd, "HTTP/1.1 204 No Content\r\n\r\n");
+    ts_sends(fd, "HTTP/1.1 204 No Content\r\n\r\n");
   } else if (!strcmp(path, "/redirect")) {
-    srv_sends(fd, "HTTP/1.1 302 Found\r\nLocation: /ok\r\nContent-Length: 0\r\n\r\n");
+    ts_sends(fd, "HTTP/1.1 302 Found\r\nLocation: /ok\r\nContent-Length: 0\r\n\r\n");
   } else if (!strcmp(path, "/big")) {
     static char body[100000];
     memset(body, 'a', sizeof body);
     memcpy(body + sizeof body - 4, "tail", 4);
     snprintf(buf, sizeof buf, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n", sizeof body);
-    srv_sends(fd, buf);
-    srv_send(fd, body, sizeof body);
+    ts_sends(fd, buf);
+    ts_send(fd, body, sizeof body);
   } else if (!strcmp(path, "/short")) {
-    srv_sends(fd, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this");
+    ts_sends(fd, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this");
   } else if (!strcmp(path, "/garbage")) {
-    srv_sends(fd, "SPDY/9 nonsense\r\n\r\n");
+    ts_sends(fd, "SPDY/9 nonsense\r\n\r\n");
   } else if (!strncmp(path, "/echo", 5)) {
     /* The request's head back as the body. */
     snprintf(buf, sizeof buf, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n", strlen(head));
-    srv_sends(fd, buf);
-    if (!is_head) srv_sends(fd, head);
+    ts_sends(fd, buf);
+    if (!is_head) ts_sends(fd, head);
   } else if (!strcmp(path, "/slow")) {
     /* Never answers: until the client gives up and closes. */
-    while (srv_wait(s, fd) == 0) {
+    while (ts_wait(s->stop[0], fd) == 0) {
       if (read(fd, buf, sizeof buf) <= 0) break;
     }
   } else {
-    srv_sends(fd, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+    ts_sends(fd, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
   }
 }
 
@@ -239,16 +193,16 @@ static void *srv_main(void *ud) {
   char head[4096];
   for (;;) {
     int fd;
-    if (srv_wait(s, s->lfd)) break;
+    if (ts_wait(s->stop[0], s->lfd)) break;
     if ((fd = accept(s->lfd, NULL, NULL)) < 0) continue;
     s->accepts++;
-    if (srv_read_head(s, fd, head, sizeof head) == 0) {
+    if (ts_read_head(s->stop[0], fd, head, sizeof head, 1) == 0) {
       pthread_mutex_lock(&s->mu);
       snprintf(s->req, sizeof s->req, "%s", head);
       pthread_mutex_unlock(&s->mu);
       answer(s, fd, head);
     } else if (head[0] == 0x16) {
-      srv_sends(fd, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+      ts_sends(fd, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
     }
     close(fd);
   }
@@ -256,38 +210,16 @@ static void *srv_main(void *ud) {
 }
 
 static int srv_start(struct srv *s) {
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t al = sizeof a;
   memset(s, 0, sizeof *s);
   pthread_mutex_init(&s->mu, NULL);
-  if (pipe(s->stop)) return -1;
-  s->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (s->lfd < 0 || bind(s->lfd, (struct sockaddr *)&a, sizeof a) || listen(s->lfd, 16) ||
-      getsockname(s->lfd, (struct sockaddr *)&a, &al))
-    return -1;
-  s->port = ntohs(a.sin_port);
+  if (ts_listen(s->stop, &s->lfd, &s->port, 16)) return -1;
   return pthread_create(&s->th, NULL, srv_main, s) ? -1 : 0;
 }
 
 static void srv_stop(struct srv *s) {
-  if (write(s->stop[1], "x", 1) != 1) abort();
-  pthread_join(s->th, NULL);
-  close(s->lfd);
-  close(s->stop[0]);
-  close(s->stop[1]);
+  ts_join(s->stop, s->th);
+  ts_close(s->stop, s->lfd);
   pthread_mutex_destroy(&s->mu);
-}
-
-/* A port nobody listens on (bound, then closed: refused for a while). */
-static int dead_port(void) {
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t al = sizeof a;
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  assert_true(fd >= 0);
-  assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-  assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &al), 0);
-  close(fd);
-  return ntohs(a.sin_port);
 }
 
 /* ---- the client, called directly ----------------------------------------------- */
@@ -496,7 +428,7 @@ static void test_check_transport_errors(void **state) {
   char u[128];
   struct out o;
 
-  snprintf(u, sizeof u, "http://127.0.0.1:%d/health", dead_port());
+  snprintf(u, sizeof u, "http://127.0.0.1:%d/health", ts_dead_port());
   o = check(u, KA_HTTP_GET, 200, NULL, 5000, 1 << 20);
   assert_int_equal(o.code, KA_HC_TRANSPORT);
   assert_non_null(strstr(o.line, "/health: cannot connect to 127.0.0.1 port"));
@@ -706,7 +638,7 @@ static void test_job_http_errors(void **state) {
   assert_result(r, "timeout", -1, "", "");
   assert_true(keel_mono_ms() - t0 < 2000);
   json_decref(r);
-  snprintf(u, sizeof u, "http://127.0.0.1:%d/", dead_port());
+  snprintf(u, sizeof u, "http://127.0.0.1:%d/", ts_dead_port());
   r = run_http(f, json_pack("{s:s,s:s}", "url", u, "method", "POST"), NULL, 5000);
   assert_result(r, "exited", 2, "", NULL);
   {
@@ -743,7 +675,7 @@ static void test_job_https(void **state) {
   assert_non_null(strchr(e, '\n'));
   free(e);
   json_decref(r);
-  snprintf(u, sizeof u, "https://127.0.0.1:%d/ok", dead_port());
+  snprintf(u, sizeof u, "https://127.0.0.1:%d/ok", ts_dead_port());
   r = run_http(f, json_pack("{s:s}", "url", u), NULL, 5000);
   assert_result(r, "exited", 2, "", NULL);
   json_decref(r);

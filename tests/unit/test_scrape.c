@@ -31,6 +31,7 @@
 #include "keel/time.h"
 #include "keel/yaml.h"
 #include "scrape/scrape.h"
+#include "testsrv.h"
 
 /* ---- the server ------------------------------------------------------------- */
 
@@ -69,49 +70,14 @@ static void srv_set(struct srv *s, const char *path, int status, const char *cty
   pthread_mutex_unlock(&s->mu);
 }
 
-static void srv_send(int fd, const char *p, size_t n) {
-  while (n > 0) {
-    ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return;
-    p += w;
-    n -= (size_t)w;
-  }
-}
-
-static int srv_wait(struct srv *s, int fd) {
-  struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = s->stop[0], .events = POLLIN}};
-  for (;;) {
-    int r = poll(p, 2, -1);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0 || p[1].revents) return -1;
-    return 0;
-  }
-}
-
-/* Reads a request head into buf; 0, or -1. */
-static int srv_read_head(struct srv *s, int fd, char *buf, size_t max) {
-  size_t len = 0;
-  for (;;) {
-    ssize_t r;
-    buf[len] = '\0';
-    if (strstr(buf, "\r\n\r\n")) return 0;
-    if (len >= max - 1 || srv_wait(s, fd)) return -1;
-    r = read(fd, buf + len, max - 1 - len);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return -1;
-    len += (size_t)r;
-  }
-}
-
 static void *srv_main(void *ud) {
   struct srv *s = ud;
   char head[4096], path[256], hdr[512];
   for (;;) {
     int fd, keep = 0;
-    if (srv_wait(s, s->lfd)) break;
+    if (ts_wait(s->stop[0], s->lfd)) break;
     if ((fd = accept(s->lfd, NULL, NULL)) < 0) continue;
-    if (srv_read_head(s, fd, head, sizeof head) == 0) {
+    if (ts_read_head(s->stop[0], fd, head, sizeof head, 0) == 0) {
       route_t r = {.status = 404};
       char *body = NULL;
       path[0] = '\0';
@@ -132,8 +98,8 @@ static void *srv_main(void *ud) {
         snprintf(hdr, sizeof hdr,
                  "HTTP/1.1 %d X\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
                  r.status, r.status == 404 && !body ? "text/plain" : r.ctype, n);
-        srv_send(fd, hdr, strlen(hdr));
-        if (n) srv_send(fd, body, n);
+        ts_send(fd, hdr, strlen(hdr));
+        if (n) ts_send(fd, body, n);
       }
       free(body);
     }
@@ -143,41 +109,18 @@ static void *srv_main(void *ud) {
 }
 
 static void srv_start(struct srv *s) {
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t al = sizeof a;
   memset(s, 0, sizeof *s);
   pthread_mutex_init(&s->mu, NULL);
-  assert_int_equal(pipe(s->stop), 0);
-  s->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  assert_true(s->lfd >= 0);
-  assert_int_equal(bind(s->lfd, (struct sockaddr *)&a, sizeof a), 0);
-  assert_int_equal(listen(s->lfd, 64), 0);
-  assert_int_equal(getsockname(s->lfd, (struct sockaddr *)&a, &al), 0);
-  s->port = ntohs(a.sin_port);
+  assert_int_equal(ts_listen(s->stop, &s->lfd, &s->port, 64), 0);
   assert_int_equal(pthread_create(&s->th, NULL, srv_main, s), 0);
 }
 
 static void srv_stop(struct srv *s) {
-  if (write(s->stop[1], "x", 1) != 1) abort();
-  pthread_join(s->th, NULL);
+  ts_join(s->stop, s->th);
   for (int i = 0; i < s->nheld; i++) close(s->held[i]);
   for (int i = 0; i < s->nroutes; i++) free(s->routes[i].body);
-  close(s->lfd);
-  close(s->stop[0]);
-  close(s->stop[1]);
+  ts_close(s->stop, s->lfd);
   pthread_mutex_destroy(&s->mu);
-}
-
-/* A port nobody listens on (bound, then closed: refused for a while). */
-static int dead_port(void) {
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t al = sizeof a;
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  assert_true(fd >= 0);
-  assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-  assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &al), 0);
-  close(fd);
-  return ntohs(a.sin_port);
 }
 
 /* ---- collecting batches ------------------------------------------------------- */
@@ -541,7 +484,7 @@ static void test_failures(void **state) {
             "{\"job_name\":\"om_as_text\",\"metrics_path\":\"/om_as_text\",\"static_configs\":[{\"targets\":[\"127.0.0.1:%d\"]}]},"
             "{\"job_name\":\"om\",\"metrics_path\":\"/om\",\"static_configs\":[{\"targets\":[\"127.0.0.1:%d\"]}]}"
             "]}",
-            dead_port(), srv.port, srv.port, srv.port, srv.port, srv.port, srv.port);
+            ts_dead_port(), srv.port, srv.port, srv.port, srv.port, srv.port, srv.port);
   wait_until(s, &g, have_jobs, (void *)jobs, 5000);
   {
     static const struct {
@@ -756,7 +699,7 @@ static void test_node_exporter(void **state) {
                   NODE_EXPORTER);
     skip();
   }
-  port = dead_port();
+  port = ts_dead_port();
   snprintf(listen, sizeof listen, "--web.listen-address=127.0.0.1:%d", port);
   pid = fork();
   assert_true(pid >= 0);

@@ -248,6 +248,7 @@ struct k_scrape {
   tgt_t **tg;   /* sorted by d->id */
   size_t ntg;
   keel_buf_t kbuf; /* a serialized label set */
+  keel_buf_t nbuf; /* an exported_ label name being made (merge) */
   k_label_t *scratch;
   size_t scratch_cap;
 };
@@ -305,10 +306,9 @@ static int merge(k_scrape_t *s, k_expfmt_set_t *o, const k_expfmt_sample_t *x, c
                  size_t nt, int honor, size_t *out_n) {
   k_label_t conf[64], *cv = conf;
   size_t n = 0, nc = 0;
-  keel_buf_t nb;
+  keel_buf_t *nb = &s->nbuf;
   int rc = 0;
 
-  keel_buf_init(&nb, 64 << 10);
   if ((rc = scratch_need(s, x->n + 2 * nt))) goto out;
   if (honor) {
     for (size_t i = 0; i < x->n; i++) s->scratch[n++] = x->labels[i];
@@ -334,16 +334,16 @@ static int merge(k_scrape_t *s, k_expfmt_set_t *o, const k_expfmt_sample_t *x, c
     }
     for (size_t i = 0; i < nc; i++) {
       const char *nm;
-      keel_buf_reset(&nb);
-      if ((rc = keel_buf_puts(&nb, cv[i].name))) goto out;
+      keel_buf_reset(nb);
+      if ((rc = keel_buf_puts(nb, cv[i].name))) goto out;
       do {
         /* "exported_" in front: append 9 bytes, shift, write the prefix. */
-        size_t ol = nb.len;
-        if ((rc = keel_buf_append(&nb, "exported_", 9))) goto out;
-        memmove(nb.data + 9, nb.data, ol);
-        memcpy(nb.data, "exported_", 9);
-      } while (lget(s->scratch, n, nb.data));
-      if (!(nm = k_expfmt_set_str(o, nb.data, nb.len))) {
+        size_t ol = nb->len;
+        if ((rc = keel_buf_append(nb, "exported_", 9))) goto out;
+        memmove(nb->data + 9, nb->data, ol);
+        memcpy(nb->data, "exported_", 9);
+      } while (lget(s->scratch, n, nb->data));
+      if (!(nm = k_expfmt_set_str(o, nb->data, nb->len))) {
         rc = KEEL_ENOMEM;
         goto out;
       }
@@ -354,7 +354,6 @@ static int merge(k_scrape_t *s, k_expfmt_set_t *o, const k_expfmt_sample_t *x, c
   *out_n = n;
 out:
   if (cv != conf) free(cv);
-  keel_buf_free(&nb);
   return rc;
 }
 
@@ -803,6 +802,7 @@ int k_scrape_new(const keel_log_t *log, k_scrape_t **out, keel_err_t *e) {
   pthread_mutex_init(&s->mu, NULL);
   randombytes_buf(s->key, sizeof s->key);
   keel_buf_init(&s->kbuf, (size_t)64 << 20);
+  keel_buf_init(&s->nbuf, 64 << 10);
   if ((s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
     rc = keel_err_set(e, KEEL_EIO, "eventfd: %s", strerror(errno));
     goto out;
@@ -826,6 +826,7 @@ out:
     if (s->multi) curl_multi_cleanup(s->multi);
     if (s->efd >= 0) close(s->efd);
     keel_buf_free(&s->kbuf);
+    keel_buf_free(&s->nbuf);
     pthread_mutex_destroy(&s->mu);
     free(s);
   }
@@ -851,6 +852,7 @@ void k_scrape_free(k_scrape_t *s) {
   free(s->st);
   free(s->scratch);
   keel_buf_free(&s->kbuf);
+  keel_buf_free(&s->nbuf);
   curl_multi_cleanup(s->multi);
   close(s->efd);
   pthread_mutex_destroy(&s->mu);
