@@ -148,6 +148,36 @@ static void wait_push(k_server_t *srv, k_req_t *req) {
   srv->wait_tail = req;
 }
 
+/* Per connection: how many requests it has begun (MHD's socket context,
+ * allocated when the connection is accepted, freed when it closes). */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+  (void)cls, (void)conn;
+  if (code == MHD_CONNECTION_NOTIFY_STARTED)
+    *socket_context = calloc(1, sizeof(unsigned));
+  else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+    free(*socket_context);
+    *socket_context = NULL;
+  }
+}
+
+/* After SIGTERM every answer closes its connection.  A connection accepted
+ * before the stop gets its first request served (its client did nothing
+ * wrong); a further request on a kept-alive connection, and any long-poll,
+ * is refused with 503, or agents re-polling at once would hold the drain
+ * open.  Returns 1 to refuse. */
+static int stop_refuses(struct MHD_Connection *conn, k_req_t *req) {
+  const union MHD_ConnectionInfo *ci =
+      MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+  unsigned *begun = ci ? ci->socket_context : NULL;
+  char params[K_MAX_PARAMS][160], allow[64];
+  int idx = -1;
+  req->close = 1;
+  if (!begun || *begun > 1) return 1;
+  return k_route_match(req->method, req->url, &idx, params, allow, sizeof allow) == 0 &&
+         k_routes[idx].action && !strcmp(k_routes[idx].action, "agent:poll");
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size,
@@ -163,10 +193,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (!req) return MHD_NO;
     *con_cls = req;
     srv->inflight++;
-    if (srv->stopping) {
-      /* A new request on a kept-alive connection after SIGTERM: refuse it
-       * and close, or agents re-polling at once would hold the drain open. */
-      req->close = 1;
+    {
+      const union MHD_ConnectionInfo *ci =
+          MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+      if (ci && ci->socket_context) ++*(unsigned *)ci->socket_context;
+    }
+    if (srv->stopping && stop_refuses(conn, req)) {
       k_req_fail(req, 503, "unavailable", "keeld is shutting down; retry shortly");
       return queue_answer(req);
     }
@@ -324,7 +356,8 @@ int k_http_start(k_server_t *srv, keel_err_t *e) {
   srv->mhd = MHD_start_daemon(
       MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | (v6 ? MHD_USE_IPv6 : 0), 0, NULL, NULL,
       on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_NOTIFY_COMPLETED,
-      on_completed, srv, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
+      on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
+      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
       MHD_OPTION_CONNECTION_LIMIT, (unsigned)4000, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024,
       MHD_OPTION_END);
   if (!srv->mhd)

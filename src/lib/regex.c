@@ -4,9 +4,20 @@
 
 int keel_regex_cost_ok(const char *p, size_t n, const char **why) {
   long sum[33] = {0}, last[33] = {0};
-  int d = 0;
+  int d = 0, reps = 0; /* repetition operators in a row */
   for (size_t i = 0; i < n; i++) {
     char c = p[i];
+    /* glibc nests one node per stacked operator, and compiling a*** ...
+     * grows with a high power of their number (20 take 80 ms, 120 never
+     * end); two (RE2's lazy "*?" read the POSIX way) stay cheap. */
+    if (c == '*' || c == '+' || c == '?' || (c == '{' && i + 1 < n && p[i + 1] >= '0' && p[i + 1] <= '9')) {
+      if (++reps > 2) {
+        *why = "more than two repetition operators in a row";
+        return 0;
+      }
+    } else {
+      reps = 0;
+    }
     if (c == '\\') {
       if (i + 1 < n && p[i + 1] >= '1' && p[i + 1] <= '9') {
         *why = "back-references are not supported";
