@@ -29,7 +29,8 @@ fuzz: check
 
 bench: build
 	@build/bin/bench-audit && build/bin/bench-fanout && bench/agent_rss.sh build/bin && build/bin/bench-policy \
-	    && bench/agent_metrics.sh build/bin && build/bin/bench-tsdb
+	    && bench/agent_metrics.sh build/bin && build/bin/bench-tsdb && build/bin/bench-alerts \
+	    && build/bin/bench-reaction
 
 clean:
 	rm -rf build

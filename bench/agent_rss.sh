@@ -6,7 +6,9 @@
 #
 #   bench/agent_rss.sh [BIN_DIR]     # default build/bin: keeld, keel-agent
 #
-# IDLE_S (default 10) and AFTER_S (default 5) set the idle times.
+# IDLE_S (default 10) and AFTER_S (default 5) set the idle times; AGENT_ARGS
+# (split on spaces) are more agent flags, e.g. the watches:
+#   AGENT_ARGS="--interval 1s --watch-process sshd --check ok=/bin/true --check-interval 1s"
 set -u
 set -o pipefail
 
@@ -69,7 +71,9 @@ for _ in $(seq 100); do curl -sf "$URL/readyz" >/dev/null && break; sleep 0.1; d
 ENROLL=$(api POST /v1/agent-tokens '{"uses":1}' | sed -n 's/.*"token" *: *"\([^"]*\)".*/\1/p')
 [ -n "$ENROLL" ] || die "cannot create an enrollment token"
 
-"$BIN/keel-agent" --server "$URL" --state "$AG" --enroll-token "$ENROLL" >"$TMP/agent.log" 2>&1 &
+# shellcheck disable=SC2086 # AGENT_ARGS is split on purpose
+"$BIN/keel-agent" --server "$URL" --state "$AG" --enroll-token "$ENROLL" ${AGENT_ARGS:-} \
+  >"$TMP/agent.log" 2>&1 &
 AGENT_PID=$!
 for _ in $(seq 100); do
   api GET /v1/agents 2>/dev/null | grep -q '"status" *: *"online"' && break
@@ -99,7 +103,7 @@ figures() {
   printf ' (KiB)  sockets=%d tcp_established=%d\n' "$socks" "$tcp"
 }
 
-echo "keel-agent footprint ($BIN/keel-agent, server $URL)"
+echo "keel-agent footprint ($BIN/keel-agent${AGENT_ARGS:+ $AGENT_ARGS}, server $URL)"
 echo "libraries: $(awk '$6 ~ /\.so/ { print $6 }' "/proc/$AGENT_PID/maps" | sort -u |
   sed 's|.*/||' | tr '\n' ' ')"
 sleep "$IDLE_S"

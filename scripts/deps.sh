@@ -6,6 +6,7 @@ set -euo pipefail
 
 pkgs=(
   build-essential cmake ninja-build pkg-config
+  libc6-dev                         # libc.a, with libsodium-dev's and libjansson-dev's .a: the static keel-agent
   clang libclang-rt-14-dev          # libFuzzer and the sanitizer runtimes
   libmicrohttpd-dev                 # HTTP server
   libcurl4-gnutls-dev               # HTTP client (CLI, agent)
@@ -16,6 +17,8 @@ pkgs=(
   libcmocka-dev                     # unit tests
   prometheus                        # promtool, to validate /metrics output; the PromQL peer
   prometheus-node-exporter          # the real exporter scraped by the metrics tests and benches
+  prometheus-alertmanager           # the real Alertmanager the notification tests post to
+  python3                           # tests/tools/webhook_receiver.py (notification tests)
   curl procps                       # integration tests drive raw HTTP, read /proc
   openssl                           # integration tests sign agent requests (Ed25519)
   jq                                # integration tests read JSON answers

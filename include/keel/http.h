@@ -58,4 +58,27 @@ int keel_http_escape(keel_http_t *h, keel_buf_t *out, const char *s);
  * value percent-encoded.  A NULL value appends nothing. key is not encoded. */
 int keel_http_query(keel_http_t *h, keel_buf_t *url, const char *key, const char *value);
 
+/* ---- for every libcurl client in Keel (this one, keeld's scrape engine and
+ * notification sender) ---- */
+
+struct curl_slist;
+
+/* Sets the options every Keel request has on easy (a CURL *): url, the
+ * http and https protocols only, no signals (threads), the whole
+ * request's timeout, "keel/VERSION" as User-Agent, headers (may be NULL),
+ * the body sink (write(ptr, 1, n, write_ud) as CURLOPT_WRITEFUNCTION) and
+ * errbuf (CURL_ERROR_SIZE bytes) as the error buffer.  Everything pointed
+ * to MUST outlive the transfer.  Returns CURLE_OK (0) or the CURLcode of
+ * the first option refused. */
+int keel_http_easy_common(void *easy, const char *url, long timeout_ms,
+                          struct curl_slist *headers,
+                          size_t (*write)(char *ptr, size_t size, size_t n, void *ud),
+                          void *write_ud, char *errbuf);
+
+/* Why a transfer on easy failed with CURLcode cc, for messages: for
+ * CURLE_COULDNT_CONNECT the OS's reason when curl knows it ("Connection
+ * refused": curl's own text hides it), else errbuf when curl filled it,
+ * else curl's text for cc.  The text is static or errbuf itself. */
+const char *keel_http_easy_why(void *easy, int cc, const char *errbuf);
+
 #endif

@@ -3,8 +3,10 @@
  *   {{ params.service }}   {{ steps.check.stdout }}   {{ target.hostname }}
  *
  * Pure text substitution: a template is literal text with `{{ NAME }}`
- * references; a NAME is dot-separated identifiers ([A-Za-z_][A-Za-z0-9_-]*)
- * looked up by the caller.  Nothing is evaluated: no expressions, no
+ * references; a NAME is dot-separated identifiers ([A-Za-z_][A-Za-z0-9_-]*),
+ * the first of which may start with one '$' (`{{ $labels.instance }}`,
+ * `{{ $value }}`: alert templates, as Prometheus spells them), looked up by
+ * the caller.  Nothing is evaluated: no expressions, no
  * filters, no nesting; `{{` inside a value is never expanded again.  A
  * literal "{{" is written "{{ '{{' }}".  Whitespace inside the braces is
  * optional.
@@ -41,7 +43,9 @@ size_t keel_tmpl_nrefs(const keel_tmpl_t *t);
 const char *keel_tmpl_ref(const keel_tmpl_t *t, size_t i);
 
 /* Looks a name up: 0 with *value (borrowed, NUL-terminated, valid until
- * render returns) and *len set; KEEL_ENOENT when the name is unknown. */
+ * render returns) and *len set; KEEL_ENOENT when the name is unknown.  A
+ * lookup that wants a missing name to read as empty (alert templates: a
+ * label the series lacks) returns 0 with *value NULL and *len 0. */
 typedef int (*keel_tmpl_lookup_fn)(void *ud, const char *name, const char **value, size_t *len);
 
 /* Appends the rendered text to out.  Unknown names are KEEL_EINVAL naming

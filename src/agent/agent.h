@@ -10,6 +10,8 @@
  *   seen                   the last 4096 accepted run ids (dedup)
  *   scripts/<run_id>       a script job's body while it runs (exec.c)
  *   metrics/<seq>.kmb      metric batches keeld has not taken yet (mspool.c)
+ *   events/<seq>.json      event batches keeld has not taken yet (mspool.c, watch.h)
+ *   watch.json             what the watches last reported (watch.h)
  */
 #ifndef KA_AGENT_H
 #define KA_AGENT_H
@@ -107,11 +109,13 @@ int ka_spool_drop(const char *dir, const char *run_id);
 
 /* ---- mspool.c ------------------------------------------------------------ */
 
-/* Metric batches waiting for keeld: DIR/metrics/<seq>.kmb, oldest first,
- * bounded in files and bytes (the oldest are dropped, and counted, to make
- * room).  Not fsync'd: see mspool.c. */
+/* Batches waiting for keeld: DIR/<name>/<seq><ext> (metrics/<seq>.kmb,
+ * events/<seq>.json), oldest first, bounded in files and bytes (the oldest
+ * are dropped, and counted, to make room).  Not fsync'd: see mspool.c. */
 typedef struct ka_mspool {
-  char dir[PATH_MAX];      /* DIR/metrics */
+  char dir[PATH_MAX];      /* DIR/<name> */
+  char name[16];           /* "metrics", "events": the directory, and what logs say */
+  char ext[8];             /* ".kmb", ".json" */
   uint64_t first;          /* seq of the oldest file (when count > 0) */
   uint64_t next;           /* seq of the next file written */
   size_t count;            /* files */
@@ -122,10 +126,11 @@ typedef struct ka_mspool {
   const keel_log_t *log;   /* borrowed */
 } ka_mspool_t;
 
-/* Creates DIR/metrics (0700) when missing, counts what is there, removes
- * a crash's temporary file, and drops the oldest over the bounds. */
-int ka_mspool_open(ka_mspool_t *s, const char *state_dir, uint64_t max_bytes, size_t max_batches,
-                   const keel_log_t *log, keel_err_t *e);
+/* Creates DIR/<name> (0700) when missing, counts what is there, removes
+ * a crash's temporary file, and drops the oldest over the bounds.  name is
+ * at most 15 bytes, ext (with its dot) at most 7. */
+int ka_mspool_open(ka_mspool_t *s, const char *state_dir, const char *name, const char *ext,
+                   uint64_t max_bytes, size_t max_batches, const keel_log_t *log, keel_err_t *e);
 /* Appends a batch as the newest file, dropping the oldest while a bound
  * would be passed.  A batch over max_bytes by itself is dropped (counted).
  * On failure (KEEL_EIO) the batch is counted as dropped too. */
@@ -185,6 +190,21 @@ void ka_exec_running(const ka_exec_t *x, json_t *arr);
 /* Test helper: steps until nothing runs or max_ms passes; returns what is
  * still running. */
 size_t ka_exec_wait(ka_exec_t *x, long max_ms);
+
+/* A command of the agent's own (--check), run under the same rules as a
+ * job's argv: exec'd directly (PATH searched when argv[0] has no '/'), in
+ * its own process group, with the sanitized environment of a job without
+ * `env` or `user` (PATH, LANG, HOME, USER, LOGNAME of the agent's user),
+ * stdin /dev/null, cwd "/".  Prepared once (argv copied), started as often
+ * as needed without allocating. */
+typedef struct ka_cmd ka_cmd_t;
+int ka_cmd_prepare(ka_cmd_t **out, const char *const *argv, size_t argc, keel_err_t *e);
+void ka_cmd_free(ka_cmd_t *c); /* NULL is fine */
+/* Starts c: *pid is the child and its process group (kill(-pid, ...)),
+ * *out_fd the read end of its stdout (non-blocking, the caller closes it);
+ * stderr goes to /dev/null.  KEEL_EIO naming what failed (exec, fork,
+ * pipe): nothing runs then. */
+int ka_cmd_start(const ka_cmd_t *c, pid_t *pid, int *out_fd, keel_err_t *e);
 
 /* ---- procgroup.c ---------------------------------------------------------- */
 

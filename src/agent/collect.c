@@ -213,6 +213,8 @@ int ka_collect(ka_collect_t *c, keel_mb_enc_t *enc, int64_t t, const ka_collect_
   if (self) {
     ka_emit(&em, "keel_agent_metrics_dropped_batches_total", (double)self->dropped_batches, NULL);
     ka_emit(&em, "keel_agent_metrics_spooled_batches", (double)self->spooled_batches, NULL);
+    ka_emit(&em, "keel_agent_events_dropped_batches_total", (double)self->events_dropped, NULL);
+    ka_emit(&em, "keel_agent_events_spooled_batches", (double)self->events_spooled, NULL);
   }
   if (em.refused && !c->warned_refused) {
     keel_log(c->log, KEEL_LOG_WARN, "metrics: %zu series left out (%s)", em.refused, em.last.msg);

@@ -89,12 +89,28 @@ int ka_disk_skipped(const char *dev);
 /* A /proc/<pid>/stat line's fields we use. */
 typedef struct ka_pstat {
   char comm[16];
+  char state;               /* R, S, D, Z (zombie), ... */
+  unsigned long long flags; /* the kernel's PF_* bits */
   unsigned long long ticks; /* utime + stime */
   unsigned long long start; /* start time, ticks since boot */
   unsigned long long rss;   /* pages */
 } ka_pstat_t;
 /* Parses one /proc/<pid>/stat text; 0 or KEEL_EINVAL. */
 int ka_parse_pstat(const char *text, size_t len, ka_pstat_t *ps);
+#define KA_PF_KTHREAD 0x00200000ULL /* ka_pstat_t.flags: a kernel thread */
+
+/* What --process and --watch-process mean by "a process named NAME": its
+ * comm is NAME (the kernel keeps 15 bytes of a name: a longer NAME matches
+ * on those), or the basename of its argv[0] is NAME (kernel threads, which
+ * have no command line, by comm only).  fn gets each matching process with
+ * the index of the first name it matches. */
+typedef void (*ka_proc_fn)(void *ud, int pid, size_t name, const ka_pstat_t *ps);
+/* One pass over the processes under root ("/proc", or a test's copy).
+ * *dirp is the directory stream kept open between passes (NULL before the
+ * first; the caller closedir()s it at the end).  Allocates nothing after
+ * the first pass.  0, or KEEL_EIO when root cannot be opened. */
+int ka_proc_scan(const char *root, void **dirp, const char *const *names, size_t n, ka_proc_fn fn,
+                 void *ud);
 
 typedef struct ka_ptrack {
   int pid;
@@ -111,6 +127,8 @@ enum { KA_PF_STAT, KA_PF_LOADAVG, KA_PF_MEMINFO, KA_PF_DISKSTATS, KA_PF_NETDEV, 
 typedef struct ka_collect_self {
   uint64_t dropped_batches;   /* keel_agent_metrics_dropped_batches_total */
   uint64_t spooled_batches;   /* keel_agent_metrics_spooled_batches */
+  uint64_t events_dropped;    /* keel_agent_events_dropped_batches_total */
+  uint64_t events_spooled;    /* keel_agent_events_spooled_batches */
 } ka_collect_self_t;
 
 typedef struct ka_collect {

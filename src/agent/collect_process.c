@@ -1,7 +1,9 @@
-/* collect_process.c — per-process metrics for the names given with
- * --process, in the manner of process-exporter's name groups:
+/* collect_process.c — finding processes by name (ka_proc_scan: what
+ * --process and --watch-process both mean by "a process named NAME"), and
+ * the per-process metrics for the names given with --process, in the
+ * manner of process-exporter's name groups:
  *
- *   keel_process_count{name}                  processes whose comm is name
+ *   keel_process_count{name}                  processes named name
  *   keel_process_resident_memory_bytes{name}  their RSS, summed
  *   keel_process_cpu_seconds_total{name}      their user + system CPU
  *
@@ -65,7 +67,11 @@ int ka_parse_pstat(const char *text, size_t len, ka_pstat_t *ps) {
   for (int f = 3; f <= 24; f++) {
     int ok;
     switch (f) {
-    case 3: ok = field_skip(&p, end); break;
+    case 3:
+      ps->state = p < end ? *p : '?';
+      ok = field_skip(&p, end);
+      break;
+    case 9: ok = field_num(&p, end, &ps->flags); break;
     case 14: ok = field_num(&p, end, &utime); break;
     case 15: ok = field_num(&p, end, &stime); break;
     case 22: ok = field_num(&p, end, &ps->start); break;
@@ -81,15 +87,74 @@ int ka_parse_pstat(const char *text, size_t len, ka_pstat_t *ps) {
   return 0;
 }
 
-/* The name group comm belongs to, or -1.  The kernel keeps 15 bytes of a
- * name: a longer configured name matches on those. */
-static int group_of(const ka_collect_t *c, const char *comm) {
-  for (size_t i = 0; i < c->npnames; i++) {
-    size_t n = strlen(c->pnames[i]);
-    if (n > 15) n = 15;
-    if (!strncmp(comm, c->pnames[i], n) && comm[n] == '\0') return (int)i;
+/* The first of names[0..n) that comm is, or -1.  The kernel keeps 15
+ * bytes of a name: a longer configured name matches on those. */
+static int comm_match(const char *const *names, size_t n, const char *comm) {
+  for (size_t i = 0; i < n; i++) {
+    size_t l = strlen(names[i]);
+    if (l > 15) l = 15;
+    if (!strncmp(comm, names[i], l) && comm[l] == '\0') return (int)i;
   }
   return -1;
+}
+
+/* The first of names[0..n) that the basename of pid's argv[0] is, or -1.
+ * Only the first 4096 bytes of the command line are read: enough for any
+ * argv[0] a name can match (names are at most 255 bytes). */
+static int argv0_match(const char *root, const char *pid, const char *const *names, size_t n) {
+  char path[300], buf[4096];
+  const char *base;
+  ssize_t r;
+  int fd;
+
+  snprintf(path, sizeof path, "%s/%s/cmdline", root, pid);
+  if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) return -1;
+  do r = read(fd, buf, sizeof buf - 1);
+  while (r < 0 && errno == EINTR);
+  close(fd);
+  if (r <= 0) return -1;
+  buf[r] = '\0'; /* argv[0] ends at its NUL, or here */
+  base = strrchr(buf, '/');
+  base = base ? base + 1 : buf;
+  for (size_t i = 0; i < n; i++)
+    if (!strcmp(base, names[i])) return (int)i;
+  return -1;
+}
+
+int ka_proc_scan(const char *root, void **dirp, const char *const *names, size_t n, ka_proc_fn fn,
+                 void *ud) {
+  struct dirent *de;
+  DIR *d = *dirp;
+  int rc = 0;
+
+  if (!d) {
+    if (!(d = opendir(root))) {
+      rc = KEEL_EIO;
+      goto out;
+    }
+    *dirp = d;
+  } else {
+    rewinddir(d);
+  }
+  while ((de = readdir(d))) {
+    char path[300], buf[1024];
+    ka_pstat_t ps;
+    ssize_t r;
+    int fd, g;
+    if (de->d_name[0] < '1' || de->d_name[0] > '9') continue;
+    snprintf(path, sizeof path, "%s/%s/stat", root, de->d_name);
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) continue; /* gone meanwhile */
+    do r = read(fd, buf, sizeof buf);
+    while (r < 0 && errno == EINTR);
+    close(fd);
+    if (r <= 0 || ka_parse_pstat(buf, (size_t)r, &ps)) continue;
+    g = comm_match(names, n, ps.comm);
+    /* Kernel threads have no command line: not worth an open each. */
+    if (g < 0 && !(ps.flags & KA_PF_KTHREAD)) g = argv0_match(root, de->d_name, names, n);
+    if (g >= 0) fn(ud, atoi(de->d_name), (size_t)g, &ps);
+  }
+out:
+  return rc;
 }
 
 static int by_pid(const void *a, const void *b) {
@@ -97,44 +162,37 @@ static int by_pid(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
-int ka_collect_processes(ka_collect_t *c, ka_emit_t *em) {
-  unsigned long long rss[KA_COLLECT_PROC_NAMES] = {0};
-  unsigned count[KA_COLLECT_PROC_NAMES] = {0};
-  struct dirent *de;
-  size_t ncur = 0;
-  int rc = 0;
+/* One scan's tally, for ka_proc_scan's callback. */
+struct tally {
+  ka_collect_t *c;
+  unsigned long long rss[KA_COLLECT_PROC_NAMES];
+  unsigned count[KA_COLLECT_PROC_NAMES];
+  size_t ncur;
+};
 
-  if (!c->procdir) {
-    if (!(c->procdir = opendir(c->root))) {
-      rc = KEEL_EIO;
-      goto out;
-    }
-  } else {
-    rewinddir(c->procdir);
+static void tally_one(void *ud, int pid, size_t g, const ka_pstat_t *ps) {
+  struct tally *t = ud;
+  ka_collect_t *c = t->c;
+
+  t->count[g]++;
+  t->rss[g] += ps->rss * (unsigned long long)c->page_size;
+  if (t->ncur < KA_COLLECT_PROC_TRACK) {
+    c->cur[t->ncur++] = (ka_ptrack_t){pid, (int)g, ps->start, ps->ticks};
+  } else if (!c->warned_track) {
+    keel_log(c->log, KEEL_LOG_WARN,
+             "metrics: more than %d matching processes; the CPU of the rest is not counted",
+             KA_COLLECT_PROC_TRACK);
+    c->warned_track = 1;
   }
-  while ((de = readdir(c->procdir))) {
-    char path[sizeof c->root + sizeof de->d_name + 8], buf[1024];
-    ka_pstat_t ps;
-    ssize_t r;
-    int fd, g;
-    if (de->d_name[0] < '1' || de->d_name[0] > '9') continue;
-    snprintf(path, sizeof path, "%s/%s/stat", c->root, de->d_name);
-    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) continue; /* gone meanwhile */
-    do r = read(fd, buf, sizeof buf);
-    while (r < 0 && errno == EINTR);
-    close(fd);
-    if (r <= 0 || ka_parse_pstat(buf, (size_t)r, &ps) || (g = group_of(c, ps.comm)) < 0) continue;
-    count[g]++;
-    rss[g] += ps.rss * (unsigned long long)c->page_size;
-    if (ncur < KA_COLLECT_PROC_TRACK) {
-      c->cur[ncur++] = (ka_ptrack_t){atoi(de->d_name), g, ps.start, ps.ticks};
-    } else if (!c->warned_track) {
-      keel_log(c->log, KEEL_LOG_WARN,
-               "metrics: more than %d matching processes; the CPU of the rest is not counted",
-               KA_COLLECT_PROC_TRACK);
-      c->warned_track = 1;
-    }
-  }
+}
+
+int ka_collect_processes(ka_collect_t *c, ka_emit_t *em) {
+  struct tally t = {.c = c};
+  size_t ncur;
+  int rc;
+
+  if ((rc = ka_proc_scan(c->root, &c->procdir, c->pnames, c->npnames, tally_one, &t))) goto out;
+  ncur = t.ncur;
   /* /proc lists pids in order, but nothing promises it. */
   qsort(c->cur, ncur, sizeof *c->cur, by_pid);
   for (size_t i = 0; i < ncur; i++) {
@@ -146,18 +204,18 @@ int ka_collect_processes(ka_collect_t *c, ka_emit_t *em) {
       c->pticks[p->group] += p->ticks; /* new (or a reused pid): all it used */
   }
   {
-    ka_ptrack_t *t = c->prev;
+    ka_ptrack_t *swap = c->prev;
     c->prev = c->cur;
-    c->cur = t;
+    c->cur = swap;
     c->nprev = ncur;
   }
   c->primed = 1;
   for (size_t i = 0; i < c->npnames; i++) {
     const char *n = c->pnames[i];
-    ka_emit(em, "keel_process_count", (double)count[i], "name", n, NULL);
+    ka_emit(em, "keel_process_count", (double)t.count[i], "name", n, NULL);
     ka_emit(em, "keel_process_cpu_seconds_total", (double)c->pticks[i] / (double)c->clk_tck,
             "name", n, NULL);
-    ka_emit(em, "keel_process_resident_memory_bytes", (double)rss[i], "name", n, NULL);
+    ka_emit(em, "keel_process_resident_memory_bytes", (double)t.rss[i], "name", n, NULL);
   }
 out:
   return rc;

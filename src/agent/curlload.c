@@ -30,6 +30,19 @@ static const struct {
 #undef SYM
 };
 
+#ifdef KA_STATIC
+/* A static program that dlopens libcurl gets a second libc whose
+ * thread-local variables are unreachable: GnuTLS crashes in the first
+ * handshake (static_link.h).  Callers route https to keel-agent-dynamic;
+ * this is the backstop, and keeps dlopen out of the static binary. */
+int ka_curl_load(ka_curl_t *k, keel_err_t *e) {
+  (void)curl_syms;
+  memset(k, 0, sizeof *k);
+  return keel_err_set(e, KEEL_EIO,
+                      "this keel-agent is statically linked and cannot load libcurl: https runs "
+                      "in keel-agent-dynamic");
+}
+#else
 /* The library is never unloaded once loaded whole: unloading GnuTLS is
  * asking for trouble with its atexit handlers, and the agent keeps using
  * it (a check's child exits right after).  One that lacks a function is
@@ -67,3 +80,4 @@ out:
   if (rc) memset(k, 0, sizeof *k);
   return rc;
 }
+#endif

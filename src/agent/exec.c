@@ -37,6 +37,7 @@
 #include "keel/crypto.h"
 #include "keel/json.h"
 #include "keel/time.h"
+#include "static_link.h"
 
 #define SAFE_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define DRAIN_GRACE_MS 1000  /* after killing a group, wait this long for EOF */
@@ -556,6 +557,32 @@ static int env_set(char **envp, size_t *n, const char *k, const char *v) {
   return 0;
 }
 
+/* The environment every child gets: PATH, LANG, then (with pw, the user
+ * it runs as) HOME, USER, LOGNAME, then env (a job's, may be NULL); and
+ * s->path, the PATH to search.  KEEL_ENOMEM or 0. */
+static int spawn_env(struct spawn *s, const struct passwd *pw, const json_t *env) {
+  size_t n = 0;
+  const char *key;
+  json_t *v;
+
+  s->envp = calloc(6 + (env ? json_object_size(env) : 0) + 1, sizeof *s->envp);
+  if (!s->envp) return KEEL_ENOMEM;
+  if (env_set(s->envp, &n, "PATH", SAFE_PATH) || env_set(s->envp, &n, "LANG", "C.UTF-8"))
+    return KEEL_ENOMEM;
+  if (pw && (env_set(s->envp, &n, "HOME", pw->pw_dir) || env_set(s->envp, &n, "USER", pw->pw_name) ||
+             env_set(s->envp, &n, "LOGNAME", pw->pw_name)))
+    return KEEL_ENOMEM;
+  if (env) {
+    json_object_foreach((json_t *)env, key, v) {
+      if (env_set(s->envp, &n, key, json_string_value(v))) return KEEL_ENOMEM;
+    }
+  }
+  s->path = SAFE_PATH;
+  for (size_t i = 0; i < n; i++)
+    if (!strncmp(s->envp[i], "PATH=", 5)) s->path = s->envp[i] + 5;
+  return 0;
+}
+
 /* Fills s from the job; on failure `error` says why (for a `failed`
  * result).  script_path: where a script job's body will be (start()
  * writes it once the user is known). */
@@ -564,8 +591,7 @@ static int spawn_prepare(const struct job *j, const char *script_path, struct sp
   struct passwd pw, *pwp = NULL;
   char *pwbuf = NULL;
   long pwsz = sysconf(_SC_GETPW_R_SIZE_MAX);
-  size_t n = 0, i;
-  const char *key;
+  size_t i;
   json_t *v;
   int rc = 0, err;
 
@@ -605,7 +631,21 @@ static int spawn_prepare(const struct job *j, const char *script_path, struct sp
     getpwuid_r(geteuid(), &pw, pwbuf, (size_t)pwsz, &pwp);
   }
 
-  if (j->http) {
+  if (j->http && j->http->u.https && KA_STATIC_LINKED) {
+    /* libcurl cannot be loaded into a static program (static_link.h): the
+     * child execs the dynamically linked agent, which runs the same check
+     * with the same environment, user and exit codes. */
+    char dyn[PATH_MAX];
+    keel_err_t de;
+    if (ka_dynamic_agent(dyn, sizeof dyn, "https checks", &de)) {
+      snprintf(error, errsz, "%s", de.msg);
+      rc = KEEL_ENOENT;
+      goto out;
+    }
+    s->argv = ka_httpcheck_argv(dyn, j->http, (long)j->timeout_ms + HTTP_GRACE_MS,
+                                (size_t)j->output_cap);
+    if (!s->argv) goto nomem;
+  } else if (j->http) {
     /* Nothing to exec: the child runs the check itself. */
     s->http = j->http;
     s->http_timeout_ms = (long)j->timeout_ms + HTTP_GRACE_MS;
@@ -631,21 +671,7 @@ static int spawn_prepare(const struct job *j, const char *script_path, struct sp
     }
   }
 
-  s->envp = calloc(6 + (j->env ? json_object_size(j->env) : 0) + 1, sizeof *s->envp);
-  if (!s->envp) goto nomem;
-  if (env_set(s->envp, &n, "PATH", SAFE_PATH) || env_set(s->envp, &n, "LANG", "C.UTF-8"))
-    goto nomem;
-  if (pwp && (env_set(s->envp, &n, "HOME", pw.pw_dir) || env_set(s->envp, &n, "USER", pw.pw_name) ||
-              env_set(s->envp, &n, "LOGNAME", pw.pw_name)))
-    goto nomem;
-  if (j->env) {
-    json_object_foreach(j->env, key, v) {
-      if (env_set(s->envp, &n, key, json_string_value(v))) goto nomem;
-    }
-  }
-  s->path = SAFE_PATH;
-  for (i = 0; i < n; i++)
-    if (!strncmp(s->envp[i], "PATH=", 5)) s->path = s->envp[i] + 5;
+  if (spawn_env(s, pwp, j->env)) goto nomem;
   s->cwd = j->cwd && *j->cwd ? j->cwd : "/";
   goto out;
 nomem:
@@ -724,6 +750,60 @@ static const char *stage_name(int st) {
   }
 }
 
+/* Forks s with stdin /dev/null and stdout, stderr out_w, err_w (the
+ * caller's: it closes them after).  Returns 0 with *pid (also the child's
+ * process group) once the child exec'd (or, for an http check, set itself
+ * up), else KEEL_EIO with error saying what failed (the child reaped). */
+static int spawn_fork(const struct spawn *s, int out_w, int err_w, pid_t *pid, char *error,
+                      size_t errsz) {
+  int ep[2] = {-1, -1}, devnull = -1, rc = 0;
+  struct child_err ce;
+  ssize_t n;
+  pid_t p;
+
+  devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (devnull < 0 || pipe2(ep, O_CLOEXEC)) {
+    snprintf(error, errsz, "pipe: %s", strerror(errno));
+    rc = KEEL_EIO;
+    goto out;
+  }
+  p = fork();
+  if (p < 0) {
+    snprintf(error, errsz, "fork: %s", strerror(errno));
+    rc = KEEL_EIO;
+    goto out;
+  }
+  if (p == 0) child(s, devnull, out_w, err_w, ep[1]);
+  /* Also from the parent, so kill(-pid) works even if we get there before
+   * the child ran; EACCES after its exec is fine (it did it itself). */
+  setpgid(p, p);
+  close(ep[1]);
+  ep[1] = -1;
+  /* Blocks only until the child execs (CLOEXEC closes the pipe: EOF) or
+   * reports where it failed. */
+  do n = read(ep[0], &ce, sizeof ce);
+  while (n < 0 && errno == EINTR);
+  if (n == (ssize_t)sizeof ce) {
+    int status;
+    while (waitpid(p, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (ce.stage == ST_CHDIR)
+      snprintf(error, errsz, "chdir %.256s: %s", s->cwd, strerror(ce.err));
+    else if (ce.stage == ST_EXEC)
+      snprintf(error, errsz, "exec %.256s: %s", s->argv[0], strerror(ce.err));
+    else
+      snprintf(error, errsz, "%s: %s", stage_name(ce.stage), strerror(ce.err));
+    rc = KEEL_EIO;
+    goto out;
+  }
+  *pid = p;
+out:
+  if (ep[0] >= 0) close(ep[0]);
+  if (ep[1] >= 0) close(ep[1]);
+  if (devnull >= 0) close(devnull);
+  return rc;
+}
+
 /* pid 0: before fork.  After fork the file is written again with the
  * process group's identity, so a restarted agent can stop it (procgroup.c). */
 static int write_running(ka_exec_t *x, const struct job *j, int64_t started, pid_t pid,
@@ -755,13 +835,11 @@ static int write_running(ka_exec_t *x, const struct job *j, int64_t started, pid
 /* Forks the job.  Returns 0 with r filled, or 1 when it could not start
  * (a `failed` result was spooled), negative on storage failure. */
 static int start(ka_exec_t *x, const struct job *j, int64_t started) {
-  int outp[2] = {-1, -1}, errp[2] = {-1, -1}, ep[2] = {-1, -1}, devnull = -1, rc = 0;
+  int outp[2] = {-1, -1}, errp[2] = {-1, -1}, rc = 0;
   int script_made = 0;
   char error[512] = "", script[PATH_MAX] = "";
   struct spawn s;
-  struct child_err ce;
   ka_run_t *r = NULL;
-  ssize_t n;
   pid_t pid;
 
   memset(&s, 0, sizeof s);
@@ -782,41 +860,14 @@ static int start(ka_exec_t *x, const struct job *j, int64_t started) {
       goto failed;
     }
   }
-  devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (devnull < 0 || pipe2(outp, O_CLOEXEC) || pipe2(errp, O_CLOEXEC) || pipe2(ep, O_CLOEXEC)) {
+  if (pipe2(outp, O_CLOEXEC) || pipe2(errp, O_CLOEXEC)) {
     snprintf(error, sizeof error, "pipe: %s", strerror(errno));
     goto failed;
   }
-  pid = fork();
-  if (pid < 0) {
-    snprintf(error, sizeof error, "fork: %s", strerror(errno));
-    goto failed;
-  }
-  if (pid == 0) child(&s, devnull, outp[1], errp[1], ep[1]);
-  /* Also from the parent, so kill(-pid) works even if we get there before
-   * the child ran; EACCES after its exec is fine (it did it itself). */
-  setpgid(pid, pid);
+  if (spawn_fork(&s, outp[1], errp[1], &pid, error, sizeof error)) goto failed;
   close(outp[1]);
   close(errp[1]);
-  close(ep[1]);
-  outp[1] = errp[1] = ep[1] = -1;
-  /* Blocks only until the child execs (CLOEXEC closes the pipe: EOF) or
-   * reports where it failed. */
-  do n = read(ep[0], &ce, sizeof ce);
-  while (n < 0 && errno == EINTR);
-  if (n == (ssize_t)sizeof ce) {
-    const char *what = stage_name(ce.stage);
-    int status;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    if (ce.stage == ST_CHDIR)
-      snprintf(error, sizeof error, "chdir %.256s: %s", s.cwd, strerror(ce.err));
-    else if (ce.stage == ST_EXEC)
-      snprintf(error, sizeof error, "exec %.256s: %s", s.argv[0], strerror(ce.err));
-    else
-      snprintf(error, sizeof error, "%s: %s", what, strerror(ce.err));
-    goto failed;
-  }
+  outp[1] = errp[1] = -1;
   fcntl(outp[0], F_SETFL, O_NONBLOCK);
   fcntl(errp[0], F_SETFL, O_NONBLOCK);
   strcpy(r->run_id, j->run_id);
@@ -853,9 +904,7 @@ out:
   for (int i = 0; i < 2; i++) {
     if (outp[i] >= 0) close(outp[i]);
     if (errp[i] >= 0) close(errp[i]);
-    if (ep[i] >= 0) close(ep[i]);
   }
-  if (devnull >= 0) close(devnull);
   if (r) {
     free(r->script);
     free(r);
@@ -1085,4 +1134,72 @@ size_t ka_exec_wait(ka_exec_t *x, long max_ms) {
     ka_exec_step(x);
   }
   return x->nruns;
+}
+
+/* ---- commands of the agent's own (ka_cmd) ------------------------------ */
+
+struct ka_cmd {
+  struct spawn s;
+};
+
+int ka_cmd_prepare(ka_cmd_t **out, const char *const *argv, size_t argc, keel_err_t *e) {
+  struct passwd pw, *pwp = NULL;
+  long pwsz = sysconf(_SC_GETPW_R_SIZE_MAX);
+  char *pwbuf = NULL;
+  ka_cmd_t *c = NULL;
+  int rc = 0;
+
+  *out = NULL;
+  if (argc == 0 || argc > MAX_ARGS || !argv[0][0]) {
+    rc = keel_err_set(e, KEEL_EINVAL, "command: expected 1 to %d arguments, the first not empty",
+                      MAX_ARGS);
+    goto out;
+  }
+  if (pwsz < 16384) pwsz = 16384;
+  if (!(c = calloc(1, sizeof *c)) || !(pwbuf = malloc((size_t)pwsz))) goto nomem;
+  c->s.script_fd = -1;
+  /* Run as the agent's own user: HOME, USER, LOGNAME are its. */
+  getpwuid_r(geteuid(), &pw, pwbuf, (size_t)pwsz, &pwp);
+  if (!(c->s.argv = calloc(argc + 1, sizeof *c->s.argv))) goto nomem;
+  for (size_t i = 0; i < argc; i++)
+    if (!(c->s.argv[i] = strdup(argv[i]))) goto nomem;
+  if (spawn_env(&c->s, pwp, NULL)) goto nomem;
+  c->s.cwd = "/";
+  *out = c;
+  c = NULL;
+  goto out;
+nomem:
+  rc = keel_err_set(e, KEEL_ENOMEM, "out of memory");
+out:
+  if (c) ka_cmd_free(c);
+  free(pwbuf);
+  return rc;
+}
+
+void ka_cmd_free(ka_cmd_t *c) {
+  if (!c) return;
+  spawn_free(&c->s);
+  free(c);
+}
+
+int ka_cmd_start(const ka_cmd_t *c, pid_t *pid, int *out_fd, keel_err_t *e) {
+  int outp[2] = {-1, -1}, null_w = -1, rc = 0;
+  char error[512];
+
+  if (pipe2(outp, O_CLOEXEC) || (null_w = open("/dev/null", O_WRONLY | O_CLOEXEC)) < 0) {
+    rc = keel_err_set(e, KEEL_EIO, "pipe: %s", strerror(errno));
+    goto out;
+  }
+  if (spawn_fork(&c->s, outp[1], null_w, pid, error, sizeof error)) {
+    rc = keel_err_set(e, KEEL_EIO, "%s", error);
+    goto out;
+  }
+  fcntl(outp[0], F_SETFL, O_NONBLOCK);
+  *out_fd = outp[0];
+  outp[0] = -1;
+out:
+  if (outp[0] >= 0) close(outp[0]);
+  if (outp[1] >= 0) close(outp[1]);
+  if (null_w >= 0) close(null_w);
+  return rc;
 }

@@ -7,7 +7,8 @@
  * resolver threads libcurl may run while it talks https to keeld; glibc
  * makes malloc safe across fork, and the residual risk (a lock held by such
  * a thread inside the resolver) can only hang the child, which the job's
- * timeout then kills.
+ * timeout then kills.  The statically linked agent's child of an https
+ * check execs keel-agent-dynamic instead (exec.c; static_link.h).
  *
  * Output goes straight to the descriptors with write(2): stdio buffers
  * inherited from the agent MUST NOT be flushed twice. */
@@ -15,10 +16,12 @@
 #include "curlload.h" /* first: it sets how <curl/curl.h> is read */
 
 #include <errno.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -670,5 +673,80 @@ int ka_httpcheck_run(const ka_httpcheck_t *hc, long timeout_ms, size_t body_cap,
   if (line.len) write_all(err_fd, line.data, line.len);
   keel_buf_free(&line);
   keel_buf_free(&a.body);
+  return code;
+}
+
+/* ---- the check in another program (httpcheck.h) ------------------------- */
+
+char **ka_httpcheck_argv(const char *prog, const ka_httpcheck_t *hc, long timeout_ms,
+                         size_t body_cap) {
+  char status[16], tmo[32], cap[32];
+  const char *words[9];
+  char **argv;
+  size_t n = 0;
+
+  snprintf(status, sizeof status, "%d", hc->expect_status);
+  snprintf(tmo, sizeof tmo, "%ld", timeout_ms);
+  snprintf(cap, sizeof cap, "%zu", body_cap);
+  words[n++] = prog;
+  words[n++] = KA_HTTPCHECK_FLAG;
+  words[n++] = hc->url;
+  words[n++] = ka_http_method_name(hc->method);
+  words[n++] = status;
+  words[n++] = tmo;
+  words[n++] = cap;
+  if (hc->expect_body) words[n++] = hc->expect_body;
+  if (!(argv = calloc(n + 1, sizeof *argv))) return NULL;
+  for (size_t i = 0; i < n; i++) {
+    if (!(argv[i] = strdup(words[i]))) {
+      for (size_t j = 0; j < i; j++) free(argv[j]);
+      free(argv);
+      return NULL;
+    }
+  }
+  return argv;
+}
+
+/* A decimal from lo to hi, all of s; -1 otherwise. */
+static long long arg_num(const char *s, long long lo, long long hi) {
+  char *end;
+  long long v;
+  errno = 0;
+  v = strtoll(s, &end, 10);
+  if (errno || end == s || *end || v < lo || v > hi) return -1;
+  return v;
+}
+
+int ka_httpcheck_main(int argc, char **argv) {
+  ka_httpcheck_t hc;
+  keel_err_t e;
+  json_t *o = NULL;
+  long long status, tmo, cap;
+  int code = KA_HC_TRANSPORT;
+
+  if (argc < 7 || argc > 8 || strcmp(argv[1], KA_HTTPCHECK_FLAG) ||
+      (status = arg_num(argv[4], 100, 599)) < 0 || (tmo = arg_num(argv[5], 1, LONG_MAX)) < 0 ||
+      (cap = arg_num(argv[6], 0, SIZE_MAX >> 1)) < 0) {
+    dprintf(2, "keel-agent " KA_HTTPCHECK_FLAG
+               ": expected URL METHOD EXPECT_STATUS TIMEOUT_MS BODY_CAP [EXPECT_BODY]\n");
+    goto out;
+  }
+  /* Through the decoder: the same checks as a job's "http" member. */
+  if (!(o = json_pack("{s:s,s:s,s:I}", "url", argv[2], "method", argv[3], "expect_status",
+                      (json_int_t)status)) ||
+      (argc == 8 && json_object_set_new(o, "expect_body", json_string(argv[7])))) {
+    dprintf(2, "keel-agent " KA_HTTPCHECK_FLAG ": out of memory (or not UTF-8)\n");
+    goto out;
+  }
+  if (ka_httpcheck_decode(o, &hc, &e)) {
+    dprintf(2, "keel-agent " KA_HTTPCHECK_FLAG ": %s\n", e.msg);
+    goto out;
+  }
+  /* The agent may close the pipes (output cap, timeout): EPIPE, not a
+   * signal, as in the agent's own check child. */
+  signal(SIGPIPE, SIG_IGN);
+  code = ka_httpcheck_run(&hc, (long)tmo, (size_t)cap, 1, 2);
+out:
+  json_decref(o);
   return code;
 }

@@ -9,7 +9,9 @@
  * http:// is spoken by a small blocking client here (no library); https://
  * goes through libcurl's easy interface, loaded with dlopen in the child
  * only, the way conn_curl.c loads it, so the agent itself never maps it for
- * a check.  Neither follows redirects or uses a proxy.
+ * a check.  Neither follows redirects or uses a proxy.  The statically
+ * linked agent cannot load libcurl: its child execs keel-agent-dynamic,
+ * which runs the same check (ka_httpcheck_argv, ka_httpcheck_main).
  */
 #ifndef KA_HTTPCHECK_H
 #define KA_HTTPCHECK_H
@@ -80,5 +82,27 @@ enum {
  * for a child process (exec.c), not the agent's event loop. */
 int ka_httpcheck_run(const ka_httpcheck_t *hc, long timeout_ms, size_t body_cap, int out_fd,
                      int err_fd);
+
+/* ---- the check in another program -----------------------------------------
+ * The statically linked agent cannot load libcurl (static_link.h): the
+ * child of its https check execs keel-agent-dynamic with this argv, whose
+ * main hands it to ka_httpcheck_main:
+ *
+ *   PROG --http-check URL METHOD EXPECT_STATUS TIMEOUT_MS BODY_CAP [EXPECT_BODY]
+ *
+ * Plain words, no JSON: EXPECT_BODY (up to 64 KiB) MUST fit one argument
+ * (128 KiB on Linux) and escaping could triple it. */
+#define KA_HTTPCHECK_FLAG "--http-check"
+
+/* A NULL-terminated argv (every string and the array malloc'd; the caller
+ * frees them) running hc through prog; NULL when out of memory. */
+char **ka_httpcheck_argv(const char *prog, const ka_httpcheck_t *hc, long timeout_ms,
+                         size_t body_cap);
+
+/* The other end: argv[1] is KA_HTTPCHECK_FLAG.  Decodes the check as
+ * ka_httpcheck_decode would, runs it on descriptors 1 and 2 with SIGPIPE
+ * ignored, and returns ka_httpcheck_run's code, to exit with.  Bad
+ * arguments are KA_HC_TRANSPORT, with a line on descriptor 2. */
+int ka_httpcheck_main(int argc, char **argv);
 
 #endif

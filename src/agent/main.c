@@ -4,7 +4,12 @@
  *              [--log-level L] [--heartbeat-check]
  *              [--interval D] [--process NAME]... [--no-metrics]
  *              [--metrics-spool-max SIZE] [--metrics-spool-batches N]
+ *              [--watch-process NAME]... [--watch-file PATH]...
+ *              [--check NAME=COMMAND]... [--check-interval D] [--check-shell]
+ *              [--events-spool-max SIZE]
  *   keel-agent --print-metrics [--process NAME]...
+ *   keel-agent --http-check ...   (internal: an https check for the
+ *                                  statically linked agent, httpcheck.h)
  *
  * One thread does everything: the two connections (long-poll + push), the
  * child pipes and a signalfd all wait in one poll (ka_conn_wait).
@@ -28,12 +33,15 @@
 
 #include "agent.h"
 #include "collect.h"
+#include "httpcheck.h"
 #include "keel/crypto.h"
 #include "keel/json.h"
 #include "keel/metricbatch.h"
 #include "keel/selector.h"
 #include "keel/time.h"
 #include "keel/version.h"
+#include "static_link.h"
+#include "watch.h"
 
 #define EXIT_USAGE 2
 /* Until the server has told us its heartbeat (first poll answer after a
@@ -43,14 +51,17 @@
 #define PUSH_TIMEOUT_MS 30000L
 #define INVENTORY_EVERY_MS 60000
 #define MAX_FDS 64
-/* Metrics: a batch request is small; a result waiting behind one waits at
- * most this long. */
-#define METRICS_TIMEOUT_MS 10000L
 #define METRICS_INTERVAL_MS 10000
 #define METRICS_BATCH_MAX ((size_t)1 << 20)  /* one request's batch */
 #define METRICS_FLUSH_BYTES ((size_t)64 << 10) /* held in memory at most, then spooled */
 #define METRICS_SPOOL_BYTES ((uint64_t)64 << 20)
 #define METRICS_SPOOL_BATCHES 65536
+/* A metrics or events request: small; a result waiting behind one waits
+ * at most this long. */
+#define BATCH_TIMEOUT_MS 10000L
+#define FEED_KEEP_CAP ((size_t)64 << 10) /* a batch buffer kept between requests */
+#define EVENTS_SPOOL_BYTES ((uint64_t)16 << 20)
+#define EVENTS_SPOOL_BATCHES 65536
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -58,7 +69,19 @@ static void usage(FILE *f) {
           "                  [--log-level error|warn|info|debug] [--heartbeat-check]\n"
           "                  [--interval 10s] [--process NAME]... [--no-metrics]\n"
           "                  [--metrics-spool-max 64M] [--metrics-spool-batches 65536]\n"
-          "       keel-agent --print-metrics [--process NAME]...\n");
+          "                  [--watch-process NAME]... [--watch-file PATH]...\n"
+          "                  [--check NAME=COMMAND]... [--check-interval 60s] [--check-shell]\n"
+          "                  [--events-spool-max 16M]\n"
+          "       keel-agent --print-metrics [--process NAME]...\n"
+          "Events (docs/agent-protocol.md):\n"
+          "  --watch-process NAME  service.down / service.up when no / some process named NAME\n"
+          "                        (its comm or argv[0]'s basename) runs; looked at every --interval\n"
+          "  --watch-file PATH     file.changed (created, modified, deleted, attrib) of an absolute\n"
+          "                        PATH, with the content's BLAKE2b-256 (regular files up to 16 MiB)\n"
+          "  --check NAME=COMMAND  a Nagios plugin, run every --check-interval (COMMAND split on\n"
+          "                        spaces, no shell unless --check-shell; killed after 10 s);\n"
+          "                        check.result when its status (OK, WARNING, CRITICAL, UNKNOWN)\n"
+          "                        changes\n");
 }
 
 struct opts {
@@ -71,10 +94,31 @@ struct opts {
   size_t spool_batches;
   const char *procs[KA_COLLECT_PROC_NAMES];
   size_t nprocs;
+  ka_watch_opts_t watch;
+  uint64_t ev_spool_max;
 };
 
-enum push_kind { PUSH_NONE, PUSH_RESULT, PUSH_INVENTORY, PUSH_METRICS };
-enum metrics_src { MSRC_MEM, MSRC_SPOOL };
+enum push_kind { PUSH_NONE, PUSH_RESULT, PUSH_INVENTORY, PUSH_METRICS, PUSH_EVENTS };
+enum feed_src { FEED_MEM, FEED_SPOOL };
+
+/* Batches sent after results, spooled while keeld does not take them:
+ * metrics and events (feed_* below). */
+struct feed {
+  const char *what;         /* "metrics", "events": for logs */
+  const char *route;
+  const char *ctype;        /* the body's Content-Type; NULL: JSON text */
+  enum push_kind kind;
+  ka_mspool_t *spool;       /* borrowed */
+  size_t max;               /* bytes of a batch */
+  keel_buf_t body;          /* the batch in flight, when it came from memory */
+  ka_backoff_t bo;          /* its own: never delays results */
+  enum feed_src src;        /* where the batch in flight came from */
+  uint64_t seq;             /* its spool seq (FEED_SPOOL) */
+  int failing;              /* the last send failed: new batches queue behind the spool */
+  int logged;               /* this failure streak was logged */
+  int logged_404;           /* keeld lacked the route: said once */
+  uint64_t rejected;        /* batches keeld refused (4xx), dropped */
+};
 
 struct agent {
   const char *dir;
@@ -99,16 +143,18 @@ struct agent {
   int64_t m_next;           /* mono ms of the next collection */
   ka_collect_t col;
   keel_mb_enc_t menc;       /* collected, neither sent nor spooled yet */
-  keel_buf_t mbody;         /* the batch in flight */
   keel_buf_t mscratch;      /* a batch on its way to the spool */
   ka_mspool_t mspool;
-  ka_backoff_t metrics_bo;  /* metrics only: never delays results */
-  enum metrics_src m_src;   /* where the batch in flight came from */
-  uint64_t m_seq;           /* its spool seq (MSRC_SPOOL) */
-  int m_failing;            /* the last send failed: new batches queue behind the spool */
-  int m_logged;             /* this failure streak was logged */
-  int m_404_logged;         /* keeld lacked the route: said once */
-  uint64_t m_rejected;      /* batches keeld refused (4xx), dropped */
+  struct feed mfeed;
+  /* Events (watch.h): the watches look every interval_ms (checks on their
+   * own schedule) and queue events in evq, which go over the push transfer
+   * as soon as no result waits (before metrics); while keeld does not take
+   * them, spooled in DIR/events and sent in order later. */
+  int events_on;
+  int64_t w_next;           /* mono ms of the next watch tick */
+  ka_watch_t watch;
+  ka_evq_t evq;
+  struct feed efeed;
 };
 
 /* ---- enrollment ---------------------------------------------------------- */
@@ -279,20 +325,167 @@ out:
   keel_buf_reset(&x->resp);
 }
 
-/* ---- metrics --------------------------------------------------------------- */
+/* ---- batches after results: metrics and events -------------------------------- */
 
-static uint64_t metrics_dropped(const struct agent *a) {
-  return a->mspool.dropped + a->m_rejected;
+/* A stream of batches that goes over the push transfer only when no result
+ * waits (a result queues behind at most one batch request in flight).  The
+ * batch in flight comes from memory (then f->body keeps it, to spool if
+ * keeld does not take it) or is the spool's oldest (removed once keeld has
+ * it).  While keeld does not take batches, new ones queue behind the
+ * spool, so keeld gets them in order. */
+static void feed_init(struct feed *f, const char *what, const char *route, const char *ctype,
+                      enum push_kind kind, ka_mspool_t *spool, size_t max) {
+  memset(f, 0, sizeof *f);
+  f->what = what;
+  f->route = route;
+  f->ctype = ctype;
+  f->kind = kind;
+  f->spool = spool;
+  f->max = max;
+  keel_buf_init(&f->body, max);
 }
+
+static void feed_spool(struct agent *a, struct feed *f, const keel_buf_t *b) {
+  keel_err_t e;
+  if (ka_mspool_put(f->spool, b->data, b->len, &e))
+    keel_log(a->log, KEEL_LOG_ERROR, "%s: cannot spool a batch (%s): dropped", f->what, e.msg);
+}
+
+/* The batch in flight was not taken; it must be kept (5xx, 404, transport). */
+static void feed_retry_later(struct agent *a, struct feed *f, long status) {
+  int64_t now = keel_mono_ms();
+
+  if (f->src == FEED_MEM) feed_spool(a, f, &f->body);
+  if (status == 401) ka_backoff_cap(&f->bo, now);
+  else ka_backoff_fail(&f->bo, now);
+  f->failing = 1;
+}
+
+/* The spool's oldest batch, checked with valid (what keeld would refuse
+ * anyway — torn by a crash, or edited — is dropped): 0 with *body (caller
+ * frees), KEEL_ENOENT when the spool is empty, else nothing to send now. */
+static int feed_oldest(struct agent *a, struct feed *f,
+                       int (*valid)(const char *, size_t, keel_err_t *), char **body,
+                       size_t *len) {
+  keel_err_t e;
+  int rc;
+
+  if (!f->spool->count) return KEEL_ENOENT;
+  rc = ka_mspool_oldest(f->spool, &f->seq, f->max, body, len, &e);
+  if (rc == 0 && valid(*body, *len, &e)) {
+    keel_log(a->log, KEEL_LOG_WARN, "%s: spooled batch %016llx unreadable (%s): dropped", f->what,
+             (unsigned long long)f->seq, e.msg);
+    ka_mspool_drop(f->spool, f->seq, 1);
+    free(*body);
+    *body = NULL;
+    return KEEL_ECORRUPT;
+  }
+  if (rc == KEEL_ETOOBIG) {
+    /* Not ours (we write none that big): it would never go. */
+    keel_log(a->log, KEEL_LOG_WARN, "%s: %s: dropped", f->what, e.msg);
+    ka_mspool_drop(f->spool, f->spool->first, 1);
+  } else if (rc) {
+    keel_log(a->log, KEEL_LOG_ERROR, "%s spool: %s", f->what, e.msg);
+    ka_backoff_fail(&f->bo, keel_mono_ms());
+  }
+  /* The file stays until keeld takes it: the transfer may have the copy. */
+  if (rc == 0) f->src = FEED_SPOOL;
+  return rc;
+}
+
+/* Sends body (taken) of len bytes: the spool's (feed_oldest), or, with
+ * body NULL, a copy of f->body (from memory). */
+static void feed_post(struct agent *a, struct feed *f, char *body, size_t len) {
+  keel_err_t e;
+  int rc;
+
+  if (!body) {
+    f->src = FEED_MEM;
+    /* The transfer takes its body; f->body stays ours, to spool on failure. */
+    len = f->body.len;
+    if (!(body = malloc(len + 1))) {
+      feed_retry_later(a, f, 0);
+      return;
+    }
+    memcpy(body, f->body.data, len + 1); /* with keel_buf's NUL */
+  }
+  a->push_kind = f->kind;
+  rc = f->ctype ? ka_conn_post_bin(&a->conn, &a->conn.push, f->route, body, len, f->ctype,
+                                   BATCH_TIMEOUT_MS, &e)
+                : ka_conn_post(&a->conn, &a->conn.push, f->route, body, BATCH_TIMEOUT_MS, &e);
+  if (rc) {
+    keel_log(a->log, KEEL_LOG_ERROR, "cannot send %s: %s", f->what, e.msg);
+    a->push_kind = PUSH_NONE;
+    feed_retry_later(a, f, 0);
+  }
+}
+
+/* The answer to the batch in flight. */
+static void feed_done(struct agent *a, struct feed *f) {
+  ka_xfer_t *x = &a->conn.push;
+  long st = x->cc ? 0 : x->status;
+  char msg[512];
+
+  if (st == 200) {
+    /* 200 means keeld stored it durably. */
+    if (f->src == FEED_SPOOL) ka_mspool_drop(f->spool, f->seq, 0);
+    ka_backoff_reset(&f->bo);
+    if (f->failing && f->logged)
+      keel_log(a->log, KEEL_LOG_INFO, "%s: keeld takes batches again (%zu spooled to send)",
+               f->what, f->spool->count);
+    f->failing = 0;
+    f->logged = 0;
+  } else if (st >= 400 && st < 500 && st != 401 && st != 404 && st != 408 && st != 429) {
+    /* keeld will never take this one (malformed, too big): keeping it
+     * would hold up every later batch. */
+    server_message(&x->resp, (int)st, msg, sizeof msg);
+    keel_log(a->log, f->logged ? KEEL_LOG_DEBUG : KEEL_LOG_WARN,
+             "%s: batch rejected, dropped: %s", f->what, msg);
+    f->logged = 1;
+    if (f->src == FEED_SPOOL) ka_mspool_drop(f->spool, f->seq, 0);
+    f->rejected++;
+  } else {
+    if (st == 404) {
+      /* A keeld without the route yet: like an unreachable one, said once. */
+      if (!f->logged_404)
+        keel_log(a->log, KEEL_LOG_WARN,
+                 "%s: keeld has no %s (404); batches are spooled in %s and retried", f->what,
+                 f->route, f->spool->dir);
+      f->logged_404 = 1;
+    } else if (!f->logged) {
+      if (x->cc) snprintf(msg, sizeof msg, "%s", ka_conn_strerror(x));
+      else server_message(&x->resp, (int)st, msg, sizeof msg);
+      keel_log(a->log, KEEL_LOG_WARN, "%s: %s; batches are spooled and retried", f->what, msg);
+    }
+    f->logged = 1;
+    feed_retry_later(a, f, st);
+  }
+  /* A burst's big batch does not stay in the idle footprint. */
+  if (f->body.cap > FEED_KEEP_CAP) {
+    keel_buf_free(&f->body);
+    keel_buf_init(&f->body, f->max);
+  } else {
+    keel_buf_reset(&f->body);
+  }
+}
+
+/* At exit: a batch from memory in flight goes to the spool (one keeld took
+ * but whose answer we did not see is sent twice: keeld keeps one of two
+ * identical samples; an event may be reported twice). */
+static void feed_stop(struct agent *a, struct feed *f) {
+  if (a->conn.push.active && a->push_kind == f->kind && f->src == FEED_MEM)
+    feed_spool(a, f, &f->body);
+}
+
+/* Batches lost: the spool's bounds, unwritable, refused by keeld. */
+static uint64_t feed_dropped(const struct feed *f) {
+  return f->spool->dropped + f->rejected;
+}
+
+/* ---- metrics --------------------------------------------------------------- */
 
 static int metrics_pending(const struct agent *a) {
   return a->metrics_on && (a->mspool.count || keel_mb_enc_count(&a->menc));
-}
-
-static void metrics_spool(struct agent *a, const keel_buf_t *b) {
-  keel_err_t e;
-  if (ka_mspool_put(&a->mspool, b->data, b->len, &e))
-    keel_log(a->log, KEEL_LOG_ERROR, "metrics: cannot spool a batch (%s): dropped", e.msg);
 }
 
 /* What menc holds becomes one spooled batch. */
@@ -305,136 +498,102 @@ static void metrics_spool_pending(struct agent *a) {
     keel_log(a->log, KEEL_LOG_ERROR, "metrics: %s: batch dropped", e.msg);
     a->mspool.dropped++;
   } else {
-    metrics_spool(a, &a->mscratch);
+    feed_spool(a, &a->mfeed, &a->mscratch);
   }
   keel_mb_enc_reset(&a->menc);
   keel_buf_reset(&a->mscratch);
 }
 
 static void metrics_tick(struct agent *a) {
-  ka_collect_self_t self = {metrics_dropped(a), a->mspool.count};
+  ka_collect_self_t self = {feed_dropped(&a->mfeed), a->mspool.count,
+                            a->events_on ? ka_evq_dropped(&a->evq) + a->efeed.rejected : 0,
+                            a->events_on ? a->evq.spool.count : 0};
 
   /* keeld busy elsewhere for a while (a big result): memory stays small. */
   if (keel_mb_enc_size(&a->menc) >= METRICS_FLUSH_BYTES) metrics_spool_pending(a);
   ka_collect(&a->col, &a->menc, keel_now_ms(), &self);
   /* Batches go out in order: while older ones wait on disk, or keeld is
    * failing, the new one queues behind them. */
-  if (a->m_failing || a->mspool.count) metrics_spool_pending(a);
+  if (a->mfeed.failing || a->mspool.count) metrics_spool_pending(a);
 }
 
-/* The batch in flight was not taken; it must be kept (5xx, 404, transport). */
-static void metrics_retry_later(struct agent *a, long status) {
-  int64_t now = keel_mono_ms();
-
-  if (a->m_src == MSRC_MEM) metrics_spool(a, &a->mbody);
-  if (status == 401) ka_backoff_cap(&a->metrics_bo, now);
-  else ka_backoff_fail(&a->metrics_bo, now);
-  a->m_failing = 1;
+static int metrics_valid(const char *body, size_t len, keel_err_t *e) {
+  return keel_mb_decode(body, len, NULL, NULL, e);
 }
 
 static void start_metrics(struct agent *a) {
+  struct feed *f = &a->mfeed;
   char *body = NULL;
   size_t len = 0;
   keel_err_t e;
   int rc;
 
-  keel_buf_reset(&a->mbody);
-  rc = a->mspool.count
-           ? ka_mspool_oldest(&a->mspool, &a->m_seq, METRICS_BATCH_MAX, &body, &len, &e)
-           : KEEL_ENOENT;
-  if (rc == 0) {
-    if (keel_mb_decode(body, len, NULL, NULL, &e)) {
-      /* Torn by a crash, or edited: keeld would refuse it too. */
-      keel_log(a->log, KEEL_LOG_WARN, "metrics: spooled batch %016llx unreadable (%s): dropped",
-               (unsigned long long)a->m_seq, e.msg);
-      ka_mspool_drop(&a->mspool, a->m_seq, 1);
-      free(body);
-      return;
-    }
-    /* The file stays until keeld takes it: the transfer may have the copy. */
-    a->m_src = MSRC_SPOOL;
-  } else if (rc == KEEL_ENOENT) {
+  keel_buf_reset(&f->body);
+  rc = feed_oldest(a, f, metrics_valid, &body, &len);
+  if (rc == KEEL_ENOENT) {
     if (!keel_mb_enc_count(&a->menc)) return;
-    rc = keel_mb_enc_finish(&a->menc, &a->mbody, &e);
+    rc = keel_mb_enc_finish(&a->menc, &f->body, &e);
     keel_mb_enc_reset(&a->menc);
     if (rc) {
       keel_log(a->log, KEEL_LOG_ERROR, "metrics: %s: batch dropped", e.msg);
       a->mspool.dropped++;
       return;
     }
-    a->m_src = MSRC_MEM;
-    /* The transfer takes its body; mbody stays ours, to spool on failure. */
-    len = a->mbody.len;
-    if (!(body = malloc(len ? len : 1))) {
-      metrics_retry_later(a, 0);
-      return;
-    }
-    memcpy(body, a->mbody.data, len);
-  } else {
-    keel_log(a->log, KEEL_LOG_ERROR, "metrics spool: %s", e.msg);
-    ka_backoff_fail(&a->metrics_bo, keel_mono_ms());
+  } else if (rc) {
     return;
   }
-  a->push_kind = PUSH_METRICS;
-  if (ka_conn_post_bin(&a->conn, &a->conn.push, "/v1/agent/metrics", body, len,
-                       KEEL_MB_CONTENT_TYPE, METRICS_TIMEOUT_MS, &e)) {
-    keel_log(a->log, KEEL_LOG_ERROR, "cannot send metrics: %s", e.msg);
-    a->push_kind = PUSH_NONE;
-    metrics_retry_later(a, 0);
-  }
+  feed_post(a, f, body, len);
 }
 
-static void handle_metrics(struct agent *a) {
-  ka_xfer_t *x = &a->conn.push;
-  long st = x->cc ? 0 : x->status;
-  char msg[512];
-
-  if (st == 200) {
-    /* 200 means keeld stored it durably. */
-    if (a->m_src == MSRC_SPOOL) ka_mspool_drop(&a->mspool, a->m_seq, 0);
-    ka_backoff_reset(&a->metrics_bo);
-    if (a->m_failing && a->m_logged)
-      keel_log(a->log, KEEL_LOG_INFO, "metrics: keeld takes batches again (%zu spooled to send)",
-               a->mspool.count);
-    a->m_failing = 0;
-    a->m_logged = 0;
-  } else if (st >= 400 && st < 500 && st != 401 && st != 404 && st != 408 && st != 429) {
-    /* keeld will never take this one (malformed, too big): keeping it
-     * would hold up every later batch. */
-    server_message(&x->resp, (int)st, msg, sizeof msg);
-    keel_log(a->log, a->m_logged ? KEEL_LOG_DEBUG : KEEL_LOG_WARN,
-             "metrics: batch rejected, dropped: %s", msg);
-    a->m_logged = 1;
-    if (a->m_src == MSRC_SPOOL) ka_mspool_drop(&a->mspool, a->m_seq, 0);
-    a->m_rejected++;
-  } else {
-    if (st == 404) {
-      /* A keeld without the route yet: like an unreachable one, said once. */
-      if (!a->m_404_logged)
-        keel_log(a->log, KEEL_LOG_WARN,
-                 "metrics: keeld has no /v1/agent/metrics (404); batches are spooled in %s "
-                 "and retried",
-                 a->mspool.dir);
-      a->m_404_logged = 1;
-    } else if (!a->m_logged) {
-      if (x->cc) snprintf(msg, sizeof msg, "%s", ka_conn_strerror(x));
-      else server_message(&x->resp, (int)st, msg, sizeof msg);
-      keel_log(a->log, KEEL_LOG_WARN, "metrics: %s; batches are spooled and retried", msg);
-    }
-    a->m_logged = 1;
-    metrics_retry_later(a, st);
-  }
-  keel_buf_reset(&a->mbody);
-}
-
-/* At exit: what is collected and what was in flight go to the spool (a
- * batch keeld took but whose answer we did not see is sent twice: keeld
- * keeps one of two identical samples). */
 static void metrics_stop(struct agent *a) {
   if (!a->metrics_on) return;
-  if (a->conn.push.active && a->push_kind == PUSH_METRICS && a->m_src == MSRC_MEM)
-    metrics_spool(a, &a->mbody);
+  feed_stop(a, &a->mfeed);
   metrics_spool_pending(a);
+}
+
+/* ---- events (watch.h) ---------------------------------------------------------- */
+
+static int events_pending(const struct agent *a) {
+  return a->events_on && (a->evq.spool.count || a->evq.n);
+}
+
+static int events_valid(const char *body, size_t len, keel_err_t *e) {
+  json_t *o = NULL;
+  int rc = keel_json_parse(body, len, &o, e);
+  if (!rc && !json_is_array(json_object_get(o, "events")))
+    rc = keel_err_set(e, KEEL_EINVAL, "no events array");
+  json_decref(o);
+  return rc;
+}
+
+static void start_events(struct agent *a) {
+  struct feed *f = &a->efeed;
+  char *body = NULL;
+  size_t len = 0;
+  int rc;
+
+  keel_buf_reset(&f->body);
+  rc = feed_oldest(a, f, events_valid, &body, &len);
+  if (rc == KEEL_ENOENT) {
+    if (!ka_evq_take(&a->evq, &f->body)) return;
+  } else if (rc) {
+    return;
+  }
+  feed_post(a, f, body, len);
+}
+
+/* 1 when every event queued so far is acknowledged or on disk: what the
+ * watches reported may be saved (watch.h). */
+static int events_settled(const struct agent *a) {
+  return !a->evq.n &&
+         !(a->conn.push.active && a->push_kind == PUSH_EVENTS && a->efeed.src == FEED_MEM);
+}
+
+static void events_stop(struct agent *a) {
+  if (!a->events_on) return;
+  feed_stop(a, &a->efeed);
+  ka_evq_spool(&a->evq);
+  ka_watch_save(&a->watch);
 }
 
 static void start_push(struct agent *a) {
@@ -491,7 +650,11 @@ static void handle_push(struct agent *a) {
   x->done = 0;
   a->push_kind = PUSH_NONE;
   if (kind == PUSH_METRICS) {
-    handle_metrics(a);
+    feed_done(a, &a->mfeed);
+    goto out;
+  }
+  if (kind == PUSH_EVENTS) {
+    feed_done(a, &a->efeed);
     goto out;
   }
   if (x->cc) {
@@ -581,24 +744,38 @@ static int run(struct agent *a, int sigfd) {
       a->m_next += a->interval_ms;
       if (a->m_next <= now) a->m_next = now + a->interval_ms; /* we were late: no burst */
     }
+    if (a->events_on && now >= a->w_next) {
+      ka_watch_tick(&a->watch);
+      a->w_next += a->interval_ms;
+      if (a->w_next <= now) a->w_next = now + a->interval_ms;
+    }
+    /* While keeld does not take events, they wait on disk, not in memory. */
+    if (a->efeed.failing && a->evq.n) ka_evq_spool(&a->evq);
     if (!a->conn.poll.active && now >= a->poll_bo.until) start_poll(a);
     if (!a->conn.push.active && now >= a->push_bo.until && push_pending(a)) start_push(a);
-    /* Metrics go last: only when no result waits (a result never queues
-     * behind more than the one metrics request in flight). */
-    if (!a->conn.push.active && !a->spool_dirty && now >= a->metrics_bo.until &&
+    /* Events, then metrics, only when no result waits (a result never
+     * queues behind more than the one batch request in flight). */
+    if (!a->conn.push.active && !a->spool_dirty && now >= a->efeed.bo.until && events_pending(a))
+      start_events(a);
+    if (!a->conn.push.active && !a->spool_dirty && now >= a->mfeed.bo.until &&
         metrics_pending(a))
       start_metrics(a);
 
     if (!a->conn.poll.active) wait = min_wait(wait, a->poll_bo.until, now);
     if (!a->conn.push.active && push_pending(a)) wait = min_wait(wait, a->push_bo.until, now);
+    if (!a->conn.push.active && !a->spool_dirty && events_pending(a))
+      wait = min_wait(wait, a->efeed.bo.until, now);
     if (!a->conn.push.active && !a->spool_dirty && metrics_pending(a))
-      wait = min_wait(wait, a->metrics_bo.until, now);
+      wait = min_wait(wait, a->mfeed.bo.until, now);
     if (a->metrics_on) wait = min_wait(wait, a->m_next, now);
+    if (a->events_on && ka_watch_any(&a->watch)) wait = min_wait(wait, a->w_next, now);
     wait = min_wait(wait, a->inv_next, now);
     if ((ex = ka_exec_next_ms(&a->exec)) >= 0 && ex < wait) wait = ex;
+    if (a->events_on && (ex = ka_watch_next_ms(&a->watch)) >= 0 && ex < wait) wait = ex;
 
     fds[0] = (struct pollfd){.fd = sigfd, .events = POLLIN};
     n = 1 + ka_exec_fds(&a->exec, fds + 1, MAX_FDS - 1);
+    if (a->events_on) n += ka_watch_fds(&a->watch, fds + n, MAX_FDS - n);
     ka_conn_wait(&a->conn, fds, (unsigned)n, (int)wait);
 
     if (fds[0].revents) {
@@ -609,14 +786,17 @@ static int run(struct agent *a, int sigfd) {
                    si.ssi_signo);
           stop = 1;
         }
-        /* SIGCHLD only wakes us: ka_exec_step reaps. */
+        /* SIGCHLD only wakes us: ka_exec_step and ka_watch_step reap. */
       }
     }
     if (ka_exec_step(&a->exec) > 0) a->spool_dirty = 1;
+    if (a->events_on) ka_watch_step(&a->watch);
     if (a->conn.poll.done) handle_poll(a);
     if (a->conn.push.done) handle_push(a);
+    if (a->events_on && events_settled(a)) ka_watch_save(&a->watch);
   }
   metrics_stop(a);
+  events_stop(a);
   return 0;
 }
 
@@ -765,6 +945,12 @@ int main(int argc, char **argv) {
       {"no-metrics", no_argument, NULL, 'n'},     {"print-metrics", no_argument, NULL, 'P'},
       {"metrics-spool-max", required_argument, NULL, 'm'},
       {"metrics-spool-batches", required_argument, NULL, 'b'},
+      {"watch-process", required_argument, NULL, 'W'},
+      {"watch-file", required_argument, NULL, 'F'},
+      {"check", required_argument, NULL, 'C'},
+      {"check-interval", required_argument, NULL, 'I'},
+      {"check-shell", no_argument, NULL, 'S'},
+      {"events-spool-max", required_argument, NULL, 'E'},
       {NULL, 0, NULL, 0}};
   struct opts o = {0};
   struct agent a;
@@ -773,6 +959,7 @@ int main(int argc, char **argv) {
   keel_err_t e;
   sigset_t mask;
   int c, rc = 1, sigfd = -1, lockfd = -1, exec_up = 0, conn_up = 0, col_up = 0, metrics_up = 0;
+  int watch_up = 0, events_up = 0;
   uint64_t u;
 
   memset(&a, 0, sizeof a);
@@ -782,9 +969,18 @@ int main(int argc, char **argv) {
    * buffers on the heap, where they fragment the idle footprint. */
   mallopt(M_MMAP_THRESHOLD, 128 * 1024);
   mallopt(M_TRIM_THRESHOLD, 256 * 1024);
+  /* Before any lookup: a static glibc program that follows nsswitch.conf
+   * to, say, libnss_systemd crashes in it (static_link.h). */
+  if (KA_STATIC_LINKED && ka_static_nss(&e)) {
+    fprintf(stderr, "keel-agent: %s\n", e.msg);
+    return 1;
+  }
+  /* The child of a statically linked agent's https check (httpcheck.h). */
+  if (argc > 1 && !strcmp(argv[1], KA_HTTPCHECK_FLAG)) return ka_httpcheck_main(argc, argv);
   o.interval_ms = METRICS_INTERVAL_MS;
   o.spool_max = METRICS_SPOOL_BYTES;
   o.spool_batches = METRICS_SPOOL_BATCHES;
+  o.ev_spool_max = EVENTS_SPOOL_BYTES;
   while ((c = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
     switch (c) {
     case 's': o.server = optarg; break;
@@ -812,12 +1008,15 @@ int main(int argc, char **argv) {
       o.procs[o.nprocs++] = optarg;
       break;
     case 'm':
-      if (parse_size(optarg, &o.spool_max) || o.spool_max < 65536) {
-        fprintf(stderr, "keel-agent: --metrics-spool-max '%s': expected a size of 64K or more "
-                        "(e.g. 64M)\n", optarg);
+    case 'E': {
+      uint64_t *max = c == 'm' ? &o.spool_max : &o.ev_spool_max;
+      if (parse_size(optarg, max) || *max < 65536) {
+        fprintf(stderr, "keel-agent: --%s-spool-max '%s': expected a size of 64K or more "
+                        "(e.g. 16M)\n", c == 'm' ? "metrics" : "events", optarg);
         return EXIT_USAGE;
       }
       break;
+    }
     case 'b':
       if (parse_size(optarg, &u) || u < 1 || u > 10000000) {
         fprintf(stderr, "keel-agent: --metrics-spool-batches '%s': expected 1 to 10000000\n",
@@ -826,6 +1025,30 @@ int main(int argc, char **argv) {
       }
       o.spool_batches = (size_t)u;
       break;
+    case 'W':
+    case 'F':
+    case 'C': {
+      /* Each value is checked by ka_watch_init (once the state directory
+       * is locked, before anything is sent); here only the count. */
+      const char **arr = c == 'W' ? o.watch.procs : c == 'F' ? o.watch.files : o.watch.checks;
+      size_t *n = c == 'W' ? &o.watch.nprocs : c == 'F' ? &o.watch.nfiles : &o.watch.nchecks;
+      if (*n == KA_WATCH_MAX) {
+        fprintf(stderr, "keel-agent: at most %d of --watch-process, --watch-file, --check each\n",
+                KA_WATCH_MAX);
+        return EXIT_USAGE;
+      }
+      arr[(*n)++] = optarg;
+      break;
+    }
+    case 'I':
+      if (keel_duration_parse(optarg, &o.watch.check_interval_ms) ||
+          o.watch.check_interval_ms < 1000 || o.watch.check_interval_ms > 3600000) {
+        fprintf(stderr, "keel-agent: --check-interval '%s': expected a duration from 1s to 1h\n",
+                optarg);
+        return EXIT_USAGE;
+      }
+      break;
+    case 'S': o.watch.check_shell = 1; break;
     case 'h': usage(stdout); return 0;
     case 'V': printf("keel-agent %s\n", KEEL_VERSION); return 0;
     default: usage(stderr); return EXIT_USAGE;
@@ -865,6 +1088,22 @@ int main(int argc, char **argv) {
     rc = EXIT_USAGE;
     goto out;
   }
+  if (KA_STATIC_LINKED && !strncasecmp(o.server, "https://", 8)) {
+    /* libcurl cannot be loaded into a static program (static_link.h): the
+     * dynamically linked agent takes this process over (same pid, same
+     * arguments) before anything is opened; it costs what an https agent
+     * always cost, libcurl and GnuTLS mapped. */
+    char dyn[PATH_MAX];
+    if (ka_dynamic_agent(dyn, sizeof dyn, "https:// servers", &e)) {
+      fprintf(stderr, "keel-agent: --server %s: %s\n", o.server, e.msg);
+      goto out;
+    }
+    keel_log(&log, KEEL_LOG_INFO, "statically linked: https:// is served by %s, exec'ing it", dyn);
+    argv[0] = dyn;
+    execv(dyn, argv);
+    fprintf(stderr, "keel-agent: exec %s: %s\n", dyn, strerror(errno));
+    goto out;
+  }
   ensure_std_fds();
   a.dir = o.state;
   a.log = &log;
@@ -886,6 +1125,15 @@ int main(int argc, char **argv) {
                                  : strerror(errno));
     goto out;
   }
+  /* Before enrolling or sending anything: a bad --watch-* or --check is a
+   * usage error.  It only reads DIR/watch.json; events wait for run(). */
+  if ((rc = ka_watch_init(&a.watch, &o.watch, o.state, &a.evq, &log, &e))) {
+    fprintf(stderr, "keel-agent: %s\n", e.msg);
+    rc = rc == KEEL_EINVAL ? EXIT_USAGE : 1;
+    goto out;
+  }
+  watch_up = 1;
+  rc = 1;
   /* Before enrollment, which uses it.  For https:// this loads libcurl;
    * a plain-http agent never does (its footprint). */
   if (ka_conn_init(&a.conn, o.server, &a.id, &log, &e)) {
@@ -959,25 +1207,42 @@ int main(int argc, char **argv) {
       goto out;
     }
     col_up = 1;
-    if (ka_mspool_open(&a.mspool, o.state, o.spool_max, o.spool_batches, &log, &e)) {
+    if (ka_mspool_open(&a.mspool, o.state, "metrics", ".kmb", o.spool_max, o.spool_batches, &log,
+                       &e)) {
       fprintf(stderr, "keel-agent: metrics: %s\n", e.msg);
       goto out;
     }
     keel_mb_enc_init(&a.menc, METRICS_BATCH_MAX);
-    keel_buf_init(&a.mbody, METRICS_BATCH_MAX);
+    feed_init(&a.mfeed, "metrics", "/v1/agent/metrics", KEEL_MB_CONTENT_TYPE, PUSH_METRICS,
+              &a.mspool, METRICS_BATCH_MAX);
     keel_buf_init(&a.mscratch, METRICS_BATCH_MAX);
     a.metrics_on = metrics_up = 1;
-    a.interval_ms = o.interval_ms;
     a.m_next = keel_mono_ms();
   }
+  a.interval_ms = o.interval_ms;
+  /* Always: events spooled by an earlier run are sent even when nothing is
+   * watched now. */
+  if (ka_evq_open(&a.evq, o.state, o.ev_spool_max, EVENTS_SPOOL_BATCHES, &log, &e)) {
+    fprintf(stderr, "keel-agent: events: %s\n", e.msg);
+    goto out;
+  }
+  feed_init(&a.efeed, "events", "/v1/agent/events", NULL, PUSH_EVENTS, &a.evq.spool,
+            KA_EV_BATCH_BYTES);
+  a.events_on = events_up = 1;
+  a.w_next = keel_mono_ms();
   keel_log(&log, KEEL_LOG_INFO, "agent %s polling %s", a.id.agent_id, o.server);
   rc = run(&a, sigfd);
 out:
   if (metrics_up) {
     keel_mb_enc_free(&a.menc);
-    keel_buf_free(&a.mbody);
+    keel_buf_free(&a.mfeed.body);
     keel_buf_free(&a.mscratch);
   }
+  if (events_up) {
+    ka_evq_close(&a.evq);
+    keel_buf_free(&a.efeed.body);
+  }
+  if (watch_up) ka_watch_free(&a.watch);
   if (col_up) ka_collect_free(&a.col);
   if (exec_up) ka_exec_free(&a.exec);
   if (conn_up) ka_conn_free(&a.conn);

@@ -1,12 +1,15 @@
-/* mspool.c — metric batches waiting for keeld (agent.h, "mspool").
+/* mspool.c — batches waiting for keeld (agent.h, "mspool"): metric batches
+ * (DIR/metrics/<seq>.kmb) and event batches (DIR/events/<seq>.json) share
+ * this one spool.
  *
- * DIR/metrics/<seq>.kmb, seq 16 lower-case hex digits, one batch per file,
+ * DIR/<name>/<seq><ext>, seq 16 lower-case hex digits, one batch per file,
  * sent oldest first.  Bounded in files and bytes; when a new batch would
  * pass a bound the oldest go first, and are counted.
  *
- * Unlike results, batches are not fsync'd: metrics are worth a disk write
+ * Unlike results, batches are not fsync'd: they are worth a disk write
  * while keeld is away, not a disk flush every interval.  A file torn by a
- * power cut fails its CRC when read back and is dropped (and counted). */
+ * power cut fails its check when read back (a metric batch's CRC, an event
+ * batch's JSON) and is dropped (and counted). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -19,12 +22,11 @@
 #include <unistd.h>
 
 #include "agent.h"
-#include "keel/metricbatch.h"
 
-/* seq from "<16 hex>.kmb"; 0 when the name is not one of ours. */
-static int name_seq(const char *name, uint64_t *seq) {
+/* seq from "<16 hex><ext>"; 0 when the name is not one of ours. */
+static int name_seq(const ka_mspool_t *s, const char *name, uint64_t *seq) {
   uint64_t v = 0;
-  if (strlen(name) != 20 || strcmp(name + 16, ".kmb")) return 0;
+  if (strlen(name) != 16 + strlen(s->ext) || strcmp(name + 16, s->ext)) return 0;
   for (int i = 0; i < 16; i++) {
     char c = name[i];
     int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
@@ -36,7 +38,7 @@ static int name_seq(const char *name, uint64_t *seq) {
 }
 
 static void file_path(const ka_mspool_t *s, uint64_t seq, char out[PATH_MAX]) {
-  ka_path(out, "%s/%016" PRIx64 ".kmb", s->dir, seq);
+  ka_path(out, "%s/%016" PRIx64 "%s", s->dir, seq, s->ext);
 }
 
 /* Recounts from the directory: first, next, count, bytes.  Removes
@@ -61,7 +63,7 @@ static int rescan(ka_mspool_t *s, keel_err_t *e) {
       unlink(path);
       continue;
     }
-    if (!name_seq(de->d_name, &seq)) continue;
+    if (!name_seq(s, de->d_name, &seq)) continue;
     ka_path(path, "%s/%s", s->dir, de->d_name);
     if (stat(path, &st) || !S_ISREG(st.st_mode)) continue;
     s->count++;
@@ -80,15 +82,17 @@ out:
   return rc;
 }
 
-int ka_mspool_open(ka_mspool_t *s, const char *state_dir, uint64_t max_bytes, size_t max_batches,
-                   const keel_log_t *log, keel_err_t *e) {
+int ka_mspool_open(ka_mspool_t *s, const char *state_dir, const char *name, const char *ext,
+                   uint64_t max_bytes, size_t max_batches, const keel_log_t *log, keel_err_t *e) {
   int rc;
 
   memset(s, 0, sizeof *s);
   s->log = log;
   s->max_bytes = max_bytes;
   s->max_batches = max_batches;
-  ka_path(s->dir, "%s/metrics", state_dir);
+  snprintf(s->name, sizeof s->name, "%s", name);
+  snprintf(s->ext, sizeof s->ext, "%s", ext);
+  ka_path(s->dir, "%s/%s", state_dir, name);
   if (mkdir(s->dir, 0700) && errno != EEXIST) {
     rc = keel_err_set(e, KEEL_EIO, "mkdir %s: %s", s->dir, strerror(errno));
     goto out;
@@ -98,7 +102,7 @@ int ka_mspool_open(ka_mspool_t *s, const char *state_dir, uint64_t max_bytes, si
   while (s->count && (s->count > s->max_batches || s->bytes > s->max_bytes))
     ka_mspool_drop(s, s->first, 1);
   if (s->count)
-    keel_log(log, KEEL_LOG_INFO, "metrics: %zu batches (%" PRIu64 " bytes) spooled, to send",
+    keel_log(log, KEEL_LOG_INFO, "%s: %zu batches (%" PRIu64 " bytes) spooled, to send", s->name,
              s->count, s->bytes);
 out:
   return rc;

@@ -180,6 +180,50 @@ out:
   return rc;
 }
 
+/* The table a list command fills, or JSON lines. */
+typedef struct list_ctx {
+  api_item_fn row;
+  out_table_t *t;
+} list_ctx_t;
+
+static int list_item(cli_t *c, json_t *it, void *ud) {
+  list_ctx_t *l = ud;
+  if (c->json) {
+    out_json_line(it, stdout);
+    return 0;
+  }
+  return l->row(c, it, l->t);
+}
+
+int api_list_table(cli_t *c, const char *path, const cli_opt_t *opts, size_t max,
+                   const char *const *heads, size_t ncols, api_item_fn row) {
+  const cli_opt_t *o;
+  keel_buf_t url;
+  out_table_t t;
+  list_ctx_t l = {row, &t};
+  int rc = 0;
+
+  for (o = opts; o && o->name; o++) {
+    char *end;
+    long long n;
+    if (strcmp(o->name, "limit") || !o->value) continue;
+    n = strtoll(o->value, &end, 10);
+    if (!o->value[0] || *end || n < 1)
+      return cli_usage(c, "--limit: expected a positive integer, got '%s'", o->value);
+    max = (size_t)n;
+  }
+  keel_buf_init(&url, PATH_MAX_BYTES);
+  out_table_init(&t, ncols, heads);
+  if (keel_buf_puts(&url, path)) rc = cli_fail("out of memory");
+  for (o = opts; !rc && o && o->name; o++)
+    if (strcmp(o->name, "limit")) rc = api_query(c, &url, o->name, o->value);
+  if (!rc) rc = api_list(c, url.data, max, list_item, &l);
+  if (!rc && !c->json) out_table_print(&t, stdout);
+  out_table_free(&t);
+  keel_buf_free(&url);
+  return rc;
+}
+
 void cli_sleep_ms(long ms) {
   struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
   nanosleep(&ts, NULL);

@@ -88,6 +88,15 @@ typedef int (*api_item_fn)(cli_t *c, json_t *item, void *ud);
 /* GETs path (which may hold a query already) page by page, following
  * next_cursor until the end or until max items (0 = no limit) were seen. */
 int api_list(cli_t *c, const char *path, size_t max, api_item_fn fn, void *ud);
+/* The whole of a list command: GETs path with ?NAME=VALUE for each option
+ * of opts that was given (opts may be NULL), page by page, and prints the
+ * items: JSON lines with --json, else a table of ncols columns under heads,
+ * a row per item added by row (its ud is the out_table_t *; row is not
+ * called with --json).  An option named "limit" is not sent: its value
+ * (a positive integer, else a usage error before anything is sent) caps
+ * the items, else max does (0 = all).  Returns an exit status. */
+int api_list_table(cli_t *c, const char *path, const cli_opt_t *opts, size_t max,
+                   const char *const *heads, size_t ncols, api_item_fn row);
 /* Waits ms milliseconds between polls (keel run, keel execution watch). */
 void cli_sleep_ms(long ms);
 /* Appends s percent-encoded to b / "?key=value" ("&...") to a URL. */
@@ -162,6 +171,22 @@ int cmd_execution_cancel(cli_t *c, int argc, char **argv);
 int cmd_execution_retry(cli_t *c, int argc, char **argv);
 int cmd_schedule_list(cli_t *c, int argc, char **argv);
 int cmd_metrics_query(cli_t *c, int argc, char **argv);
+int cmd_alert_list(cli_t *c, int argc, char **argv);
+int cmd_alert_rules(cli_t *c, int argc, char **argv);
 int cmd_top(cli_t *c, int argc, char **argv);
+int cmd_incident_list(cli_t *c, int argc, char **argv);
+int cmd_incident_show(cli_t *c, int argc, char **argv);
+int cmd_incident_ack(cli_t *c, int argc, char **argv);
+int cmd_incident_resolve(cli_t *c, int argc, char **argv);
+int cmd_incident_comment(cli_t *c, int argc, char **argv);
+int cmd_maintenance_list(cli_t *c, int argc, char **argv);
+int cmd_events_list(cli_t *c, int argc, char **argv);
+int cmd_events_watch(cli_t *c, int argc, char **argv);
+int cmd_automation_rules(cli_t *c, int argc, char **argv);
+int cmd_automation_show(cli_t *c, int argc, char **argv);
+int cmd_automation_runs(cli_t *c, int argc, char **argv);
+int cmd_automation_delete(cli_t *c, int argc, char **argv);
+int cmd_automation_disable(cli_t *c, int argc, char **argv);
+int cmd_automation_enable(cli_t *c, int argc, char **argv);
 
 #endif

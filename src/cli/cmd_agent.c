@@ -56,10 +56,7 @@ out:
 static int etoken_row(cli_t *c, json_t *t, void *ud) {
   char uses[48], a[24], b[24];
   const char *row[5];
-  if (c->json) {
-    out_json_line(t, stdout);
-    return 0;
-  }
+  (void)c;
   snprintf(uses, sizeof uses, "%s/%s", out_field(t, "uses", a, sizeof a),
            out_field(t, "uses_max", b, sizeof b));
   row[0] = keel_json_str(t, "id");
@@ -72,14 +69,9 @@ static int etoken_row(cli_t *c, json_t *t, void *ud) {
 
 int cmd_agent_token_list(cli_t *c, int argc, char **argv) {
   static const char *const heads[] = {"ID", "STATUS", "USES", "EXPIRES", "CREATED BY"};
-  out_table_t t;
   int rc;
   if ((rc = cli_parse(c, argc, argv, NULL, NULL, 0, 0)) != CLI_GO) return rc;
-  out_table_init(&t, 5, heads);
-  rc = api_list(c, "/v1/agent-tokens", 0, etoken_row, &t);
-  if (!rc && !c->json) out_table_print(&t, stdout);
-  out_table_free(&t);
-  return rc;
+  return api_list_table(c, "/v1/agent-tokens", NULL, 0, heads, 5, etoken_row);
 }
 
 /* "k=v,k2=v2" of a tags object, for tables. */
@@ -98,10 +90,7 @@ static int agent_row(cli_t *c, json_t *a, void *ud) {
   char *tags;
   const char *row[5];
   int rc;
-  if (c->json) {
-    out_json_line(a, stdout);
-    return 0;
-  }
+  (void)c;
   tags = tags_text(json_object_get(a, "tags"));
   row[0] = keel_json_str(a, "id");
   row[1] = keel_json_str(a, "hostname");
@@ -117,26 +106,9 @@ int cmd_agent_list(cli_t *c, int argc, char **argv) {
   static const char *const heads[] = {"ID", "HOSTNAME", "STATUS", "LAST SEEN", "TAGS"};
   cli_opt_t opts[] = {{"target", "SELECTOR", NULL}, {"status", "online|offline", NULL},
                       {NULL, NULL, NULL}};
-  keel_buf_t url;
-  out_table_t t;
   int rc;
-
   if ((rc = cli_parse(c, argc, argv, opts, NULL, 0, 0)) != CLI_GO) return rc;
-  keel_buf_init(&url, 65536);
-  out_table_init(&t, 5, heads);
-  if (keel_buf_puts(&url, "/v1/agents")) {
-    rc = cli_fail("out of memory");
-    goto out;
-  }
-  if ((rc = api_query(c, &url, "target", opts[0].value)) ||
-      (rc = api_query(c, &url, "status", opts[1].value)))
-    goto out;
-  if ((rc = api_list(c, url.data, 0, agent_row, &t))) goto out;
-  if (!c->json) out_table_print(&t, stdout);
-out:
-  out_table_free(&t);
-  keel_buf_free(&url);
-  return rc;
+  return api_list_table(c, "/v1/agents", opts, 0, heads, 5, agent_row);
 }
 
 static int get_agent(cli_t *c, const char *id, json_t **out) {

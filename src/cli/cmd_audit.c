@@ -8,11 +8,7 @@
 static int audit_row(cli_t *c, json_t *r, void *ud) {
   char seq[32], st[32];
   const char *row[7];
-
-  if (c->json) {
-    out_json_line(r, stdout);
-    return 0;
-  }
+  (void)c;
   row[0] = out_field(r, "seq", seq, sizeof seq);
   row[1] = keel_json_str(r, "time");
   row[2] = keel_json_str(r, "actor");
@@ -31,35 +27,9 @@ int cmd_audit_log(cli_t *c, int argc, char **argv) {
                       {"action", "A", NULL},
                       {"limit", "N", NULL},
                       {NULL, NULL, NULL}};
-  keel_buf_t url;
-  out_table_t t;
-  size_t max = 0;
   int rc;
-
   if ((rc = cli_parse(c, argc, argv, opts, NULL, 0, 0)) != CLI_GO) return rc;
-  if (opts[3].value) {
-    char *end;
-    long long n = strtoll(opts[3].value, &end, 10);
-    if (!opts[3].value[0] || *end || n < 1)
-      return cli_usage(c, "--limit: expected a positive integer, got '%s'", opts[3].value);
-    max = (size_t)n;
-  }
-  keel_buf_init(&url, 65536);
-  out_table_init(&t, 7, heads);
-  if (keel_buf_puts(&url, "/v1/audit")) {
-    rc = cli_fail("out of memory");
-    goto out;
-  }
-  if ((rc = api_query(c, &url, "since", opts[0].value)) ||
-      (rc = api_query(c, &url, "actor", opts[1].value)) ||
-      (rc = api_query(c, &url, "action", opts[2].value)))
-    goto out;
-  if ((rc = api_list(c, url.data, max, audit_row, &t))) goto out;
-  if (!c->json) out_table_print(&t, stdout);
-out:
-  out_table_free(&t);
-  keel_buf_free(&url);
-  return rc;
+  return api_list_table(c, "/v1/audit", opts, 0, heads, 7, audit_row);
 }
 
 int cmd_audit_verify(cli_t *c, int argc, char **argv) {

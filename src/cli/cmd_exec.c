@@ -418,10 +418,6 @@ static int execution_row(cli_t *c, json_t *x, void *ud) {
   int rc = 0;
 
   keel_buf_init(&path, 1);
-  if (c->json) {
-    out_json_line(x, stdout);
-    goto out;
-  }
   /* Items of the list carry no target counts: read them from the execution. */
   if (!json_is_object(json_object_get(x, "summary")) && keel_json_str(x, "id")) {
     if ((rc = exe_url(c, &path, keel_json_str(x, "id"), NULL)) ||
@@ -454,34 +450,9 @@ int cmd_execution_list(cli_t *c, int argc, char **argv) {
                                       "TARGETS", "REQUESTED BY", "CREATED"};
   cli_opt_t opts[] = {{"runbook", "NAME", NULL}, {"state", "STATE", NULL}, {"limit", "N", NULL},
                       {NULL, NULL, NULL}};
-  keel_buf_t url;
-  out_table_t t;
-  size_t max = 50;
   int rc;
-
   if ((rc = cli_parse(c, argc, argv, opts, NULL, 0, 0)) != CLI_GO) return rc;
-  if (opts[2].value) {
-    char *end;
-    long long n = strtoll(opts[2].value, &end, 10);
-    if (!opts[2].value[0] || *end || n < 1)
-      return cli_usage(c, "--limit: expected a positive integer, got '%s'", opts[2].value);
-    max = (size_t)n;
-  }
-  keel_buf_init(&url, 65536);
-  out_table_init(&t, 6, heads);
-  if (keel_buf_puts(&url, "/v1/executions")) {
-    rc = cli_fail("out of memory");
-    goto out;
-  }
-  if ((rc = api_query(c, &url, "runbook", opts[0].value)) ||
-      (rc = api_query(c, &url, "state", opts[1].value)))
-    goto out;
-  if ((rc = api_list(c, url.data, max, execution_row, &t))) goto out;
-  if (!c->json) out_table_print(&t, stdout);
-out:
-  out_table_free(&t);
-  keel_buf_free(&url);
-  return rc;
+  return api_list_table(c, "/v1/executions", opts, 50, heads, 6, execution_row);
 }
 
 /* One row of the header of execution show; an empty value shows as "-". */

@@ -215,10 +215,7 @@ static int command_row(cli_t *c, json_t *k, void *ud) {
   char *spec;
   const char *row[5];
   int rc;
-  if (c->json) {
-    out_json_line(k, stdout);
-    return 0;
-  }
+  (void)c;
   spec = json_dumps(json_object_get(json_object_get(k, "spec"), "argv"), JSON_COMPACT);
   if (!spec || !strcmp(spec, "null")) {
     free(spec);
@@ -237,20 +234,7 @@ static int command_row(cli_t *c, json_t *k, void *ud) {
 int cmd_command_list(cli_t *c, int argc, char **argv) {
   static const char *const heads[] = {"ID", "CREATED", "BY", "TARGET", "COMMAND"};
   cli_opt_t opts[] = {{"limit", "N", NULL}, {NULL, NULL, NULL}};
-  out_table_t t;
-  size_t max = 50;
   int rc;
   if ((rc = cli_parse(c, argc, argv, opts, NULL, 0, 0)) != CLI_GO) return rc;
-  if (opts[0].value) {
-    char *end;
-    long long n = strtoll(opts[0].value, &end, 10);
-    if (!opts[0].value[0] || *end || n < 1)
-      return cli_usage(c, "--limit: expected a positive integer, got '%s'", opts[0].value);
-    max = (size_t)n;
-  }
-  out_table_init(&t, 5, heads);
-  rc = api_list(c, "/v1/commands", max, command_row, &t);
-  if (!rc && !c->json) out_table_print(&t, stdout);
-  out_table_free(&t);
-  return rc;
+  return api_list_table(c, "/v1/commands", opts, 50, heads, 5, command_row);
 }

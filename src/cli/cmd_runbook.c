@@ -10,10 +10,7 @@ static int runbook_row(cli_t *c, json_t *r, void *ud) {
   const json_t *o = json_object_get(r, "owner");
   const char *row[5];
   char ver[32];
-  if (c->json) {
-    out_json_line(r, stdout);
-    return 0;
-  }
+  (void)c;
   if (keel_json_str(o, "application"))
     snprintf(owner, sizeof owner, "app %s", keel_json_str(o, "application"));
   else if (keel_json_str(o, "team"))
@@ -28,14 +25,9 @@ static int runbook_row(cli_t *c, json_t *r, void *ud) {
 
 int cmd_runbook_list(cli_t *c, int argc, char **argv) {
   static const char *const heads[] = {"NAME", "OWNER", "VERSION", "UPDATED", "DESCRIPTION"};
-  out_table_t t;
   int rc;
   if ((rc = cli_parse(c, argc, argv, NULL, NULL, 0, 0)) != CLI_GO) return rc;
-  out_table_init(&t, 5, heads);
-  rc = api_list(c, "/v1/runbooks", 0, runbook_row, &t);
-  if (!rc && !c->json) out_table_print(&t, stdout);
-  out_table_free(&t);
-  return rc;
+  return api_list_table(c, "/v1/runbooks", NULL, 0, heads, 5, runbook_row);
 }
 
 int cmd_runbook_show(cli_t *c, int argc, char **argv) {

@@ -49,34 +49,16 @@ static int token_row(cli_t *c, json_t *t, void *ud) {
   const char *row[6] = {keel_json_str(t, "id"),         keel_json_str(t, "name"),
                         keel_json_str(t, "user"),       keel_json_str(t, "status"),
                         keel_json_str(t, "created_at"), exp ? exp : "never"};
-  if (c->json) {
-    out_json_line(t, stdout);
-    return 0;
-  }
+  (void)c;
   return out_table_add(ud, row);
 }
 
 int cmd_token_list(cli_t *c, int argc, char **argv) {
   static const char *const heads[] = {"ID", "NAME", "USER", "STATUS", "CREATED", "EXPIRES"};
   cli_opt_t opts[] = {{"user", "NAME", NULL}, {NULL, NULL, NULL}};
-  keel_buf_t url;
-  out_table_t t;
   int rc;
-
   if ((rc = cli_parse(c, argc, argv, opts, NULL, 0, 0)) != CLI_GO) return rc;
-  keel_buf_init(&url, 65536);
-  out_table_init(&t, 6, heads);
-  if (keel_buf_puts(&url, "/v1/tokens")) {
-    rc = cli_fail("out of memory");
-    goto out;
-  }
-  if ((rc = api_query(c, &url, "user", opts[0].value))) goto out;
-  if ((rc = api_list(c, url.data, 0, token_row, &t))) goto out;
-  if (!c->json) out_table_print(&t, stdout);
-out:
-  out_table_free(&t);
-  keel_buf_free(&url);
-  return rc;
+  return api_list_table(c, "/v1/tokens", opts, 0, heads, 6, token_row);
 }
 
 int cmd_token_revoke(cli_t *c, int argc, char **argv) {

@@ -48,11 +48,7 @@ static int user_row(cli_t *c, json_t *u, void *ud) {
   out_table_t *t = ud;
   char v[32];
   const char *row[6];
-
-  if (c->json) {
-    out_json_line(u, stdout);
-    return 0;
-  }
+  (void)c;
   row[0] = keel_json_str(u, "name");
   row[1] = keel_json_str(u, "role");
   row[2] = json_is_true(json_object_get(u, "disabled")) ? "disabled" : "active";
@@ -64,15 +60,9 @@ static int user_row(cli_t *c, json_t *u, void *ud) {
 
 int cmd_user_list(cli_t *c, int argc, char **argv) {
   static const char *const heads[] = {"NAME", "ROLE", "STATUS", "DISPLAY NAME", "ID", "VERSION"};
-  out_table_t t;
   int rc;
-
   if ((rc = cli_parse(c, argc, argv, NULL, NULL, 0, 0)) != CLI_GO) return rc;
-  out_table_init(&t, 6, heads);
-  rc = api_list(c, "/v1/users", 0, user_row, &t);
-  if (!rc && !c->json) out_table_print(&t, stdout);
-  out_table_free(&t);
-  return rc;
+  return api_list_table(c, "/v1/users", NULL, 0, heads, 6, user_row);
 }
 
 int cmd_user_show(cli_t *c, int argc, char **argv) {

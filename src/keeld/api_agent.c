@@ -128,8 +128,32 @@ int k_api_enroll(k_server_t *srv, k_req_t *req) {
   snprintf(req->target.path, sizeof req->target.path, "agent/%s",
            keel_json_str(req->out, "agent_id"));
   keel_buf_printf(&req->detail, "hostname=%s", keel_json_str(req->in, "hostname"));
+  {
+    /* enrolled agents are online from here (fleet.c): both are events */
+    const k_agent_t *a = k_fleet_find(srv->fleet, keel_json_str(req->out, "agent_id"));
+    if (a && ((rc = k_events_emit_host(srv, a, "agent.enrolled", &e)) ||
+              (rc = k_events_emit_host(srv, a, "agent.online", &e))))
+      return k_req_fail_err(req, rc, &e);
+  }
   req->status = 201;
   return 0;
+}
+
+/* command.finished once no run of command id is pending (inside the
+ * caller's unit): {"id", "status": succeeded | failed, "summary": counts}. */
+static int command_finished(k_server_t *srv, const char *id, keel_err_t *e) {
+  json_t *sum = NULL;
+  int done = 0, rc = k_exec_summary(srv->store, id, &sum, &done, e);
+  if (rc || !done) {
+    json_decref(sum);
+    return rc;
+  }
+  return k_event_emit_new(
+      srv->events, "command.finished", id, NULL, NULL,
+      json_pack("{s:s,s:s,s:o}", "id", id, "status",
+                json_integer_value(json_object_get(sum, "failed")) ? "failed" : "succeeded",
+                "summary", sum),
+      e);
 }
 
 /* ---- the long-poll -------------------------------------------------------------- */
@@ -241,6 +265,8 @@ int k_api_agent_result(k_server_t *srv, k_req_t *req) {
   /* a step of a runbook execution: its engine takes the result next tick */
   if (!dup && !strncmp(keel_json_str(req->in, "_owner"), "exe_", 4))
     k_xec_on_result(srv->xec, keel_json_str(req->in, "_owner"), keel_json_str(req->in, "run_id"));
+  else if (!dup && (rc = command_finished(srv, keel_json_str(req->in, "_owner"), &e)))
+    return k_req_fail_err(req, rc, &e);
   req->out = json_pack("{s:s,s:b}", "ack", keel_json_str(req->in, "run_id"), "duplicate", dup);
   return 0;
 }
@@ -437,6 +463,8 @@ int k_api_command_create(k_server_t *srv, k_req_t *req) {
   rc = k_exec_create(srv->store, srv->fleet, &srv->key, req->in, sel, req->actor, keel_now_ms(),
                      &req->out, &req->detail, &e);
   keel_selector_free(sel);
+  /* no host online: finished as it starts */
+  if (!rc) rc = command_finished(srv, keel_json_str(req->out, "id"), &e);
   if (rc) return k_req_fail_err(req, rc, &e);
   snprintf(req->target.path, sizeof req->target.path, "command/%s", keel_json_str(req->out, "id"));
   srv->fleet_wake = 1;

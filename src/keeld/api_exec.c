@@ -1,8 +1,9 @@
 /* api_exec.c — runbook executions and schedules (docs/runbooks.md):
- * /v1/executions, /v1/schedules, and the scheduler, which starts runs as
- * the schedule's owner through the same checks a request goes through:
- * authorize (runbook:start on the runbook and on every target host) ->
- * validate (parameters, targets) -> apply -> audit. */
+ * /v1/executions, /v1/schedules, and the one way keeld starts a runbook
+ * by itself as a user (k_runbook_start_as: the scheduler and automation
+ * rules), through the same checks a request goes through: authorize
+ * (runbook:start on the runbook and on every target host) -> validate
+ * (parameters, targets) -> apply -> audit. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,10 +155,10 @@ int k_api_execution_start_decode(k_server_t *srv, k_req_t *req) {
 
 int k_api_execution_start(k_server_t *srv, k_req_t *req) {
   keel_err_t e = {0};
+  k_xec_origin_t origin = {req->who.user, 0, keel_json_str(req->in, "_retry_of"), NULL, NULL};
   int rc = k_xec_create(srv->xec, keel_json_str(req->in, "_id"), json_object_get(req->in, "_runbook"),
                         json_object_get(req->in, "_params"), json_object_get(req->in, "_targets"),
-                        req->who.user, 0, keel_json_str(req->in, "_retry_of"), keel_now_ms(),
-                        &req->out, &req->detail, &e);
+                        &origin, keel_now_ms(), &req->out, &req->detail, &e);
   if (rc) return k_req_fail_err(req, rc, &e);
   {
     char rb[sizeof req->target.path];
@@ -208,18 +209,21 @@ int k_api_execution_retry_decode(k_server_t *srv, k_req_t *req) {
 
 /* ---- reading ------------------------------------------------------------------------ */
 
-/* Drops the items (each naming a "runbook" and its owner under owner_key)
- * the caller may not read. */
-static void keep_readable(k_server_t *srv, k_req_t *req, json_t *items, const char *owner_key) {
-  for (size_t i = json_array_size(items); i-- > 0;) {
-    json_t *it = json_array_get(items, i), *ref;
-    char path[192];
-    ref = json_pack("{s:s,s:O}", "name", keel_json_str(it, "runbook"), "owner",
-                    json_object_get(it, owner_key));
-    k_runbook_path(ref, path, sizeof path);
-    json_decref(ref);
-    if (!k_authz_req(srv, req, "runbook:read", path, NULL, 0)) json_array_remove(items, i);
-  }
+/* The runbook's path of an item naming a "runbook" and its owner under
+ * owner_key (executions: "owner", schedules: "runbook_owner"), as lists
+ * are judged (runbook:read). */
+static void runbook_path_by(const json_t *it, const char *owner_key, char *out, size_t n) {
+  json_t *ref = json_pack("{s:s,s:O}", "name", keel_json_str(it, "runbook"), "owner",
+                          json_object_get(it, owner_key));
+  out[0] = '\0';
+  if (ref) k_runbook_path(ref, out, n);
+  json_decref(ref);
+}
+static void execution_path(const json_t *it, char *out, size_t n) {
+  runbook_path_by(it, "owner", out, n);
+}
+static void schedule_path(const json_t *it, char *out, size_t n) {
+  runbook_path_by(it, "runbook_owner", out, n);
 }
 
 static const char *const exe_states[] = {"pending", "waiting_approval", "running", "paused",
@@ -238,7 +242,7 @@ int k_api_execution_list(k_server_t *srv, k_req_t *req) {
   rc = k_xec_list(srv->xec, k_req_query(req, "runbook"), state, k_req_query(req, "cursor"), limit,
                   &items, &next, &e);
   if (rc) return k_req_fail_err(req, rc, &e);
-  keep_readable(srv, req, items, "owner");
+  k_authz_filter(srv, &req->who, "runbook:read", items, execution_path);
   k_req_set_page(req, items, next);
   free(next);
   return 0;
@@ -304,10 +308,12 @@ int k_api_schedule_list(k_server_t *srv, k_req_t *req) {
   keel_err_t e = {0};
   int rc = k_xec_schedule_list(srv->xec, keel_now_ms(), &items, &e);
   if (rc) return k_req_fail_err(req, rc, &e);
-  keep_readable(srv, req, items, "runbook_owner");
+  k_authz_filter(srv, &req->who, "runbook:read", items, schedule_path);
   k_req_set_page(req, items, NULL);
   return 0;
 }
+
+/* ---- starting as a user: schedules and automation ------------------------------------- */
 
 typedef struct sjudge {
   k_server_t *srv;
@@ -326,10 +332,10 @@ static int judge_owner(void *ud, const char *path, const json_t *tags) {
   return k_authz_check(j->srv->org, j->who, "runbook:start", &t, j->reason, sizeof j->reason);
 }
 
-/* One record of what a schedule did, with its audit record, in one unit. */
-static void sched_record(k_server_t *srv, const char *runbook, int64_t slot, const char *actor,
-                         const char *path, const char *outcome, int status, const char *exe,
-                         const char *why, k_xec_t *x, const json_t *start) {
+/* The outcome o, with the execution described by start (or none), the
+ * caller's record and (unless a dry run) the audit record, in one unit. */
+static int start_unit(k_server_t *srv, const k_start_as_t *s, k_start_out_t *o,
+                      const json_t *start) {
   k_audit_rec_t rec;
   keel_buf_t detail;
   keel_err_t e = {0};
@@ -342,65 +348,69 @@ static void sched_record(k_server_t *srv, const char *runbook, int64_t slot, con
   k_audit_mark(srv->audit);
   if ((rc = k_store_unit_begin(srv->store, &e))) goto fail;
   if (start) {
-    rc = k_xec_create(x, exe, json_object_get(start, "rb"), json_object_get(start, "params"),
-                      json_object_get(start, "targets"), keel_json_str(start, "owner"), 1, NULL,
-                      keel_now_ms(), &out, &detail, &e);
+    k_xec_origin_t origin = {s->owner, s->by_schedule, NULL, s->cause, s->gate};
+    rc = k_xec_create(srv->xec, o->exe_id, json_object_get(start, "rb"),
+                      json_object_get(start, "params"), o->targets, &origin, keel_now_ms(), &out,
+                      &detail, &e);
     json_decref(out);
   }
-  if (!rc)
-    rc = k_xec_schedule_record(x, runbook, slot, keel_now_ms(), outcome, exe, why, &e);
-  if (!rc) {
-    char slot_s[KEEL_TIME_STRLEN];
-    keel_time_format(slot_s, slot);
+  if (!rc && s->record) rc = s->record(s->ud, o, &e);
+  if (!rc && !s->dry_run) {
     if (!start) keel_buf_reset(&detail);
-    keel_buf_printf(&detail, "%sschedule slot %s: %s%s%.2000s", detail.len ? "; " : "", slot_s,
-                    outcome, why && *why ? ": " : "", why ? why : "");
-    rec = (k_audit_rec_t){actor, "runbook:start", path, !strcmp(outcome, "started") ? "ok"
-                                                         : !strcmp(outcome, "denied") ? "denied"
-                                                                                      : "failed",
-                          status, detail.data ? detail.data : "", rid, ""};
+    keel_buf_printf(&detail, "%s%s: %s%s%.2000s", detail.len ? "; " : "", s->note, o->outcome,
+                    o->why[0] ? ": " : "", o->why);
+    rec = (k_audit_rec_t){s->actor, "runbook:start", o->path[0] ? o->path : s->runbook,
+                          !strcmp(o->outcome, "started") ? "ok"
+                          : !strcmp(o->outcome, "denied") ? "denied"
+                                                           : "failed",
+                          o->status, detail.data ? detail.data : "", rid, ""};
     rc = k_audit_append(srv->audit, &rec, NULL, &e);
   }
   if (k_store_unit_end(srv->store, rc == 0, NULL) && !rc) rc = KEEL_EIO;
   if (!rc) goto out;
 fail:
   k_audit_restore(srv->audit);
-  keel_log(&srv->log, KEEL_LOG_ERROR, "schedule of %s: %s", runbook, e.msg);
-  if (start) k_xec_reload(x, &e);
+  keel_log(&srv->log, KEEL_LOG_ERROR, "%s (%s): %s", s->note, s->runbook, e.msg);
+  if (start && k_xec_reload(srv->xec, &e))
+    keel_log(&srv->log, KEEL_LOG_ERROR, "executions: reload: %s", e.msg);
+  rc = KEEL_EIO;
 out:
   keel_buf_free(&detail);
+  return rc;
 }
 
-/* One due slot: start the runbook as the schedule's owner, or record why
- * not. */
-static void fire(k_server_t *srv, const json_t *due) {
-  const char *name = keel_json_str(due, "runbook"), *owner = keel_json_str(due, "owner");
-  int64_t slot = json_integer_value(json_object_get(due, "slot_ms"));
-  json_t *rb = NULL, *u = NULL, *params = NULL, *targets = NULL, *start = NULL;
+static int start_refused(k_server_t *srv, const k_start_as_t *s, k_start_out_t *o,
+                         const char *outcome, int status, int rc) {
+  o->outcome = outcome;
+  o->status = status;
+  return start_unit(srv, s, o, NULL) ? KEEL_EIO : rc;
+}
+
+int k_runbook_start_record(k_server_t *srv, const k_start_as_t *s, k_start_out_t *o) {
+  return start_unit(srv, s, o, NULL);
+}
+
+int k_runbook_start_as(k_server_t *srv, const k_start_as_t *s, k_start_out_t *o) {
+  json_t *rb = NULL, *u = NULL, *params = NULL, *start = NULL;
   k_principal_t who;
   sjudge_t j;
-  char actor[160], path[192] = "", id[24], why[512] = "";
   keel_err_t e = {0};
   int rc;
 
   memset(&who, 0, sizeof who);
   memset(&j, 0, sizeof j);
-  snprintf(actor, sizeof actor, "user:%s (schedule %s)", owner ? owner : "?", name);
-  if ((rc = k_runbook_get(srv->store, name, &rb, &e))) {
-    snprintf(why, sizeof why, "%s", e.msg);
-    goto failed;
-  }
-  k_runbook_path(rb, path, sizeof path);
-  if (json_is_string(json_object_get(due, "active"))) {
-    snprintf(why, sizeof why, "execution %s of this schedule is still running",
-             keel_json_str(due, "active"));
-    sched_record(srv, name, slot, actor, path, "skipped", 409, NULL, why, srv->xec, NULL);
+  o->exe_id[0] = o->path[0] = o->why[0] = '\0';
+  o->targets = NULL;
+  if ((rc = k_runbook_get(srv->store, s->runbook, &rb, &e))) {
+    snprintf(o->why, sizeof o->why, "%s", e.msg);
+    rc = start_refused(srv, s, o, "failed", 400, KEEL_EINVAL);
     goto out;
   }
-  if (!owner || k_iam_user_get(srv->store, owner, &u, &e) ||
+  k_runbook_path(rb, o->path, sizeof o->path);
+  if (!s->owner || k_iam_user_get(srv->store, s->owner, &u, &e) ||
       json_is_true(json_object_get(u, "disabled"))) {
-    snprintf(why, sizeof why, "the schedule's owner '%s' is unknown or disabled", owner ? owner : "");
-    sched_record(srv, name, slot, actor, path, "denied", 403, NULL, why, srv->xec, NULL);
+    snprintf(o->why, sizeof o->why, "the owner '%s' is unknown or disabled", s->owner ? s->owner : "");
+    rc = start_refused(srv, s, o, "denied", 403, KEEL_EPERM);
     goto out;
   }
   snprintf(who.user_id, sizeof who.user_id, "%s", keel_json_str(u, "id"));
@@ -408,39 +418,98 @@ static void fire(k_server_t *srv, const json_t *due) {
   snprintf(who.role, sizeof who.role, "%s", keel_json_str(u, "role"));
   j.srv = srv;
   j.who = &who;
-  if (!judge_owner(&j, path, NULL)) {
-    snprintf(why, sizeof why, "%s", j.reason);
-    sched_record(srv, name, slot, actor, path, "denied", 403, NULL, why, srv->xec, NULL);
+  if (!judge_owner(&j, o->path, NULL)) {
+    snprintf(o->why, sizeof o->why, "%s", j.reason);
+    rc = start_refused(srv, s, o, "denied", 403, KEEL_EPERM);
     goto out;
   }
-  if ((rc = k_runbook_params(json_object_get(rb, "document"), json_object_get(due, "params"),
-                             &params, &e))) {
-    snprintf(why, sizeof why, "%s", e.msg);
-    goto failed;
-  }
-  keel_random_id(id, sizeof id, "exe_");
-  rc = resolve(srv, json_object_get(rb, "document"), params, id, NULL, judge_owner, &j, &targets, &e);
-  if (rc == KEEL_EPERM) {
-    snprintf(why, sizeof why, "%s: %s", j.path, j.reason);
-    sched_record(srv, name, slot, actor, path, "denied", 403, NULL, why, srv->xec, NULL);
+  if ((rc = k_runbook_params(json_object_get(rb, "document"), s->params, &params, &e))) {
+    snprintf(o->why, sizeof o->why, "%s", e.msg);
+    rc = start_refused(srv, s, o, "failed", 400, KEEL_EINVAL);
     goto out;
   }
+  keel_random_id(o->exe_id, sizeof o->exe_id, "exe_");
+  rc = resolve(srv, json_object_get(rb, "document"), params, o->exe_id, NULL, judge_owner, &j,
+               &o->targets, &e);
+  if (rc == KEEL_EPERM) snprintf(o->why, sizeof o->why, "%s: %s", j.path, j.reason);
+  else if (rc) snprintf(o->why, sizeof o->why, "%s", e.msg);
   if (rc) {
-    snprintf(why, sizeof why, "%s", e.msg);
-    goto failed;
+    o->exe_id[0] = '\0';
+    rc = start_refused(srv, s, o, rc == KEEL_EPERM ? "denied" : "failed", rc == KEEL_EPERM ? 403 : 400,
+                       rc == KEEL_EPERM ? KEEL_EPERM : KEEL_EINVAL);
+    goto out;
   }
-  start = json_pack("{s:O,s:O,s:O,s:s}", "rb", rb, "params", params, "targets", targets, "owner",
-                    who.user);
-  if (start) sched_record(srv, name, slot, actor, path, "started", 201, id, "", srv->xec, start);
-  goto out;
-failed:
-  sched_record(srv, name, slot, actor, path[0] ? path : name, "failed", 400, NULL, why, srv->xec, NULL);
+  o->outcome = s->dry_run ? "dry_run" : "started";
+  o->status = 201;
+  if (s->dry_run) {
+    o->exe_id[0] = '\0';
+    rc = start_unit(srv, s, o, NULL);
+    goto out;
+  }
+  if (!(start = json_pack("{s:O,s:O}", "rb", rb, "params", params))) {
+    rc = KEEL_ENOMEM;
+    goto out;
+  }
+  rc = start_unit(srv, s, o, start);
 out:
   json_decref(rb);
   json_decref(u);
   json_decref(params);
-  json_decref(targets);
   json_decref(start);
+  json_decref(o->targets);
+  o->targets = NULL;
+  return rc;
+}
+
+/* ---- schedules: each due slot ----------------------------------------------------------- */
+
+typedef struct slot {
+  k_server_t *srv;
+  const char *runbook;
+  int64_t slot_ms;
+} slot_t;
+
+static int slot_record(void *ud, const k_start_out_t *o, keel_err_t *e) {
+  slot_t *sl = ud;
+  return k_xec_schedule_record(sl->srv->xec, sl->runbook, sl->slot_ms, keel_now_ms(), o->outcome,
+                               o->exe_id[0] ? o->exe_id : NULL, o->why, e);
+}
+
+/* One due slot: start the runbook as the schedule's owner, or record why
+ * not. */
+static void fire(k_server_t *srv, const json_t *due) {
+  const char *name = keel_json_str(due, "runbook"), *owner = keel_json_str(due, "owner");
+  slot_t sl = {srv, name, json_integer_value(json_object_get(due, "slot_ms"))};
+  char actor[160], note[80], slot_s[KEEL_TIME_STRLEN];
+  k_start_as_t s;
+  k_start_out_t o;
+
+  memset(&s, 0, sizeof s);
+  memset(&o, 0, sizeof o);
+  snprintf(actor, sizeof actor, "user:%s (schedule %s)", owner ? owner : "?", name);
+  keel_time_format(slot_s, sl.slot_ms);
+  snprintf(note, sizeof note, "schedule slot %s", slot_s);
+  s.owner = owner;
+  s.runbook = name;
+  s.params = json_object_get(due, "params");
+  s.actor = actor;
+  s.note = note;
+  s.by_schedule = 1;
+  s.record = slot_record;
+  s.ud = &sl;
+  if (json_is_string(json_object_get(due, "active"))) {
+    json_t *rb = NULL;
+    keel_err_t e = {0};
+    if (!k_runbook_get(srv->store, name, &rb, &e)) k_runbook_path(rb, o.path, sizeof o.path);
+    json_decref(rb);
+    snprintf(o.why, sizeof o.why, "execution %s of this schedule is still running",
+             keel_json_str(due, "active"));
+    o.outcome = "skipped";
+    o.status = 409;
+    k_runbook_start_record(srv, &s, &o);
+    return;
+  }
+  k_runbook_start_as(srv, &s, &o);
 }
 
 void k_api_schedules_fire(k_server_t *srv, int64_t now_ms) {

@@ -22,8 +22,6 @@
 #include "scrape/scrape.h"
 #include "server.h"
 
-#define MAX_EXTRA_LABELS 40 /* keeld's labels added to a series */
-
 int k_metrics_querier(k_server_t *srv, k_querier_t **q, keel_err_t *e) {
   return k_tsdb_querier(srv->tsdb, q, e);
 }
@@ -46,9 +44,7 @@ typedef struct pend {
 typedef struct ingest {
   k_server_t *srv;
   const k_agent_t *a;
-  k_label_t extra[MAX_EXTRA_LABELS]; /* sorted by name */
-  size_t nextra;
-  char names[MAX_EXTRA_LABELS][96];  /* sanitized tag keys */
+  k_host_labels_t hl;                /* keeld's labels of the agent (fleet.h) */
   k_label_t *merged;
   size_t cap;
   /* pending series: the decoder's strings and samples are borrowed for
@@ -95,57 +91,23 @@ static int grow(void *p, size_t *cap, size_t need, size_t sz) {
   return 0;
 }
 
-static int label_cmp(const void *a, const void *b) {
-  return strcmp(((const k_label_t *)a)->name, ((const k_label_t *)b)->name);
-}
-
-/* keeld's labels for agent a: tags (sanitized), agent_id, instance. */
-static void extra_labels(ingest_t *in) {
-  const char *k;
-  json_t *v;
-  json_object_foreach(in->a->tags, k, v) {
-    char *n;
-    if (in->nextra + 2 >= MAX_EXTRA_LABELS || !json_is_string(v) || !json_string_length(v)) continue;
-    n = in->names[in->nextra];
-    snprintf(n, sizeof in->names[0], "%s", k);
-    for (char *p = n; *p; p++)
-      if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || *p == '_' ||
-            (p > n && *p >= '0' && *p <= '9')))
-        *p = '_';
-    /* reserved and keeld's own names are not tags */
-    if (!strncmp(n, "__", 2) || !strcmp(n, "instance") || !strcmp(n, "agent_id")) continue;
-    in->extra[in->nextra++] = (k_label_t){n, json_string_value(v)};
-  }
-  in->extra[in->nextra++] = (k_label_t){"agent_id", in->a->id};
-  in->extra[in->nextra++] = (k_label_t){"instance", in->a->hostname};
-  qsort(in->extra, in->nextra, sizeof in->extra[0], label_cmp);
-  /* two tags that sanitize to one name: keep the first */
-  for (size_t i = 1; i < in->nextra;)
-    if (!strcmp(in->extra[i].name, in->extra[i - 1].name)) {
-      memmove(&in->extra[i], &in->extra[i + 1], (in->nextra - i - 1) * sizeof in->extra[0]);
-      in->nextra--;
-    } else {
-      i++;
-    }
-}
-
 /* The agent's labels merged with keeld's (keeld's win), sorted. */
 static int merge(ingest_t *in, const keel_mb_label_t *l, size_t n, size_t *out_n) {
-  size_t i = 0, j = 0, k = 0, need = n + in->nextra;
+  size_t i = 0, j = 0, k = 0, need = n + in->hl.n;
   if (need > in->cap) {
     k_label_t *m = realloc(in->merged, need * sizeof *m);
     if (!m) return KEEL_ENOMEM;
     in->merged = m;
     in->cap = need;
   }
-  while (i < n || j < in->nextra) {
-    int c = i == n ? 1 : j == in->nextra ? -1 : strcmp(l[i].name, in->extra[j].name);
+  while (i < n || j < in->hl.n) {
+    int c = i == n ? 1 : j == in->hl.n ? -1 : strcmp(l[i].name, in->hl.v[j].name);
     if (c < 0) {
       in->merged[k++] = (k_label_t){l[i].name, l[i].value};
       i++;
-    } else if (c > 0) in->merged[k++] = in->extra[j++];
+    } else if (c > 0) in->merged[k++] = in->hl.v[j++];
     else {
-      in->merged[k++] = in->extra[j++];
+      in->merged[k++] = in->hl.v[j++];
       i++;
     }
   }
@@ -290,7 +252,7 @@ int k_api_agent_metrics(k_server_t *srv, k_req_t *req) {
       return k_req_fail_err(req, KEEL_EIO, &in.err);
     }
   }
-  extra_labels(&in);
+  k_fleet_host_labels(in.a, &in.hl);
   rc = keel_mb_decode(req->body.data, req->body.len, on_series, &in, &in.err);
   if (!rc) rc = flush(&in);
   ingest_free(&in);

@@ -7,6 +7,8 @@
 #include "keel/selector.h"
 #include "keel/time.h"
 #include "keel/yaml.h"
+#include "alert/alert.h"
+#include "alert/doc.h"
 #include "org/doc.h"
 #include "runbook/doc.h"
 #include "runbook/runbook.h"
@@ -53,6 +55,33 @@ int k_api_apply_decode(k_server_t *srv, k_req_t *req) {
       snprintf(req->target.path, sizeof req->target.path, "%s", path);
       return 0;
     }
+    if (kind && !strcmp(kind, "AlertRule")) {
+      /* an alert rule is its owner's, like a runbook: alert:write */
+      char path[192];
+      rc = k_alert_doc_validate(name, raw, pos, srv->org, &req->in, &e);
+      json_decref(raw);
+      keel_yaml_pos_free(pos);
+      if (rc) return k_req_fail_err(req, rc, &e);
+      k_alert_rule_path(req->in, path, sizeof path);
+      if (!k_authz_req(srv, req, "alert:write", path, NULL, 1)) return -1;
+      req->authorized = 1;
+      snprintf(req->target.path, sizeof req->target.path, "%s", path);
+      return 0;
+    }
+    if (kind && !strcmp(kind, "AutomationRule")) {
+      /* the automation engine's (api_automation.c): automation:write */
+      rc = k_api_automation_apply_decode(srv, req, name, raw, pos);
+      json_decref(raw);
+      keel_yaml_pos_free(pos);
+      return rc;
+    }
+    if (kind && (!strcmp(kind, "NotificationPolicy") || !strcmp(kind, "MaintenanceWindow"))) {
+      /* the incident engine's (api_incidents.c): notify:write, maintenance:write */
+      rc = k_api_incident_doc_decode(srv, req, kind, name, raw, pos);
+      json_decref(raw);
+      keel_yaml_pos_free(pos);
+      return rc;
+    }
     if (kind && !strcmp(kind, "ScrapeConfig")) {
       /* the scrape configuration is the metrics engine's: metrics:write */
       json_object_del(raw, "kind"); /* the engine's document is the rest */
@@ -78,6 +107,38 @@ int k_api_apply_decode(k_server_t *srv, k_req_t *req) {
   return 0;
 }
 
+/* apply.done for a document that changed something (inside the request's
+ * unit), whatever its kind: every engine's apply answers with the same
+ * report ({"changed", "summary", "changes": [{"op","kind","name"}]}). */
+static int apply_done(k_server_t *srv, k_req_t *req, keel_err_t *e) {
+  const char *kind = keel_json_str(req->in, "kind"), *name = keel_json_str(req->in, "name");
+  const json_t *changes = json_object_get(req->out, "changes"), *c;
+  json_t *list = json_array(), *data;
+  char subject[K_EVENT_SUBJECT_MAX + 1];
+  size_t i;
+
+  if (!json_is_true(json_object_get(req->out, "changed"))) {
+    json_decref(list);
+    return 0;
+  }
+  if (!kind) kind = "Organization";
+  if (!name) name = keel_json_str(json_object_get(req->in, "doc"), "name");
+  if (!name) name = keel_json_str(json_array_get(changes, 0), "name");
+  if (!name) name = "";
+  json_array_foreach(changes, i, c) {
+    if (i == 100) break; /* the rest are in the audit record */
+    json_array_append_new(list, json_pack("{s:s,s:s,s:s}", "op", keel_json_str(c, "op") ? keel_json_str(c, "op") : "",
+                                          "kind", keel_json_str(c, "kind") ? keel_json_str(c, "kind") : "",
+                                          "name", keel_json_str(c, "name") ? keel_json_str(c, "name") : ""));
+  }
+  data = json_pack("{s:s,s:s,s:O,s:I,s:s}", "kind", kind, "name", name, "changes", list, "count",
+                   (json_int_t)json_array_size(changes), "summary",
+                   keel_json_str(req->out, "summary") ? keel_json_str(req->out, "summary") : "");
+  json_decref(list);
+  snprintf(subject, sizeof subject, "%s/%s", kind, name);
+  return k_event_emit_new(srv->events, "apply.done", subject, req->target.path, NULL, data, e);
+}
+
 int k_api_apply(k_server_t *srv, k_req_t *req) {
   keel_err_t e = {0};
   const char *kind = keel_json_str(req->in, "kind");
@@ -88,6 +149,19 @@ int k_api_apply(k_server_t *srv, k_req_t *req) {
     rc = k_runbook_apply(srv->store, req->in, query_bool(req, "dry_run"), keel_now_ms(), &req->out,
                          &req->detail, &e);
     if (!rc) k_xec_schedules_changed(srv->xec);
+  } else if (kind && !strcmp(kind, "AlertRule")) {
+    if (query_bool(req, "prune"))
+      return k_req_fail(req, 400, "bad_request", "--prune applies to Organization documents only");
+    rc = k_alerts_apply(srv->alerts, req->in, query_bool(req, "dry_run"), keel_now_ms(), &req->out,
+                        &req->detail, &e);
+  } else if (kind && !strcmp(kind, "AutomationRule")) {
+    if (query_bool(req, "prune"))
+      return k_req_fail(req, 400, "bad_request", "--prune applies to Organization documents only");
+    rc = k_api_automation_apply(srv, req, query_bool(req, "dry_run"), &e);
+  } else if (kind && (!strcmp(kind, "NotificationPolicy") || !strcmp(kind, "MaintenanceWindow"))) {
+    if (query_bool(req, "prune"))
+      return k_req_fail(req, 400, "bad_request", "--prune applies to Organization documents only");
+    rc = k_api_incident_doc_apply(srv, req, query_bool(req, "dry_run"), &e);
   } else if (kind && !strcmp(kind, "ScrapeConfig")) {
     if (query_bool(req, "prune"))
       return k_req_fail(req, 400, "bad_request", "--prune applies to Organization documents only");
@@ -97,6 +171,7 @@ int k_api_apply(k_server_t *srv, k_req_t *req) {
     rc = k_org_apply(srv->org, req->in, query_bool(req, "dry_run"), query_bool(req, "prune"),
                      keel_now_ms(), &req->out, &req->detail, &e);
   }
+  if (!rc && !query_bool(req, "dry_run")) rc = apply_done(srv, req, &e);
   return rc ? k_req_fail_err(req, rc, &e) : 0;
 }
 
@@ -109,21 +184,14 @@ int k_api_runbooks_decode(k_server_t *srv, k_req_t *req) {
 }
 
 int k_api_runbook_list(k_server_t *srv, k_req_t *req) {
-  json_t *items, *it;
+  json_t *items;
   char *next = NULL;
   keel_err_t e = {0};
-  size_t i;
   int limit, rc;
   if (k_req_limit(req, &limit)) return -1;
   rc = k_runbook_list(srv->store, k_req_query(req, "cursor"), limit, &items, &next, &e);
   if (rc) return k_req_fail_err(req, rc, &e);
-  /* only the runbooks the caller may read */
-  for (i = json_array_size(items); i-- > 0;) {
-    char path[192];
-    it = json_array_get(items, i);
-    k_runbook_path(it, path, sizeof path);
-    if (!k_authz_req(srv, req, "runbook:read", path, NULL, 0)) json_array_remove(items, i);
-  }
+  k_authz_filter(srv, &req->who, "runbook:read", items, k_runbook_path);
   k_req_set_page(req, items, next);
   free(next);
   return 0;

@@ -12,7 +12,9 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
+#include "keel/buf.h"
 #include "keel/err.h"
 #include "keel/yaml.h"
 
@@ -57,6 +59,70 @@ int k_walk_missing(k_walk_t *W, const char *key);
  * mapping (kind: KIND)"), all its keys are in allowed, and `kind` is
  * present and equal to kind. */
 int k_walk_head(k_walk_t *W, const json_t *doc, const char *const *allowed, const char *kind);
+
+/* ---- scalar members (shared by the validators) ---- */
+
+/* What control characters a text may hold. */
+enum { K_WALK_LINE = 0, /* none: one line */
+       K_WALK_LINES,    /* tab, LF, CR */
+       K_WALK_ANY };    /* all but NUL (bodies, argv, values: data) */
+
+/* s is a string of at most max bytes holding no NUL and only the control
+ * characters `what` allows.  Caller has pushed. */
+int k_walk_text(k_walk_t *W, const json_t *s, size_t max, int what);
+/* 1 when s is the string want (no NUL inside). */
+int k_walk_is(const json_t *s, const char *want);
+/* s is one of the NULL-ended vals; the message lists them.  Caller has pushed. */
+int k_walk_enum(k_walk_t *W, const json_t *s, const char *const *vals);
+/* Optional or required string member key of obj, checked by k_walk_text:
+ * *out borrowed from obj, NULL when absent and optional. */
+int k_walk_get_text(k_walk_t *W, const json_t *obj, const char *key, int required, size_t max,
+                    int what, json_t **out);
+/* An integer member in [min, max]; def when absent. */
+int k_walk_get_int(k_walk_t *W, const json_t *obj, const char *key, json_int_t min,
+                   json_int_t max, json_int_t def, json_int_t *out);
+
+typedef struct k_walk_range {
+  int64_t min, max;
+  const char *lo, *hi; /* as durations, for messages */
+} k_walk_range_t;
+
+/* A duration given as key (text: "30s") or key_ms (integer milliseconds),
+ * not both, within r; def when neither (and not required).  When r->min
+ * is 0, "0", "0s", "0m" ... are 0. */
+int k_walk_get_duration(k_walk_t *W, const json_t *obj, const char *key, const k_walk_range_t *r,
+                        int required, int64_t def, int64_t *ms);
+
+/* Optional or required member key of obj holding an object name as
+ * runbooks, teams, applications and rules have them
+ * ([a-z0-9][a-z0-9._-]{0,62}, k_runbook_name_ok): *out borrowed, NULL
+ * when absent and optional. */
+int k_walk_get_name(k_walk_t *W, const json_t *obj, const char *key, int required, json_t **out);
+
+typedef struct k_org k_org_t;
+/* The owner of a document owned by an application or a team (alert and
+ * automation rules): exactly one of the members "application" and "team",
+ * a name; when org is not NULL and an organization is applied, one of its
+ * objects ("no application 'x' in the organization").  *app and *team are
+ * borrowed from doc, the one not given NULL. */
+int k_walk_owner(k_walk_t *W, const json_t *doc, const k_org_t *org, json_t **app, json_t **team);
+
+/* Appends item to list (the copy a validator builds) unless an equal item
+ * is there already: then "'ITEM' listed twice".  Caller has pushed the
+ * item's index. */
+int k_walk_add_unique(k_walk_t *W, json_t *list, json_t *item);
+
+/* s (a string checked by k_walk_text) is a selector (keel/selector.h),
+ * else "invalid selector: column N: ..." (out of memory: k_walk_oom).
+ * canon, when not NULL, gets the selector's canonical text appended.
+ * Caller has pushed. */
+int k_walk_selector(k_walk_t *W, const json_t *s, keel_buf_t *canon);
+
+/* The policy path of a document owned by "application" or "team" (one of
+ * the two members set, as alert and automation rules have them):
+ * "app/APP/<what>/NAME" or "team/TEAM/<what>/NAME" ("_" for what is
+ * missing). */
+void k_walk_owner_path(const json_t *doc, const char *what, char *out, size_t n);
 
 /* keel_yaml_load, then validate(name, doc, pos, out, e): the whole load
  * of a document validator. */

@@ -83,6 +83,14 @@ static enum MHD_Result queue_answer(k_req_t *req) {
   const char *ctype = req->ctype ? req->ctype : "application/json";
   enum MHD_Result ret;
 
+  if (req->respond && req->status == 200) {
+    /* a stream: its own reader sends the body */
+    resp = req->respond(req);
+    req->respond = NULL;
+    if (!resp) return MHD_NO;
+    goto head;
+  }
+  if (req->respond) ctype = "application/json"; /* a stream refused: the error is JSON */
   if (req->text) {
     body = req->text;
     req->text = NULL;
@@ -123,6 +131,7 @@ static enum MHD_Result queue_answer(k_req_t *req) {
     free(body);
     return MHD_NO;
   }
+head:
   MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
   MHD_add_response_header(resp, "X-Request-Id", req->request_id);
   MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");

@@ -30,6 +30,8 @@
 #include "keel/time.h"
 #include "keel/version.h"
 #include "keel/http.h"
+#include "alert/alert.h"
+#include "automation/automation.h"
 #include "metrics/tsdb.h"
 #include "scrape/scrape.h"
 #include "server.h"
@@ -69,6 +71,8 @@ static const opt_t opts_table[] = {
      "on SIGTERM, how long to let requests in flight finish (default 10s)"},
     {"heartbeat", O_DUR, SO(heartbeat_ms), 0,
      "agents' heartbeat interval; offline after 3 silent intervals (default 5s)"},
+    {"event-retention", O_DUR, SO(event_retention_ms), 0,
+     "how long events are kept (default 7d; pruned hourly)"},
     {"admin", O_STR, offsetof(cli_opts_t, admin), sizeof(((cli_opts_t *)0)->admin),
      "init: name of the first admin user (default admin)"},
     {NULL, 0, 0, 0, NULL},
@@ -171,6 +175,11 @@ static void on_scrape(k_loop_t *l, int fd, uint32_t ev, void *ud) {
   k_metrics_scrape_poll(ud);
 }
 
+static void on_incidents(k_loop_t *l, int fd, uint32_t ev, void *ud) {
+  (void)l, (void)fd, (void)ev;
+  k_incidents_poll(((k_server_t *)ud)->incidents, keel_now_ms());
+}
+
 static void on_work(k_loop_t *l, int fd, uint32_t ev, void *ud) {
   (void)l, (void)fd, (void)ev;
   k_work_poll(((k_server_t *)ud)->work);
@@ -202,22 +211,41 @@ static int64_t sched_settle_ms(const k_server_t *srv) {
  *   1. runbooks    — move executions that have results, due timers or new
  *                    work (each in its own unit); once a second, start
  *                    the runbooks whose schedule is due
- *   2. wake        — answer long-polls of agents that got jobs (the answers
+ *   2. alerts      — evaluate the alert rules that are due (on their
+ *                    interval, or at once after an event they watch); the
+ *                    tick's transitions and alert.* events in one unit
+ *   3. incidents   — escalation steps that are due (each incident in its
+ *                    own unit); pending notifications whose generation is
+ *                    durable go to the sender thread
+ *   4. wake        — answer long-polls of agents that got jobs (the answers
  *                    wait for the commit below); rebuild the policy after
  *                    an apply (from the store, so a rolled-back apply is
- *                    never in force)
- *   3. checkpoint  — sign the audit head when due
- *   4. commit      — group-commit the batch (and the TSDB's staged samples
+ *                    never in force; the same for maintenance windows)
+ *   5. checkpoint  — sign the audit head when due
+ *   6. commit      — group-commit the batch (and the TSDB's staged samples
  *                    to its WAL); the sync threads fsync them
- *                    (a failed batch also rolls back executions' memory)
- *   5. release     — answer held requests (and fail those of a failed batch)
- *   6. kick        — let MHD send what was resumed outside its callbacks
- *   7. shutdown    — stop once nothing is in flight (or the grace ran out) */
+ *                    (a failed batch also rolls back executions' and
+ *                    alerts' memory)
+ *   7. release     — answer held requests (and fail those of a failed batch)
+ *   8. events      — deliver the events of durable generations to their
+ *                    subscribers (engines, live streams); what subscribers
+ *                    write opens a new batch, so the loop comes round at once;
+ *                    automation judges the events it queued (20 ms a turn at
+ *                    most), and executions its rules started are ticked and
+ *                    their agents woken here, in the same turn; then the
+ *                    event cursor is saved, held back to what an engine
+ *                    took but has not acted on (event.h: after a crash
+ *                    those events are delivered again)
+ *   9. kick        — let MHD send what was resumed outside its callbacks
+ *  10. shutdown    — stop once nothing is in flight (or the grace ran out)
+ * The wait is bounded by the next execution timer, the next alert rule
+ * due and the incidents' next look (a retry, the outbox scan: <= 1 s). */
 static int64_t before_sleep(k_loop_t *l, void *ud) {
   k_server_t *srv = ud;
   keel_err_t e = {0};
   MHD_UNSIGNED_LONG_LONG mt;
-  int64_t xec_ms, now = keel_now_ms();
+  int64_t xec_ms, alert_ms, inc_ms, now = keel_now_ms();
+  uint64_t open_gen;
   int rc;
 
   /* Schedules wait until agents have had time to come back after a
@@ -230,9 +258,13 @@ static int64_t before_sleep(k_loop_t *l, void *ud) {
   }
   xec_ms = k_xec_tick(srv->xec, now, &rc);
   if (rc) srv->fleet_wake = 1; /* steps may have been handed to agents */
+  if (!srv->stopping) k_alerts_tick(srv->alerts, now);
+  inc_ms = k_incidents_tick(srv->incidents, now);
   k_agent_wake(srv, 0);
   if (k_org_dirty(srv->org) && k_org_reload(srv->org, &e))
     keel_log(&srv->log, KEEL_LOG_ERROR, "organization: %s (the previous policy stays)", e.msg);
+  if (k_maint_dirty(srv->maint) && k_maint_reload(srv->maint, &e))
+    keel_log(&srv->log, KEEL_LOG_ERROR, "maintenance windows: %s (the previous ones stay)", e.msg);
   if (k_audit_maybe_checkpoint(srv->audit, keel_now_ms(), 0, &e))
     keel_log(&srv->log, KEEL_LOG_ERROR, "audit checkpoint: %s", e.msg);
   {
@@ -250,8 +282,35 @@ static int64_t before_sleep(k_loop_t *l, void *ud) {
     keel_log(&srv->log, KEEL_LOG_ERROR, "commit failed, batch rolled back: %s", e.msg);
     if (k_xec_reload(srv->xec, &e))
       keel_log(&srv->log, KEEL_LOG_ERROR, "executions: reload: %s", e.msg);
+    if (k_alerts_reload(srv->alerts, &e))
+      keel_log(&srv->log, KEEL_LOG_ERROR, "alerts: reload: %s", e.msg);
+    if (k_auto_reload(srv->automation, keel_now_ms(), &e))
+      keel_log(&srv->log, KEEL_LOG_ERROR, "automation: reload: %s", e.msg);
     k_http_release(srv);
   }
+  open_gen = k_store_visible_gen(srv->store);
+  k_events_dispatch(srv->events, k_store_durable_gen(srv->store));
+  /* automation: judge queued events, 20 ms a turn (the rest next turn) */
+  if (k_api_automation_pump(srv, 20)) xec_ms = 0;
+  {
+    /* what engines took but have not acted on yet is delivered again
+     * after a crash */
+    int64_t ha = k_api_automation_held(srv), hr = k_alerts_held(srv->alerts);
+    k_events_save(srv->events, ha && (!hr || ha < hr) ? ha : hr);
+  }
+  if (k_store_visible_gen(srv->store) != open_gen) xec_ms = 0; /* subscribers wrote: commit soon */
+  if (srv->automation_started) {
+    /* a rule started an execution: hand its first steps to the agents in
+     * this turn (they leave with the next commit) */
+    srv->automation_started = 0;
+    k_xec_tick(srv->xec, keel_now_ms(), &rc);
+    if (rc) srv->fleet_wake = 1;
+    k_agent_wake(srv, 0);
+  }
+  /* after the events: a rule watching one is due at once */
+  alert_ms = srv->stopping ? -1 : k_alerts_wait_ms(srv->alerts, keel_now_ms());
+  if (alert_ms >= 0 && (xec_ms < 0 || alert_ms < xec_ms)) xec_ms = alert_ms;
+  if (xec_ms < 0 || inc_ms < xec_ms) xec_ms = inc_ms;
   while (srv->mhd_kick) {
     srv->mhd_kick = 0;
     MHD_run(srv->mhd);
@@ -280,12 +339,16 @@ static int64_t before_sleep(k_loop_t *l, void *ud) {
 #define LAST_SEEN_PERSIST_MS 60000
 
 /* Every 100 ms: long-polls whose time is up; once a second: liveness;
- * every 5 s: TSDB housekeeping (cuts, compaction, retention on a worker). */
+ * every 5 s: TSDB housekeeping (cuts, compaction, retention on a worker);
+ * hourly (and once at start): events past their retention, automation
+ * runs past theirs. */
 static void cron(k_loop_t *l, void *ud) {
   k_server_t *srv = ud;
   int64_t mono = keel_mono_ms();
   (void)l;
   k_agent_expire(srv, mono);
+  k_api_events_cron(srv, mono);
+  if (!srv->stopping) k_api_automation_cron(srv, mono);
   if (mono - srv->last_fleet_cron_ms >= 1000) {
     srv->last_fleet_cron_ms = mono;
     k_fleet_cron(srv->fleet, keel_now_ms(), LAST_SEEN_PERSIST_MS);
@@ -295,6 +358,12 @@ static void cron(k_loop_t *l, void *ud) {
     srv->last_tsdb_maintain_ms = mono;
     if (k_tsdb_maintain(srv->tsdb, keel_now_ms(), srv->work, &e))
       keel_log(&srv->log, KEEL_LOG_ERROR, "metrics maintenance: %s", e.msg);
+  }
+  if (!srv->stopping && (!srv->last_event_prune_ms || mono - srv->last_event_prune_ms >= 3600000)) {
+    keel_err_t e = {0};
+    srv->last_event_prune_ms = mono;
+    if (k_events_prune(srv->events, keel_now_ms(), &e))
+      keel_log(&srv->log, KEEL_LOG_ERROR, "events: prune: %s", e.msg);
   }
 }
 
@@ -348,19 +417,28 @@ static int serve(cli_opts_t *o) {
   if (keel_http_global_init(&e)) goto fail;
   if (k_serverkey_load(srv.opts.data, &srv.key, &e) ||
       k_store_open(srv.opts.data, 0, &srv.log, &srv.store, &e) ||
-      k_audit_open(srv.store, &srv.key, &ao, &srv.log, &srv.audit, &e))
+      k_audit_open(srv.store, &srv.key, &ao, &srv.log, &srv.audit, &e) ||
+      k_events_open(srv.store, &srv.log, srv.opts.event_retention_ms, &srv.events, &e))
     goto fail;
   if (k_fleet_open(srv.store, &srv.log, srv.opts.heartbeat_ms, &srv.fleet, &e) ||
       k_org_open(srv.store, &srv.log, &srv.org, &e))
     goto fail;
+  if (k_api_events_start(&srv, &e)) goto fail;
   {
-    k_xec_deps_t xd = {srv.store, srv.fleet, &srv.key, &srv.log};
+    k_xec_deps_t xd = {srv.store, srv.fleet, &srv.key, &srv.log, srv.events};
     if (k_xec_open(&xd, &srv.xec, &e)) goto fail;
   }
   snprintf(path, sizeof path, "%s/tsdb", srv.opts.data);
   if (k_tsdb_open(path, NULL, &srv.log, &srv.tsdb, &e) || k_scrape_new(&srv.log, &srv.scrape, &e) ||
-      k_metrics_config_load(&srv, &e))
+      k_metrics_config_load(&srv, &e) || k_api_alerts_open(&srv, &e))
     goto fail;
+  if (k_maint_open(srv.store, &srv.log, &srv.maint, &e)) goto fail;
+  {
+    /* srv.url is filled by k_http_start below, before any payload is built */
+    k_incidents_deps_t id = {srv.store, srv.events, srv.maint, &srv.log, srv.url, 1};
+    if (k_incidents_open(&id, &srv.incidents, &e)) goto fail;
+  }
+  if (k_api_automation_start(&srv, &e)) goto fail;
   raise_fd_limit(&srv);
   srv.loop = k_loop_new();
   srv.work = k_work_new(2);
@@ -375,7 +453,8 @@ static int serve(cli_opts_t *o) {
       k_loop_add_fd(srv.loop, k_store_sync_fd(srv.store), EPOLLIN, on_sync, &srv) ||
       k_loop_add_fd(srv.loop, k_work_fd(srv.work), EPOLLIN, on_work, &srv) ||
       k_loop_add_fd(srv.loop, k_tsdb_sync_fd(srv.tsdb), EPOLLIN, on_tsdb_sync, &srv) ||
-      k_loop_add_fd(srv.loop, k_scrape_fd(srv.scrape), EPOLLIN, on_scrape, &srv)) {
+      k_loop_add_fd(srv.loop, k_scrape_fd(srv.scrape), EPOLLIN, on_scrape, &srv) ||
+      k_loop_add_fd(srv.loop, k_incidents_fd(srv.incidents), EPOLLIN, on_incidents, &srv)) {
     keel_err_set(&e, KEEL_EIO, "cannot set up the event loop: %s", strerror(errno));
     goto fail;
   }
@@ -408,10 +487,16 @@ fail:
   keel_log(&srv.log, KEEL_LOG_ERROR, "%s", e.msg);
 out:
   k_http_stop(&srv);
+  k_api_events_stop(&srv); /* after MHD let go of every stream */
   k_scrape_free(srv.scrape);
   k_work_free(srv.work); /* after its jobs: a TSDB maintenance job finishes first */
   k_tsdb_close(srv.tsdb);
   k_xec_close(srv.xec);
+  k_alerts_close(srv.alerts);
+  k_incidents_close(srv.incidents); /* stops the sender: requests in flight are abandoned */
+  k_api_automation_stop(&srv);
+  k_maint_close(srv.maint);
+  k_events_close(srv.events);
   k_org_close(srv.org);
   k_fleet_close(srv.fleet);
   k_audit_close(srv.audit);
@@ -557,6 +642,7 @@ int main(int argc, char **argv) {
   o.srv.log_level = KEEL_LOG_INFO;
   o.srv.shutdown_grace_ms = 10000;
   o.srv.heartbeat_ms = 5000;
+  o.srv.event_retention_ms = 7LL * 86400 * 1000;
 
   if (argc > 1 && strncmp(argv[1], "--", 2)) {
     cmd = argv[1];

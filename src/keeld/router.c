@@ -14,10 +14,15 @@ static const char *const q_audit[] = {"limit", "cursor", "since", "actor", "acti
 static const char *const q_agents[] = {"limit", "cursor", "target", "status", NULL};
 static const char *const q_apply[] = {"dry_run", "prune", "file", NULL};
 static const char *const q_execs[] = {"limit", "cursor", "runbook", "state", NULL};
+static const char *const q_alerts[] = {"limit", "cursor", "state", "rule", NULL};
 static const char *const q_exec[] = {"targets", NULL};
 static const char *const q_prom[] = {"query", "time", "start", "end", "step", "timeout",
                                      "match[]", "limit", "lookback_delta", "stats", NULL};
 static const char *const q_explain[] = {"user", "action", "resource", "tags", NULL};
+static const char *const q_events[] = {"type", "subject", "since", "limit", "cursor", NULL};
+static const char *const q_event_stream[] = {"type", "subject", "since", NULL};
+static const char *const q_incidents[] = {"limit", "cursor", "state", "team", NULL};
+static const char *const q_auto_runs[] = {"limit", "cursor", "rule", NULL};
 
 /* Every route.  Tests enumerate this table (keeld routes): a route added
  * here is covered by the 401 sweep automatically. */
@@ -65,6 +70,12 @@ const k_route_t k_routes[] = {
     {"POST", "/v1/executions/{id}/retry", "runbook:start", K_ROUTE_MUTATION | K_ROUTE_BODY, NULL,
      k_api_execution_retry_decode, k_api_execution_start},
     {"GET", "/v1/schedules", "runbook:read", 0, NULL, k_api_runbooks_decode, k_api_schedule_list},
+    {"GET", "/v1/alerts", "alert:read", 0, q_alerts, k_api_alerts_decode, k_api_alert_list},
+    {"GET", "/v1/alert-rules", "alert:read", 0, q_page, k_api_alerts_decode, k_api_alert_rule_list},
+    {"GET", "/v1/alert-rules/{id}", "alert:read", 0, NULL, k_api_alert_rule_decode,
+     k_api_alert_rule_get},
+    {"DELETE", "/v1/alert-rules/{id}", "alert:write", K_ROUTE_MUTATION, NULL,
+     k_api_alert_rule_decode, k_api_alert_rule_delete},
     {"GET", "/v1/metrics/targets", "metrics:read", 0, NULL, k_api_metrics_decode,
      k_api_metrics_targets},
     /* Prometheus' query API (docs/metrics.md), GET or form POST */
@@ -84,6 +95,33 @@ const k_route_t k_routes[] = {
     {"GET", "/api/v1/label/{name}/values", "metrics:read", K_ROUTE_PROM, q_prom, k_api_prom_decode,
      k_api_prom_label_values},
     {"GET", "/v1/policy/explain", "policy:read", 0, q_explain, k_api_org_decode, k_api_explain},
+    {"GET", "/v1/incidents", "incident:read", 0, q_incidents, k_api_incidents_decode,
+     k_api_incident_list},
+    {"GET", "/v1/incidents/{id}", "incident:read", 0, NULL, k_api_incident_one_decode,
+     k_api_incident_get},
+    {"POST", "/v1/incidents/{id}/ack", "incident:write", K_ROUTE_MUTATION | K_ROUTE_BODY, NULL,
+     k_api_incident_act_decode, k_api_incident_ack},
+    {"POST", "/v1/incidents/{id}/resolve", "incident:write", K_ROUTE_MUTATION | K_ROUTE_BODY, NULL,
+     k_api_incident_act_decode, k_api_incident_resolve},
+    {"POST", "/v1/incidents/{id}/comment", "incident:write", K_ROUTE_MUTATION | K_ROUTE_BODY, NULL,
+     k_api_incident_act_decode, k_api_incident_comment},
+    {"GET", "/v1/maintenance", "maintenance:read", 0, NULL, k_api_maintenance_decode,
+     k_api_maintenance_list},
+    {"GET", "/v1/automation/rules", "automation:read", 0, q_page, k_api_automation_decode,
+     k_api_automation_rule_list},
+    {"GET", "/v1/automation/rules/{id}", "automation:read", 0, NULL,
+     k_api_automation_rule_decode, k_api_automation_rule_get},
+    {"DELETE", "/v1/automation/rules/{id}", "automation:write", K_ROUTE_MUTATION, NULL,
+     k_api_automation_rule_decode, k_api_automation_rule_delete},
+    {"GET", "/v1/automation/runs", "automation:read", 0, q_auto_runs, k_api_automation_decode,
+     k_api_automation_run_list},
+    {"GET", "/v1/automation/switch", "automation:read", 0, NULL, k_api_automation_decode,
+     k_api_automation_switch_get},
+    {"PUT", "/v1/automation/switch", "automation:admin", K_ROUTE_MUTATION | K_ROUTE_BODY, NULL,
+     k_api_automation_switch_decode, k_api_automation_switch_set},
+    {"GET", "/v1/events", "event:read", 0, q_events, k_api_events_decode, k_api_event_list},
+    {"GET", "/v1/events/stream", "event:read", 0, q_event_stream, k_api_event_stream_decode,
+     k_api_event_stream},
     {"POST", "/v1/agent-tokens", "agent-token:create", K_ROUTE_MUTATION | K_ROUTE_BODY, NULL,
      k_api_etoken_create_decode, k_api_etoken_create},
     {"GET", "/v1/agent-tokens", "agent-token:read", 0, q_page, NULL, k_api_etoken_list},
@@ -112,6 +150,8 @@ const k_route_t k_routes[] = {
     {"POST", "/v1/agent/inventory", "agent:report",
      K_ROUTE_AGENT | K_ROUTE_MUTATION | K_ROUTE_BODY, NULL, k_api_agent_inventory_decode,
      k_api_agent_inventory},
+    {"POST", "/v1/agent/events", "agent:report", K_ROUTE_AGENT | K_ROUTE_MUTATION | K_ROUTE_BODY,
+     NULL, k_api_agent_events_decode, k_api_agent_events},
 };
 const int k_nroutes = (int)(sizeof k_routes / sizeof k_routes[0]);
 
@@ -223,6 +263,29 @@ int k_authz_req(k_server_t *srv, k_req_t *req, const char *action, const char *p
     deny(srv, req);
   }
   return 0;
+}
+
+int k_authz_may(k_server_t *srv, const k_principal_t *who, const char *action, const char *path) {
+  k_target_t t;
+  char reason[256];
+  if (!path) return 0;
+  memset(&t, 0, sizeof t);
+  snprintf(t.path, sizeof t.path, "%s", path);
+  return k_authz_check(srv->org, who, action, &t, reason, sizeof reason);
+}
+
+void k_authz_filter(k_server_t *srv, const k_principal_t *who, const char *action, json_t *items,
+                    k_item_path_fn path_of) {
+  for (size_t i = json_array_size(items); i-- > 0;) {
+    const json_t *it = json_array_get(items, i);
+    const char *path = keel_json_str(it, "path");
+    char buf[sizeof ((k_target_t *)0)->path] = "";
+    if (path_of) {
+      path_of(it, buf, sizeof buf);
+      path = buf[0] ? buf : NULL;
+    }
+    if (!k_authz_may(srv, who, action, path)) json_array_remove(items, i);
+  }
 }
 
 void k_req_set_page(k_req_t *req, json_t *items, const char *next) {

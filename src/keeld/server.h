@@ -18,8 +18,11 @@
 #include <stdint.h>
 
 #include "audit/audit.h"
+#include "event/event.h"
 #include "exec/exec.h"
 #include "fleet/fleet.h"
+#include "incident/incident.h"
+#include "incident/maint.h"
 #include "org/org.h"
 #include "runbook/xec.h"
 #include "metrics/querier.h"
@@ -27,6 +30,7 @@
 #include "iam/iam.h"
 #include "keel/buf.h"
 #include "keel/log.h"
+#include "keel/yaml.h"
 #include "loop.h"
 #include "serverkey.h"
 #include "store/store.h"
@@ -105,6 +109,10 @@ struct k_req {
   int async;          /* a background job will fill the answer */
   int close;          /* answer with Connection: close (shutting down) */
   void *async_state;
+  /* A streamed answer (GET /v1/events/stream): when set and the status is
+   * 200, the answer is the MHD response this returns (NULL: close the
+   * connection) instead of out/text.  Called once, when it is queued. */
+  struct MHD_Response *(*respond)(k_req_t *req);
 };
 
 typedef struct k_route_stats {
@@ -121,6 +129,7 @@ typedef struct k_server_opts {
   int log_level;
   int64_t shutdown_grace_ms;
   int64_t heartbeat_ms;
+  int64_t event_retention_ms;
 } k_server_opts_t;
 
 struct k_server {
@@ -136,6 +145,13 @@ struct k_server {
   k_fleet_t *fleet;
   k_org_t *org;
   k_xec_t *xec;
+  k_events_t *events;
+  struct k_alerts *alerts; /* alert/alert.h */
+  struct k_auto *automation;        /* automation/automation.h */
+  k_incidents_t *incidents;         /* incident/incident.h */
+  k_maint_t *maint;                 /* incident/maint.h: maintenance windows */
+  int automation_started;           /* a rule started an execution: run the runbooks phase again */
+  int64_t last_automation_prune_ms; /* keel_mono_ms() of the last automation_runs prune */
   struct k_tsdb *tsdb;
   struct k_scrape *scrape;
   uint64_t metrics_accepted, metrics_refused; /* samples, agents' and scraped */
@@ -144,6 +160,7 @@ struct k_server {
   int fleet_wake;     /* some agent has new jobs: answer its long-poll */
   int mhd_kick;
   int64_t last_fleet_cron_ms;       /* connections were resumed: run MHD before sleeping */
+  int64_t last_event_prune_ms;      /* keel_mono_ms() of the last events prune (0: none yet) */
   int sigfd;
 
   k_req_t *wait_head, *wait_tail;
@@ -154,6 +171,7 @@ struct k_server {
   char url[160];
 
   k_route_stats_t *route_stats; /* one per route, plus one for unmatched */
+  struct k_event_streams *streams; /* api_events.c: live SSE streams */
 };
 
 /* The route table (router.c). */
@@ -187,6 +205,19 @@ int k_authz_check(const k_org_t *org, const k_principal_t *who, const char *acti
  * answer is set, the request is answered 403 and the denial audited. */
 int k_authz_req(k_server_t *srv, k_req_t *req, const char *action, const char *path,
                 const json_t *tags, int answer);
+/* 1 when who may do action on path (no tags), 0 otherwise (path NULL:
+ * 0); nothing is answered or audited.  For what is judged item by item:
+ * lists, streams. */
+int k_authz_may(k_server_t *srv, const k_principal_t *who, const char *action, const char *path);
+/* Writes the policy path of one list item into out[0..n) ("" for none). */
+typedef void (*k_item_path_fn)(const json_t *item, char *out, size_t n);
+/* The one per-item filter of lists: a list shows only what its caller may
+ * see.  Removes from items (an array) every item who may not do action on,
+ * judged (k_authz_may) on the path path_of writes, or with path_of NULL
+ * on the item's own "path" member; an item without a path is removed.
+ * Order is kept; nothing is answered or audited. */
+void k_authz_filter(k_server_t *srv, const k_principal_t *who, const char *action, json_t *items,
+                    k_item_path_fn path_of);
 
 /* http.c */
 int k_http_start(k_server_t *srv, keel_err_t *e);
@@ -306,11 +337,136 @@ int k_api_metrics_targets(k_server_t *, k_req_t *);
 /* api_exec.c: starts the runbooks whose schedule is due (each in its own
  * unit, audited as the schedule's owner). */
 void k_api_schedules_fire(k_server_t *srv, int64_t now_ms);
+
+/* What starting a runbook as a user came to (k_runbook_start_as). */
+typedef struct k_start_out {
+  const char *outcome; /* started | denied | failed | dry_run (| skipped: k_runbook_start_record) */
+  int status;          /* as an API answer would have it: 201, 403, 400, 409 */
+  char exe_id[24];     /* started: the execution */
+  char path[192];      /* the runbook's policy path ("" when it is unknown) */
+  char why[512];       /* denied / failed / skipped: why */
+  json_t *targets;     /* during record: the resolved targets, [{"agent_id","hostname",..}] or NULL */
+} k_start_out_t;
+
+/* How keeld starts a runbook by itself, as a user: the scheduler and
+ * automation rules.  All pointers borrowed. */
+typedef struct k_start_as {
+  const char *owner;    /* user name the run acts as: judged as (runbook:start on the runbook
+                           and every target host), requested_by of the execution */
+  const char *runbook;
+  const json_t *params; /* as given (checked against the runbook here) */
+  const char *actor;    /* audit actor: "user:OWNER (schedule NAME)", "user:OWNER (automation RULE)" */
+  const char *note;     /* audit detail, before the outcome: "schedule slot T", "automation rule R, event ..." */
+  const char *cause;    /* the execution's cause (k_xec_origin_t), may be NULL */
+  const json_t *gate;   /* an approval before the first step (k_xec_origin_t), may be NULL */
+  int by_schedule;
+  int dry_run;          /* judge and resolve, start nothing, audit nothing: outcome dry_run */
+  /* Called inside the unit that holds the outcome (and the execution and
+   * the audit record), for every outcome: what the caller keeps of it.  A
+   * non-zero return rolls all of it back. */
+  int (*record)(void *ud, const k_start_out_t *o, keel_err_t *e);
+  void *ud;
+} k_start_as_t;
+
+/* Starts s->runbook as s->owner: the owner must exist and be enabled,
+ * runbook:start is judged on the runbook and on every target host,
+ * parameters checked, targets resolved; then, in one unit, the execution,
+ * s->record and the audit record (outcome ok; a refusal is recorded and
+ * audited as denied or failed the same way).  Returns 0 when started (or,
+ * dry run, it would have), KEEL_EPERM when refused, KEEL_EINVAL when it
+ * could not start, KEEL_EIO/KEEL_ENOMEM when nothing could be stored
+ * (logged).  *o says what happened. */
+int k_runbook_start_as(k_server_t *srv, const k_start_as_t *s, k_start_out_t *o);
+/* Records an outcome the caller decided without trying (o->outcome,
+ * status, why, path): s->record and the audit record in one unit. */
+int k_runbook_start_record(k_server_t *srv, const k_start_as_t *s, k_start_out_t *o);
 int k_api_command_create_decode(k_server_t *, k_req_t *);
 int k_api_command_create(k_server_t *, k_req_t *);
 int k_api_command_list(k_server_t *, k_req_t *);
 int k_api_command_one_decode(k_server_t *, k_req_t *);
 int k_api_command_get(k_server_t *, k_req_t *);
+
+/* api_events.c */
+/* Emits TYPE about host a inside the caller's unit: subject its id, path
+ * its host path, data {agent_id, hostname, labels (k_fleet_labels_json)}. */
+int k_events_emit_host(k_server_t *srv, const k_agent_t *a, const char *type, keel_err_t *e);
+/* Subscribes the live streams and hooks agents' liveness (after the
+ * fleet and the events are open); _stop after k_http_stop. */
+int k_api_events_start(k_server_t *srv, keel_err_t *e);
+void k_api_events_stop(k_server_t *srv);
+/* Heartbeats of idle streams; ends them all once stopping. */
+void k_api_events_cron(k_server_t *srv, int64_t mono_ms);
+int k_api_events_decode(k_server_t *, k_req_t *);
+int k_api_event_list(k_server_t *, k_req_t *);
+int k_api_event_stream_decode(k_server_t *, k_req_t *);
+int k_api_event_stream(k_server_t *, k_req_t *);
+int k_api_agent_events_decode(k_server_t *, k_req_t *);
+int k_api_agent_events(k_server_t *, k_req_t *);
+/* {"events": [{type service.*|file.*|check.*, subject?, time? (RFC 3339),
+ * data?}]} (at most 256 events, 256 KiB) -> checked, each event with
+ * "_time_ms"; errors name the event ("events[3].type: ..."). */
+int k_decode_agent_events(const char *body, size_t len, int64_t now_ms, json_t **out,
+                          keel_err_t *e);
+
+/* api_automation.c (docs/automation.md) */
+/* Opens the automation engine and subscribes it to events (after the
+ * events, the runbook engine and the maintenance windows are open);
+ * _stop before closing them. */
+int k_api_automation_start(k_server_t *srv, keel_err_t *e);
+void k_api_automation_stop(k_server_t *srv);
+/* Judges queued events (docs/automation.md) for about budget_ms at most;
+ * 1 when some are left for the next loop turn. */
+int k_api_automation_pump(k_server_t *srv, int64_t budget_ms);
+/* The seq of the oldest event automation queued but has not judged yet
+ * (0 = none): delivery after a restart starts again there (k_events_save). */
+int64_t k_api_automation_held(k_server_t *srv);
+/* Hourly: drops automation_runs rows past their keep time. */
+void k_api_automation_cron(k_server_t *srv, int64_t mono_ms);
+/* POST /v1/apply of a kind: AutomationRule document (raw and pos
+ * borrowed): validated into req->in, judged automation:write on the
+ * rule's path and runbook:start on its runbook (its runs act as the
+ * applying user); apply stores it (the report in req->out; an error
+ * is returned, not answered). */
+int k_api_automation_apply_decode(k_server_t *srv, k_req_t *req, const char *name,
+                                  const json_t *raw, const keel_yaml_pos_t *pos);
+int k_api_automation_apply(k_server_t *srv, k_req_t *req, int dry_run, keel_err_t *e);
+int k_api_automation_decode(k_server_t *, k_req_t *);
+int k_api_automation_rule_list(k_server_t *, k_req_t *);
+int k_api_automation_rule_decode(k_server_t *, k_req_t *);
+int k_api_automation_rule_get(k_server_t *, k_req_t *);
+int k_api_automation_rule_delete(k_server_t *, k_req_t *);
+int k_api_automation_run_list(k_server_t *, k_req_t *);
+int k_api_automation_switch_get(k_server_t *, k_req_t *);
+int k_api_automation_switch_decode(k_server_t *, k_req_t *);
+int k_api_automation_switch_set(k_server_t *, k_req_t *);
+
+/* api_alerts.c: opens srv->alerts (after the store, events, organization
+ * and TSDB); closed with k_alerts_close. */
+int k_api_alerts_open(k_server_t *srv, keel_err_t *e);
+int k_api_alerts_decode(k_server_t *, k_req_t *);
+int k_api_alert_list(k_server_t *, k_req_t *);
+int k_api_alert_rule_list(k_server_t *, k_req_t *);
+int k_api_alert_rule_decode(k_server_t *, k_req_t *);
+int k_api_alert_rule_get(k_server_t *, k_req_t *);
+int k_api_alert_rule_delete(k_server_t *, k_req_t *);
+
+/* api_incidents.c (docs/incidents.md) */
+/* POST /v1/apply of a NotificationPolicy or MaintenanceWindow (kind;
+ * raw and pos borrowed): validated into req->in, judged notify:write or
+ * maintenance:write on its path; apply stores it. */
+int k_api_incident_doc_decode(k_server_t *srv, k_req_t *req, const char *kind, const char *name,
+                              const json_t *raw, const keel_yaml_pos_t *pos);
+int k_api_incident_doc_apply(k_server_t *srv, k_req_t *req, int dry_run, keel_err_t *e);
+int k_api_incidents_decode(k_server_t *, k_req_t *);
+int k_api_incident_list(k_server_t *, k_req_t *);
+int k_api_incident_one_decode(k_server_t *, k_req_t *);
+int k_api_incident_get(k_server_t *, k_req_t *);
+int k_api_incident_act_decode(k_server_t *, k_req_t *);
+int k_api_incident_ack(k_server_t *, k_req_t *);
+int k_api_incident_resolve(k_server_t *, k_req_t *);
+int k_api_incident_comment(k_server_t *, k_req_t *);
+int k_api_maintenance_decode(k_server_t *, k_req_t *);
+int k_api_maintenance_list(k_server_t *, k_req_t *);
 
 /* Request decoders shared with the fuzz harness: body -> checked JSON. */
 int k_decode_user_create(const char *body, size_t len, json_t **out, keel_err_t *e);

@@ -136,11 +136,44 @@ static int valid_method(const char *m) {
   return 1;
 }
 
+int keel_http_easy_common(void *easy, const char *url, long timeout_ms,
+                          struct curl_slist *headers,
+                          size_t (*write)(char *ptr, size_t size, size_t n, void *ud),
+                          void *write_ud, char *errbuf) {
+  CURLcode cc = CURLE_OK;
+#define SETOPT(opt, val) \
+  do { \
+    if (cc == CURLE_OK) cc = curl_easy_setopt(easy, opt, val); \
+  } while (0)
+  SETOPT(CURLOPT_ERRORBUFFER, errbuf);
+  SETOPT(CURLOPT_URL, url);
+#if LIBCURL_VERSION_NUM >= 0x075500
+  SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+  SETOPT(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+  SETOPT(CURLOPT_NOSIGNAL, 1L);
+  SETOPT(CURLOPT_TIMEOUT_MS, timeout_ms);
+  SETOPT(CURLOPT_USERAGENT, "keel/" KEEL_VERSION);
+  SETOPT(CURLOPT_HTTPHEADER, headers);
+  SETOPT(CURLOPT_WRITEFUNCTION, write);
+  SETOPT(CURLOPT_WRITEDATA, write_ud);
+#undef SETOPT
+  return (int)cc;
+}
+
+const char *keel_http_easy_why(void *easy, int cc, const char *errbuf) {
+  long oserr = 0;
+  if (cc == CURLE_COULDNT_CONNECT && curl_easy_getinfo(easy, CURLINFO_OS_ERRNO, &oserr) == CURLE_OK &&
+      oserr > 0)
+    return strerror((int)oserr);
+  return errbuf && errbuf[0] ? errbuf : curl_easy_strerror((CURLcode)cc);
+}
+
 /* Turns a failed transfer into one line that names the server. */
 static int transfer_error(keel_http_t *h, CURLcode cc, const char *errbuf, const struct sink *s,
                           size_t max, keel_err_t *e) {
-  const char *why = errbuf[0] ? errbuf : curl_easy_strerror(cc);
-  long oserr = 0;
+  const char *why = keel_http_easy_why(h->curl, cc, errbuf);
 
   if ((cc == CURLE_WRITE_ERROR && s->rc == KEEL_ETOOBIG) || cc == CURLE_FILESIZE_EXCEEDED)
     return keel_err_set(e, KEEL_ETOOBIG, "response from %s: larger than %zu bytes", h->shown, max);
@@ -150,14 +183,8 @@ static int transfer_error(keel_http_t *h, CURLcode cc, const char *errbuf, const
     return keel_err_set(e, KEEL_EAGAIN, "no answer from %s within %ld ms", h->shown,
                         h->timeout_ms);
   if (cc == CURLE_COULDNT_CONNECT || cc == CURLE_COULDNT_RESOLVE_HOST ||
-      cc == CURLE_COULDNT_RESOLVE_PROXY) {
-    /* curl's own text ("Failed to connect to ... after 0 ms: Couldn't
-     * connect to server") hides the reason; the OS errno says it. */
-    if (cc == CURLE_COULDNT_CONNECT &&
-        curl_easy_getinfo(h->curl, CURLINFO_OS_ERRNO, &oserr) == CURLE_OK && oserr > 0)
-      why = strerror((int)oserr);
+      cc == CURLE_COULDNT_RESOLVE_PROXY)
     return keel_err_set(e, KEEL_EIO, "cannot reach %s: %s", h->shown, why);
-  }
   return keel_err_set(e, KEEL_EIO, "request to %s failed: %s", h->shown, why);
 }
 
@@ -215,23 +242,11 @@ int keel_http_request(keel_http_t *h, const char *method, const char *path, cons
   /* Reset drops the previous request's options but keeps the connection
    * cache, so keep-alive survives while no option leaks between requests. */
   curl_easy_reset(c);
+  cc = (CURLcode)keel_http_easy_common(c, url.data, h->timeout_ms, hdrs, on_body, &sink, errbuf);
 #define SETOPT(opt, val) \
   do { \
     if (cc == CURLE_OK) cc = curl_easy_setopt(c, opt, val); \
   } while (0)
-  SETOPT(CURLOPT_ERRORBUFFER, errbuf);
-  SETOPT(CURLOPT_URL, url.data);
-#if LIBCURL_VERSION_NUM >= 0x075500
-  SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
-#else
-  SETOPT(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
-#endif
-  SETOPT(CURLOPT_NOSIGNAL, 1L);
-  SETOPT(CURLOPT_TIMEOUT_MS, h->timeout_ms);
-  SETOPT(CURLOPT_USERAGENT, "keel/" KEEL_VERSION);
-  SETOPT(CURLOPT_HTTPHEADER, hdrs);
-  SETOPT(CURLOPT_WRITEFUNCTION, on_body);
-  SETOPT(CURLOPT_WRITEDATA, &sink);
   SETOPT(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)(resp->max > INT64_MAX ? INT64_MAX : resp->max));
   if (!strcmp(method, "HEAD")) {
     SETOPT(CURLOPT_NOBODY, 1L);

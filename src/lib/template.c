@@ -65,16 +65,19 @@ static int fail(keel_err_t *e, size_t at, const char *fmt, ...) {
 
 /* 0 when p[0..n) (n > 0) is a valid name.  Otherwise writes the reason to
  * why and the offset it concerns to *at.  Characters are checked before the
- * length so that a long run of garbage is named by its first bad byte. */
+ * length so that a long run of garbage is named by its first bad byte.
+ * The first part may carry one leading '$' ($labels.x, $value: the names
+ * alert templates use, as in Prometheus); the identifier after it follows
+ * the usual rule. */
 static int name_problem(const char *p, size_t n, size_t *at, char why[64]) {
-  size_t parts = 0, start = 0;
+  size_t parts = 0, start = p[0] == '$' ? 1 : 0;
   char c[24];
-  for (size_t j = 0; j <= n; j++) {
+  for (size_t j = start; j <= n; j++) {
     unsigned char ch = j < n ? (unsigned char)p[j] : 0;
     if (j == n || ch == '.') {
       if (j == start) {
         *at = j;
-        snprintf(why, 64, "empty part");
+        snprintf(why, 64, j == 1 && p[0] == '$' ? "expected a name after '$'" : "empty part");
         return 1;
       }
       if (++parts > TMPL_PARTS_MAX) {

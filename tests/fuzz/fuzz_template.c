@@ -5,7 +5,8 @@
  * lookup knows a few names, all with hostile values.  Beyond not crashing:
  *   - parse error: KEEL_EINVAL (or KEEL_ENOMEM) with a one-line message
  *     "column N: ...", N within the text (or just past it);
- *   - parse ok: every name is dot-separated identifiers within the limits;
+ *   - parse ok: every name is dot-separated identifiers within the limits
+ *     (the first may start with '$', as alert templates' names do);
  *     render either succeeds or fails with "unknown name 'X'" where X is the
  *     first reference the lookup does not know, and then out is unchanged;
  *   - the output is exactly as long as the literal text plus the values
@@ -34,6 +35,8 @@ static const char *const known[][2] = {
     {"steps.s.stdout", "{{ params.x }}"},
     {"target.tags.k", "--x '' '\\'' \\"},
     {"a", "'\\''"},
+    {"$value", "0.5"},
+    {"$labels.instance", "web-1:9100 '$(id)'"},
 };
 #define NKNOWN (sizeof known / sizeof known[0])
 
@@ -61,10 +64,11 @@ static int lookup_empty(void *ud, const char *name, const char **value, size_t *
   return 0;
 }
 
+/* Dot-separated identifiers; the first may start with one '$'. */
 static int valid_name(const char *n) {
-  size_t len = strlen(n), parts = 0, start = 0;
+  size_t len = strlen(n), parts = 0, start = n[0] == '$' ? 1 : 0;
   if (len == 0 || len > 128) return 0;
-  for (size_t j = 0; j <= len; j++) {
+  for (size_t j = start; j <= len; j++) {
     unsigned char c = (unsigned char)n[j];
     if (j == len || c == '.') {
       if (j == start) return 0;

@@ -201,6 +201,15 @@ req() {
   HEADERS=$(tr -d '\r' <"$TMP/req.hdr")
 }
 
+# get_has PATH NEEDLE — GET PATH as $TOKEN answers a body containing NEEDLE
+# (for wait_for: leaves STATUS/BODY alone)
+get_has() {
+  local b
+  b=$(curl -s --max-time 5 -H "Authorization: Bearer $TOKEN" "$URL$1") || return 1
+  case "$b" in *"$2"*) return 0 ;; esac
+  return 1
+}
+
 # header NAME — value of a response header of the last req (case-insensitive)
 header() {
   printf '%s\n' "$HEADERS" | grep -i "^$1:" | head -n 1 | sed 's/^[^:]*: *//'

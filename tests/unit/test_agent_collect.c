@@ -343,7 +343,7 @@ static void test_collect_fixture_root(void **state) {
   fx_t *f = *state;
   const char *names[] = {"nginx", "sshd", "absent", "a) (b c"};
   ka_collect_t c;
-  ka_collect_self_t self = {3, 7};
+  ka_collect_self_t self = {3, 7, 5, 2};
   keel_err_t e;
   long pg = sysconf(_SC_PAGESIZE);
   int n;
@@ -362,6 +362,8 @@ static void test_collect_fixture_root(void **state) {
   assert_true(fabs(get(f->s, "node_time_seconds{}") - (double)keel_now_ms() / 1000) < 60);
   assert_true(get(f->s, "keel_agent_metrics_dropped_batches_total{}") == 3);
   assert_true(get(f->s, "keel_agent_metrics_spooled_batches{}") == 7);
+  assert_true(get(f->s, "keel_agent_events_dropped_batches_total{}") == 5);
+  assert_true(get(f->s, "keel_agent_events_spooled_batches{}") == 2);
   /* nginx: 200 and 201; sshd: 300. */
   assert_true(get(f->s, "keel_process_count{name=\"nginx\"}") == 2);
   assert_true(get(f->s, "keel_process_cpu_seconds_total{name=\"nginx\"}") == 4.75);

@@ -2,7 +2,8 @@
  * parser, the blocking client against a small HTTP server running in a
  * thread of the test (127.0.0.1, port 0, one request per connection, the
  * answer picked by the request's path), and whole http jobs through
- * ka_exec_submit, which run the check in a forked child. */
+ * ka_exec_submit, which run the check in a forked child; and the check
+ * handed to another program as words (the static agent's https path). */
 #include <setjmp.h>
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wformat-truncation"
@@ -25,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "agent.h"
@@ -255,6 +257,16 @@ static char *slurp(FILE *fp, size_t *len) {
   return p;
 }
 
+/* Fills o's body and line from what was written to fo and fe; closes both. */
+static void out_read(struct out *o, FILE *fo, FILE *fe) {
+  fseek(fo, 0, SEEK_END);
+  fseek(fe, 0, SEEK_END);
+  o->body = slurp(fo, &o->body_len);
+  o->line = slurp(fe, NULL);
+  fclose(fo);
+  fclose(fe);
+}
+
 /* Runs a check of url (method, expected status and body) with the given
  * timeout and body cap; stdout and stderr go to temporary files. */
 static struct out check(const char *url, int method, int status, const char *body, long timeout_ms,
@@ -276,12 +288,7 @@ static struct out check(const char *url, int method, int status, const char *bod
   t0 = keel_mono_ms();
   o.code = ka_httpcheck_run(&hc, timeout_ms, cap, fileno(fo), fileno(fe));
   o.ms = (long)(keel_mono_ms() - t0);
-  fseek(fo, 0, SEEK_END);
-  fseek(fe, 0, SEEK_END);
-  o.body = slurp(fo, &o.body_len);
-  o.line = slurp(fe, NULL);
-  fclose(fo);
-  fclose(fe);
+  out_read(&o, fo, fe);
   return o;
 }
 
@@ -336,6 +343,93 @@ static void test_check_200(void **state) {
   assert_non_null(strstr(f->s.req, "\r\nConnection: close\r\n"));
   assert_null(strstr(f->s.req, "Content-Length"));
   pthread_mutex_unlock(&f->s.mu);
+}
+
+/* The check handed to another program (the static agent's https path):
+ * ka_httpcheck_argv's words, and ka_httpcheck_main running them in a
+ * child with stdout and stderr on temporary files. */
+static struct out check_main(char **argv) {
+  FILE *fo = tmpfile(), *fe = tmpfile();
+  struct out o;
+  int argc = 0, ws;
+  pid_t pid;
+
+  assert_non_null(fo);
+  assert_non_null(fe);
+  while (argv[argc]) argc++;
+  pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    if (dup2(fileno(fo), 1) < 0 || dup2(fileno(fe), 2) < 0) _exit(99);
+    _exit(ka_httpcheck_main(argc, argv));
+  }
+  assert_int_equal(waitpid(pid, &ws, 0), pid);
+  assert_true(WIFEXITED(ws));
+  o.code = WEXITSTATUS(ws);
+  o.ms = 0;
+  out_read(&o, fo, fe);
+  return o;
+}
+
+static void strv_free(char **v) {
+  for (char **p = v; p && *p; p++) free(*p);
+  free(v);
+}
+
+static void test_check_argv(void **state) {
+  struct fx *f = *state;
+  ka_httpcheck_t hc;
+  keel_err_t e;
+  json_t *o = json_pack("{s:s,s:s,s:i,s:s}", "url", url(f, "/ok"), "method", "GET",
+                        "expect_status", 200, "expect_body", "\"ok\"");
+  char **argv, want[512], *bad[] = {"prog", KA_HTTPCHECK_FLAG, "http://h/", "GET", "99", "1", "1",
+                                    NULL};
+  struct out r;
+
+  assert_int_equal(ka_httpcheck_decode(o, &hc, &e), 0);
+  argv = ka_httpcheck_argv("/x/keel-agent-dynamic", &hc, 5000, 1 << 20);
+  assert_non_null(argv);
+  assert_string_equal(argv[0], "/x/keel-agent-dynamic");
+  assert_string_equal(argv[1], "--http-check");
+  assert_string_equal(argv[2], hc.url);
+  assert_string_equal(argv[3], "GET");
+  assert_string_equal(argv[4], "200");
+  assert_string_equal(argv[5], "5000");
+  assert_string_equal(argv[6], "1048576");
+  assert_string_equal(argv[7], "\"ok\"");
+  assert_null(argv[8]);
+  r = check_main(argv);
+  assert_int_equal(r.code, KA_HC_PASS);
+  assert_string_equal(r.body, "{\"status\":\"ok\"}");
+  snprintf(want, sizeof want, "GET http://127.0.0.1:%d/ok: HTTP 200, as expected\n", f->s.port);
+  assert_string_equal(r.line, want);
+  out_free(&r);
+  strv_free(argv);
+  json_decref(o);
+
+  /* No expected body: one word fewer; a mismatch is still a mismatch. */
+  o = json_pack("{s:s,s:s,s:i}", "url", url(f, "/down"), "method", "HEAD", "expect_status", 200);
+  assert_int_equal(ka_httpcheck_decode(o, &hc, &e), 0);
+  argv = ka_httpcheck_argv("prog", &hc, 5000, 0);
+  assert_null(argv[7]);
+  r = check_main(argv);
+  assert_int_equal(r.code, KA_HC_MISMATCH);
+  assert_non_null(strstr(r.line, "HEAD http://"));
+  out_free(&r);
+  strv_free(argv);
+  json_decref(o);
+
+  /* Words it cannot take: a transport failure, with a line saying why. */
+  r = check_main(bad);
+  assert_int_equal(r.code, KA_HC_TRANSPORT);
+  assert_non_null(strstr(r.line, "expected URL METHOD EXPECT_STATUS"));
+  out_free(&r);
+  bad[4] = "200";
+  bad[3] = "BREW";
+  r = check_main(bad);
+  assert_int_equal(r.code, KA_HC_TRANSPORT);
+  assert_non_null(strstr(r.line, "http.method 'BREW'"));
+  out_free(&r);
 }
 
 static void test_check_503(void **state) {
@@ -701,6 +795,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_check_methods, setup_srv, teardown_srv),
       cmocka_unit_test_setup_teardown(test_check_cap, setup_srv, teardown_srv),
       cmocka_unit_test_setup_teardown(test_check_transport_errors, setup_srv, teardown_srv),
+      cmocka_unit_test_setup_teardown(test_check_argv, setup_srv, teardown_srv),
       cmocka_unit_test_setup_teardown(test_job_http, setup_exec, teardown_exec),
       cmocka_unit_test_setup_teardown(test_job_http_errors, setup_exec, teardown_exec),
       cmocka_unit_test_setup_teardown(test_job_https, setup_exec, teardown_exec),

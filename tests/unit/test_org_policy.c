@@ -58,19 +58,10 @@ static void fx_close(fx_t *x) {
   kt_rmrf(x->dir);
 }
 
+/* A file the test needs: its text (the caller frees it). */
 static char *slurp(const char *path, size_t *len) {
-  FILE *fp = fopen(path, "rb");
-  char *buf;
-  long n;
-  if (!fp) fail_msg("cannot open %s", path);
-  fseek(fp, 0, SEEK_END);
-  n = ftell(fp);
-  fseek(fp, 0, SEEK_SET);
-  buf = malloc((size_t)n + 1);
-  if (!buf || fread(buf, 1, (size_t)n, fp) != (size_t)n) fail_msg("cannot read %s", path);
-  buf[n] = '\0';
-  fclose(fp);
-  *len = (size_t)n;
+  char *buf = kt_slurp(path, len);
+  if (!buf) fail_msg("cannot read %s", path);
   return buf;
 }
 
@@ -106,17 +97,7 @@ static json_t *apply(fx_t *x, const json_t *doc, int dry_run, int prune) {
   return report;
 }
 
-static int count_row(void *ud, const k_val_t *c, int n) {
-  if (n > 0 && c[0].type == K_VAL_INT) *(int64_t *)ud = c[0].i;
-  return 0;
-}
-
-static int64_t count(fx_t *x, const char *sql) {
-  int64_t v = -1;
-  keel_err_t e = {0};
-  if (k_store_exec(x->s, sql, NULL, 0, count_row, &v, &e)) fail_msg("%s: %s", sql, e.msg);
-  return v;
-}
+static int64_t count(fx_t *x, const char *sql) { return kt_int(x->s, sql); }
 
 /* ---- the table ---------------------------------------------------------------------------- */
 

@@ -334,6 +334,13 @@ static const rule_t matrix[] = {
     {"runbook:read", NONE, 1, 1, 0},  {"runbook:write", NONE, 1, 1, 0},
     {"runbook:start", NONE, 1, 1, 0}, {"runbook:approve", NONE, 1, 1, 0},
     {"metrics:read", NONE, 1, 1, 1},  {"metrics:write", NONE, 1, 1, 0},
+    {"alert:read", NONE, 1, 1, 1},    {"alert:write", NONE, 1, 1, 0},
+    {"event:read", NONE, 1, 1, 1},
+    {"incident:read", NONE, 1, 1, 1}, {"incident:write", NONE, 1, 1, 0},
+    {"maintenance:read", NONE, 1, 1, 1}, {"notify:write", NONE, 1, 1, 0},
+    {"maintenance:write", NONE, 1, 1, 0},
+    {"automation:read", NONE, 1, 1, 0}, {"automation:write", NONE, 1, 1, 0},
+    {"automation:admin", NONE, 1, 0, 0},
 };
 
 static void test_authz_matrix(void **state) {
@@ -435,6 +442,40 @@ static void test_authz_every_route_action_usable(void **state) {
   }
 }
 
+/* The per-item filter of lists (k_authz_filter): keeps the items the
+ * caller may read, in order, judged on each one's path. */
+static void name_path(const json_t *it, char *out, size_t n) {
+  const char *name = json_string_value(json_object_get(it, "name"));
+  if (name) snprintf(out, n, "team/t/alert/%s", name);
+  else out[0] = '\0';
+}
+
+static void test_authz_filter(void **state) {
+  k_server_t srv;
+  k_principal_t viewer = who("viewer", "me", "usr_me"), nobody = who("", "", "");
+  json_t *items;
+  (void)state;
+  memset(&srv, 0, sizeof srv);
+  srv.org = g_org;
+  /* the items' own "path"; one without a path is never shown */
+  items = json_pack("[{s:s,s:s},{s:s},{s:s,s:s}]", "id", "a", "path", "team/t/alert/a", "id", "b",
+                    "id", "c", "path", "team/t/alert/c");
+  k_authz_filter(&srv, &viewer, "alert:read", items, NULL);
+  assert_int_equal(json_array_size(items), 2);
+  assert_string_equal(json_string_value(json_object_get(json_array_get(items, 0), "id")), "a");
+  assert_string_equal(json_string_value(json_object_get(json_array_get(items, 1), "id")), "c");
+  /* a path function; a principal allowed nothing sees nothing */
+  json_array_append_new(items, json_pack("{s:s}", "name", "d"));
+  k_authz_filter(&srv, &viewer, "alert:read", items, name_path);
+  assert_int_equal(json_array_size(items), 1);
+  k_authz_filter(&srv, &nobody, "alert:read", items, NULL);
+  assert_int_equal(json_array_size(items), 0);
+  json_decref(items);
+  assert_true(k_authz_may(&srv, &viewer, "alert:read", "team/t/alert/a"));
+  assert_false(k_authz_may(&srv, &viewer, "alert:read", NULL));
+  assert_false(k_authz_may(&srv, &viewer, "alert:write", "team/t/alert/a"));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_routes_v1_need_auth_and_action),
@@ -446,6 +487,7 @@ int main(void) {
       cmocka_unit_test(test_authz_matrix),
       cmocka_unit_test(test_authz_edges),
       cmocka_unit_test(test_authz_every_route_action_usable),
+      cmocka_unit_test(test_authz_filter),
   };
   return cmocka_run_group_tests(tests, org_setup, org_teardown);
 }

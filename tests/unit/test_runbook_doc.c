@@ -17,46 +17,15 @@
 #include "keel/yaml.h"
 #include "runbook/doc.h"
 
+#define DT_LOAD k_runbook_doc_load
+#define DT_NAME "rb.yaml"
+#include "doc_testutil.h"
+
 #ifndef KEEL_SOURCE_DIR
 #define KEEL_SOURCE_DIR "."
 #endif
 
 /* ---- helpers ------------------------------------------------------------ */
-
-static json_t *load_ok(const char *text) {
-  json_t *v = (json_t *)0x1;
-  keel_err_t e = {0};
-  int rc = k_runbook_doc_load("rb.yaml", text, strlen(text), &v, &e);
-  if (rc) fail_msg("load = %d: %s\n%s", rc, e.msg, text);
-  assert_non_null(v);
-  return v;
-}
-
-static int failures;
-
-/* Checks one invalid document; counts mismatches so one run shows them all. */
-static void expect_error(const char *text, const char *want) {
-  json_t *v = (json_t *)0x1;
-  keel_err_t e = {0};
-  int rc = k_runbook_doc_load("rb.yaml", text, strlen(text), &v, &e);
-  if (rc != KEEL_EINVAL) {
-    print_error("load = %d (%s), want KEEL_EINVAL\n%s\n", rc, e.msg, text);
-    failures++;
-    if (!rc) json_decref(v);
-    return;
-  }
-  assert_null(v);
-  if (strcmp(e.msg, want)) {
-    print_error("\n  got  %s\n  want %s\n%s\n", e.msg, want, text);
-    failures++;
-  }
-}
-
-static void done(void) {
-  int n = failures;
-  failures = 0;
-  if (n) fail_msg("%d message(s) differ", n);
-}
 
 static char *read_file(const char *path, size_t *len) {
   FILE *fp = fopen(path, "rb");

@@ -203,6 +203,51 @@ static void test_not_nul_terminated(void **state) {
   keel_tmpl_free(t);
 }
 
+/* Alert templates' names: one leading '$' on the first part only; a
+ * lookup decides what a missing name renders as. */
+static int dollar_lookup(void *ud, const char *name, const char **value, size_t *len) {
+  (void)ud;
+  if (!strcmp(name, "$value")) *value = "0.5";
+  else if (!strcmp(name, "$labels.instance")) *value = "web-1";
+  else if (!strncmp(name, "$labels.", 8)) *value = NULL; /* missing label: empty */
+  else return KEEL_ENOENT;
+  *len = *value ? strlen(*value) : 0;
+  return 0;
+}
+
+static void test_dollar_names(void **state) {
+  keel_tmpl_t *t = parse_ok("{{ $labels.instance }} at {{$value}}{{ $labels.nope }}!", 55);
+  keel_buf_t b;
+  keel_err_t e = {0};
+  (void)state;
+  assert_int_equal(keel_tmpl_nrefs(t), 3);
+  assert_string_equal(keel_tmpl_ref(t, 0), "$labels.instance");
+  assert_string_equal(keel_tmpl_ref(t, 1), "$value");
+  keel_buf_init(&b, 1 << 10);
+  assert_int_equal(keel_tmpl_render(t, KEEL_TMPL_RAW, dollar_lookup, NULL, &b, &e), 0);
+  assert_string_equal(b.data, "web-1 at 0.5!");
+  keel_buf_free(&b);
+  keel_tmpl_free(t);
+  /* the fixed lookup knows no '$' name: an error, as for any unknown name */
+  {
+    keel_buf_t o;
+    keel_buf_init(&o, 1 << 10);
+    assert_int_equal(keel_tmpl_expand("{{ $x }}", 8, KEEL_TMPL_RAW, kv_lookup, (void *)fixed, &o,
+                                      &e),
+                     KEEL_EINVAL);
+    assert_string_equal(e.msg, "unknown name '$x'");
+    keel_buf_free(&o);
+  }
+  expect_error("{{ $ }}", "column 5: name '$': expected a name after '$'");
+  expect_error("{{ $.a }}", "column 5: name '$.a': expected a name after '$'");
+  expect_error("{{ $$a }}", "column 5: name '$$a': invalid character '$'");
+  expect_error("{{ $1 }}", "column 5: name '$1': a part must start with a letter or '_'");
+  expect_error("{{ a.$b }}", "column 6: name 'a.$b': invalid character '$'");
+  expect_error("{{ $a.$b }}", "column 7: name '$a.$b': invalid character '$'");
+  expect_error("{{ $a.b.c.d.e.f.g.h.i }}",
+               "column 21: name '$a.b.c.d.e.f.g.h.i': more than 8 parts");
+}
+
 /* ---- errors ------------------------------------------------------------- */
 
 static void test_errors_columns(void **state) {
@@ -542,6 +587,7 @@ int main(void) {
       cmocka_unit_test(test_escape),
       cmocka_unit_test(test_refs_listing),
       cmocka_unit_test(test_not_nul_terminated),
+      cmocka_unit_test(test_dollar_names),
       cmocka_unit_test(test_errors_columns),
       cmocka_unit_test(test_errors_bytes),
       cmocka_unit_test(test_limits),

@@ -630,10 +630,47 @@ static int command_row(void *ud, const k_val_t *c, int n) {
   return 0;
 }
 
+/* A command's summary counts runs by what became of them. */
+typedef struct counts {
+  size_t total, pending, ok, failed, skipped;
+} counts_t;
+
+static void count_run(counts_t *n, const char *st, int exit_zero) {
+  n->total++;
+  if (!strcmp(st, "pending")) n->pending++;
+  else if (!strcmp(st, "skipped")) n->skipped++;
+  else if (!strcmp(st, "exited") && exit_zero) n->ok++;
+  else n->failed++;
+}
+
+static json_t *counts_json(const counts_t *n) {
+  return json_pack("{s:I,s:I,s:I,s:I,s:I}", "total", (json_int_t)n->total, "pending",
+                   (json_int_t)n->pending, "succeeded", (json_int_t)n->ok, "failed",
+                   (json_int_t)n->failed, "skipped", (json_int_t)n->skipped);
+}
+
+static int count_row(void *ud, const k_val_t *c, int n) {
+  if (n >= 2) count_run(ud, txt(&c[0]), c[1].type == K_VAL_INT && c[1].i == 0);
+  return 0;
+}
+
+int k_exec_summary(k_store_t *s, const char *id, json_t **summary, int *done, keel_err_t *e) {
+  k_val_t args[] = {K_TEXT(id)};
+  counts_t n = {0};
+  int rc = k_store_exec(s, "SELECT status, exit_code FROM command_runs WHERE command_id = ?", args,
+                        1, count_row, &n, e);
+  *summary = NULL;
+  if (rc) return rc;
+  if (!(*summary = counts_json(&n))) return keel_err_set(e, KEEL_ENOMEM, "out of memory");
+  *done = n.pending == 0;
+  return 0;
+}
+
 int k_exec_get(k_store_t *s, const char *id, json_t **out, keel_err_t *e) {
   k_val_t args[] = {K_TEXT(id)};
   json_t *cmd = NULL, *runs = json_array();
-  size_t i, pending = 0, ok = 0, failed = 0, skipped = 0;
+  counts_t cnt = {0};
+  size_t i;
   json_t *r;
   int rc;
 
@@ -655,17 +692,12 @@ int k_exec_get(k_store_t *s, const char *id, json_t **out, keel_err_t *e) {
     return rc < 0 ? rc : keel_err_set(e, KEEL_ENOMEM, "out of memory");
   }
   json_array_foreach(runs, i, r) {
-    const char *st = keel_json_str(r, "status");
-    if (!strcmp(st, "pending")) pending++;
-    else if (!strcmp(st, "skipped")) skipped++;
-    else if (!strcmp(st, "exited") && json_integer_value(json_object_get(r, "exit_code")) == 0) ok++;
-    else failed++;
+    const json_t *xc = json_object_get(r, "exit_code");
+    count_run(&cnt, keel_json_str(r, "status"), json_is_integer(xc) && json_integer_value(xc) == 0);
   }
   json_object_set_new(cmd, "runs", runs);
-  json_object_set_new(cmd, "summary", json_pack("{s:I,s:I,s:I,s:I,s:I}", "total", (json_int_t)json_array_size(runs),
-                                                "pending", (json_int_t)pending, "succeeded", (json_int_t)ok,
-                                                "failed", (json_int_t)failed, "skipped", (json_int_t)skipped));
-  json_object_set_new(cmd, "done", json_boolean(pending == 0));
+  json_object_set_new(cmd, "summary", counts_json(&cnt));
+  json_object_set_new(cmd, "done", json_boolean(cnt.pending == 0));
   *out = cmd;
   return 0;
 }

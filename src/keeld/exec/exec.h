@@ -76,6 +76,10 @@ int k_exec_run_withdraw(k_store_t *s, const char *run_id, const char *why, int64
  * "ended_ms", "error"}. */
 int k_exec_run_result(k_store_t *s, const char *run_id, size_t cap, json_t **out, keel_err_t *e);
 
+/* A command's run counts {"total","pending","succeeded","failed","skipped"}
+ * (as "summary" in k_exec_get) and whether no run is pending. */
+int k_exec_summary(k_store_t *s, const char *id, json_t **summary, int *done, keel_err_t *e);
+
 /* One command with every run (outputs included). */
 int k_exec_get(k_store_t *s, const char *id, json_t **out, keel_err_t *e);
 /* Commands, newest first; cursor is the last id of the previous page. */

@@ -20,6 +20,8 @@ struct k_fleet {
   int64_t heartbeat_ms;
   k_agent_t **v; /* sorted by id */
   size_t n, cap;
+  k_fleet_change_fn on_change;
+  void *on_change_ud;
 };
 
 static const char *txt(const k_val_t *c) { return c->type == K_VAL_TEXT ? c->s : ""; }
@@ -602,11 +604,17 @@ int k_fleet_set_inventory(k_fleet_t *f, k_agent_t *a, const char *hostname,
 
 /* ---- liveness ----------------------------------------------------------------- */
 
+void k_fleet_on_change(k_fleet_t *f, k_fleet_change_fn fn, void *ud) {
+  f->on_change = fn;
+  f->on_change_ud = ud;
+}
+
 void k_fleet_seen(k_fleet_t *f, k_agent_t *a, int64_t now_ms) {
   a->last_seen_ms = now_ms;
   if (!a->online) {
     a->online = 1;
     keel_log(f->log, KEEL_LOG_INFO, "fleet: agent %s (%s) online", a->id, a->hostname);
+    if (f->on_change) f->on_change(f->on_change_ud, a);
   }
 }
 
@@ -615,13 +623,18 @@ void k_fleet_cron(k_fleet_t *f, int64_t now_ms, int64_t persist_ms) {
   int unit = 0;
   keel_err_t e = {0};
 
+  /* transitions first: the hook opens units of its own */
   for (size_t i = 0; i < f->n; i++) {
     k_agent_t *a = f->v[i];
     if (a->online && now_ms - a->last_seen_ms > limit) {
       a->online = 0;
       keel_log(f->log, KEEL_LOG_WARN, "fleet: agent %s (%s) offline: silent for %lld ms", a->id,
                a->hostname, (long long)(now_ms - a->last_seen_ms));
+      if (f->on_change) f->on_change(f->on_change_ud, a);
     }
+  }
+  for (size_t i = 0; i < f->n; i++) {
+    k_agent_t *a = f->v[i];
     /* last_seen is history, not state: writing it on every heartbeat would
      * cost a write per agent every few seconds, so it is kept fresh in
      * memory and stored at most every persist_ms (and on status changes
@@ -640,4 +653,60 @@ void k_fleet_cron(k_fleet_t *f, int64_t now_ms, int64_t persist_ms) {
   }
   if (unit) k_store_unit_end(f->store, e.code == 0, NULL);
   if (e.code) keel_log(f->log, KEEL_LOG_ERROR, "fleet: storing last_seen: %s", e.msg);
+}
+
+/* ---- labels ------------------------------------------------------------------- */
+
+static int label_cmp(const void *a, const void *b) {
+  return strcmp(((const k_label_t *)a)->name, ((const k_label_t *)b)->name);
+}
+
+void k_fleet_host_labels(const k_agent_t *a, k_host_labels_t *out) {
+  const char *k;
+  json_t *v;
+  out->n = 0;
+  json_object_foreach(a->tags, k, v) {
+    char *n;
+    if (out->n + 2 >= K_HOST_LABELS_MAX || !json_is_string(v) || !json_string_length(v)) continue;
+    n = out->names[out->n];
+    snprintf(n, sizeof out->names[0], "%s", k);
+    for (char *p = n; *p; p++)
+      if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || *p == '_' ||
+            (p > n && *p >= '0' && *p <= '9')))
+        *p = '_';
+    /* reserved and keeld's own names are not tags */
+    if (!strncmp(n, "__", 2) || !strcmp(n, "instance") || !strcmp(n, "agent_id")) continue;
+    out->v[out->n++] = (k_label_t){n, json_string_value(v)};
+  }
+  out->v[out->n++] = (k_label_t){"agent_id", a->id};
+  out->v[out->n++] = (k_label_t){"instance", a->hostname};
+  /* stable: of two tags that sanitize to one name, the first stays first */
+  for (size_t i = 1; i < out->n; i++)
+    for (size_t j = i; j > 0 && label_cmp(&out->v[j - 1], &out->v[j]) > 0; j--) {
+      k_label_t t = out->v[j];
+      out->v[j] = out->v[j - 1];
+      out->v[j - 1] = t;
+    }
+  for (size_t i = 1; i < out->n;)
+    if (!strcmp(out->v[i].name, out->v[i - 1].name)) {
+      memmove(&out->v[i], &out->v[i + 1], (out->n - i - 1) * sizeof out->v[0]);
+      out->n--;
+    } else {
+      i++;
+    }
+}
+
+json_t *k_fleet_labels_json(const k_agent_t *a) {
+  k_host_labels_t *hl = malloc(sizeof *hl);
+  json_t *o = json_object();
+  if (!hl || !o) goto fail;
+  k_fleet_host_labels(a, hl);
+  for (size_t i = 0; i < hl->n; i++)
+    if (json_object_set_new(o, hl->v[i].name, json_string(hl->v[i].value))) goto fail;
+  free(hl);
+  return o;
+fail:
+  free(hl);
+  json_decref(o);
+  return NULL;
 }

@@ -18,6 +18,7 @@
 #include "keel/agentproto.h"
 #include "keel/log.h"
 #include "keel/selector.h"
+#include "metrics/labels.h"
 #include "store/store.h"
 
 #define K_FLEET_NONCES 256
@@ -112,10 +113,36 @@ int k_fleet_retire(k_fleet_t *f, const char *id, int64_t now_ms, void **waiter, 
 int k_fleet_set_inventory(k_fleet_t *f, k_agent_t *a, const char *hostname,
                           const json_t *inventory, int64_t now_ms, keel_err_t *e);
 
-/* A request from a arrived (its poll is its heartbeat). */
+/* A request from a arrived (its poll is its heartbeat).  MUST be called
+ * outside a store unit: an offline agent coming back calls the change
+ * hook. */
 void k_fleet_seen(k_fleet_t *f, k_agent_t *a, int64_t now_ms);
-/* Liveness transitions (logged); persists last_seen of agents whose
- * stored value is older than persist_ms.  Runs its own store unit. */
+/* Liveness transitions (logged, and the change hook called); persists
+ * last_seen of agents whose stored value is older than persist_ms.  Runs
+ * its own store unit. */
 void k_fleet_cron(k_fleet_t *f, int64_t now_ms, int64_t persist_ms);
+
+/* Called on the loop thread, outside any store unit, when a's liveness
+ * changed (a->online says which way); may open units of its own.  keeld
+ * emits agent.online / agent.offline from it.  One hook (NULL: none). */
+typedef void (*k_fleet_change_fn)(void *ud, k_agent_t *a);
+void k_fleet_on_change(k_fleet_t *f, k_fleet_change_fn fn, void *ud);
+
+/* keeld's labels of a host, the same for its metrics and its events:
+ * instance (the hostname), agent_id, and every tag whose key becomes a
+ * label name by replacing each character outside [a-zA-Z0-9_] (a leading
+ * digit too) with '_' ("team.name" -> "team_name"); reserved names (__*,
+ * instance, agent_id) are not taken from tags, and of two tags that become
+ * one name the first (in key order) is kept.  v sorted by name; strings
+ * borrowed from a (its tags and hostname) and from names. */
+#define K_HOST_LABELS_MAX 40
+typedef struct k_host_labels {
+  k_label_t v[K_HOST_LABELS_MAX];
+  size_t n;
+  char names[K_HOST_LABELS_MAX][96];
+} k_host_labels_t;
+void k_fleet_host_labels(const k_agent_t *a, k_host_labels_t *out);
+/* The same as a new JSON object of strings (NULL on OOM). */
+json_t *k_fleet_labels_json(const k_agent_t *a);
 
 #endif

@@ -482,8 +482,6 @@ static int team(v_t *V, const json_t *t, json_t **out) {
 static int application(v_t *V, const json_t *a, json_t **out) {
   static const char *const keys[] = {"name", "owner", "environments", "selector", NULL};
   json_t *name, *owner, *envs = NULL, *sel, *kind;
-  keel_selector_t *ks = NULL;
-  keel_err_t se = {0};
   mark_t m;
   char b[80];
   int rc;
@@ -510,14 +508,10 @@ static int application(v_t *V, const json_t *a, json_t **out) {
   if (rc) return rc;
   if ((rc = str_list(V, a, "environments", 1, 1, item_env, NULL, &envs))) return rc;
   if ((rc = get_str(V, a, "selector", 1, KEEL_SELECTOR_MAX_LEN, &sel))) goto out;
-  if (keel_selector_parse(json_string_value(sel), json_string_length(sel), &ks, &se)) {
-    const char *msg = se.msg;
-    if (!strncmp(msg, "selector: ", 10)) msg += 10;
-    m = push_key(V, "selector");
-    rc = se.code == KEEL_ENOMEM ? oom(V) : verr(V, "invalid selector: %s", msg);
-    pop(V, m);
-    goto out;
-  }
+  m = push_key(V, "selector");
+  rc = k_walk_selector(&V->w, sel, NULL);
+  pop(V, m);
+  if (rc) goto out;
   if (json_object_set(V->apps, json_string_value(name), envs)) {
     rc = oom(V);
     goto out;
@@ -526,7 +520,6 @@ static int application(v_t *V, const json_t *a, json_t **out) {
                    "selector", sel);
   if (!*out) rc = oom(V);
 out:
-  keel_selector_free(ks);
   json_decref(envs);
   return rc;
 }

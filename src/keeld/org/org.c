@@ -259,6 +259,12 @@ void k_org_principal(const k_org_t *o, const char *user, const char *role,
   }
 }
 
+int k_org_object(const k_org_t *o, const char *kind, const char *name, const json_t **spec) {
+  const json_t *v = name ? json_object_get(json_object_get(o->objs, kind), name) : NULL;
+  if (spec) *spec = v;
+  return v != NULL;
+}
+
 json_t *k_org_user_teams(const k_org_t *o, const char *user) {
   member_t *m = find_member(o, user);
   json_t *a = json_array();

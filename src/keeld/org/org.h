@@ -55,6 +55,11 @@ void k_org_principal(const k_org_t *o, const char *user, const char *role,
  * "_" for either when unknown. */
 void k_org_host_path(const k_org_t *o, const char *id, const char *hostname, const json_t *tags,
                      char *out, size_t n);
+/* 1 when the applied organization holds an object of kind ("team",
+ * "application", ...) named name, with *spec (when spec is not NULL) its
+ * document, borrowed until the next reload; 0 otherwise (also when no
+ * organization is applied). */
+int k_org_object(const k_org_t *o, const char *kind, const char *name, const json_t **spec);
 /* Teams of user as a new JSON array of {"name","kind"}. */
 json_t *k_org_user_teams(const k_org_t *o, const char *user);
 

@@ -17,7 +17,8 @@
 
 /* The actions that change or operate infrastructure, as opposed to reads. */
 #define OPERATE "exec:*", "agent:update", "agent:retire", "agent-token:*", "runbook:*", "stack:*", \
-                "metrics:write"
+                "alert:write", "incident:write", "notify:write", "maintenance:write", \
+                "automation:write", "metrics:write"
 
 static json_t *stmt(const char *id, const char *effect, json_t *principals, json_t *actions,
                     json_t *resources, const char *reason) {
@@ -41,12 +42,16 @@ static void add(json_t *out, json_t *s) {
 static void roles(json_t *out) {
   add(out, stmt("builtin:operator-read", "allow", STRS("role:operator"),
                 STRS("user:read", "agent:read", "exec:read", "audit:read", "audit:verify",
-                     "agent-token:read", "org:read", "policy:read", "runbook:read", "metrics:read"),
+                     "agent-token:read", "org:read", "policy:read", "runbook:read", "metrics:read",
+                     "event:read", "alert:read", "incident:read", "maintenance:read",
+                     "automation:read"),
                 STRS("**"), NULL));
   add(out, stmt("builtin:operator-operate", "allow", STRS("role:operator"), STRS(OPERATE),
                 STRS("**"), NULL));
   add(out, stmt("builtin:viewer-read", "allow", STRS("role:viewer"),
-                STRS("user:read", "agent:read", "org:read", "metrics:read"), STRS("**"), NULL));
+                STRS("user:read", "agent:read", "org:read", "metrics:read", "event:read",
+                     "alert:read", "incident:read", "maintenance:read"),
+                STRS("**"), NULL));
 }
 
 /* with_roles: the operator and viewer roles decide only until an
@@ -100,10 +105,43 @@ static void member_reads(json_t *out, const json_t *teams) {
   }
   add(out, stmt("preset:members-read", "allow", json_deep_copy(all),
                 STRS("user:read", "agent:read", "exec:read", "org:read", "policy:read",
-                     "runbook:read", "metrics:read"),
-                STRS("hosts", "commands", "users", "user/*", "org", "runbooks", "metrics"), NULL));
+                     "runbook:read", "metrics:read", "event:read", "alert:read", "incident:read",
+                     "maintenance:read", "automation:read"),
+                STRS("hosts", "commands", "users", "user/*", "org", "runbooks", "metrics", "events",
+                     "alerts", "incidents", "maintenance", "automation"),
+                NULL));
   /* submitting a command: each of its hosts is judged on its own */
   add(out, stmt("preset:members-submit", "allow", all, STRS("exec:run"), STRS("commands"), NULL));
+}
+
+/* Incidents are their owners' in every model: a team acks, resolves and
+ * comments on its own incidents and its applications', and keeps its own
+ * notification policy and maintenance windows (docs/incidents.md). */
+static void incident_owners(json_t *out, const json_t *teams, const json_t *apps) {
+  const char *name;
+  json_t *t, *a;
+  char id[160], who[96], r1[160], r2[160], r3[160];
+  json_object_foreach((json_t *)teams, name, t) {
+    const char *k = json_string_value(json_object_get(t, "kind"));
+    if (k && !strcmp(k, "partner")) continue;
+    snprintf(id, sizeof id, "preset:incidents:%s-own", name);
+    snprintf(who, sizeof who, "team:%s", name);
+    snprintf(r1, sizeof r1, "team/%s/incident/**", name);
+    snprintf(r2, sizeof r2, "team/%s/maintenance/**", name);
+    snprintf(r3, sizeof r3, "team/%s/notify", name);
+    add(out, stmt(id, "allow", STRS(who),
+                  STRS("incident:read", "incident:write", "maintenance:read", "maintenance:write",
+                       "notify:write"),
+                  STRS(r1, r2, r3), NULL));
+  }
+  json_object_foreach((json_t *)apps, name, a) {
+    const char *owner = json_string_value(json_object_get(a, "owner"));
+    if (!owner) continue;
+    snprintf(id, sizeof id, "preset:incidents:%s-on-%s", owner, name);
+    snprintf(who, sizeof who, "team:%s", owner);
+    snprintf(r1, sizeof r1, "app/%s/incident/**", name);
+    add(out, stmt(id, "allow", STRS(who), STRS("incident:read", "incident:write"), STRS(r1), NULL));
+  }
 }
 
 static void decentralized(json_t *out, const json_t *teams, const json_t *apps) {
@@ -218,6 +256,7 @@ json_t *k_org_preset_statements(const json_t *org, const json_t *teams, const js
   if (model) {
     const char *m = !strcmp(model, "ccoe") ? (base ? base : "decentralized") : model;
     member_reads(out, teams);
+    incident_owners(out, teams, apps);
     if (!strcmp(m, "centralized")) centralized(out, teams, apps);
     else decentralized(out, teams, apps);
     if (!strcmp(model, "ccoe")) {

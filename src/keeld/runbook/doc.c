@@ -42,28 +42,15 @@ typedef struct v {
 } v_t;
 
 
-/* What control characters a text may hold. */
-enum { T_LINE = 0, /* none: one line */
-       T_LINES,    /* tab, LF, CR */
-       T_ANY };    /* all but NUL (bodies, argv, values: data) */
-
-/* A string of at most max bytes. Caller has pushed. */
-static int text_ok(v_t *V, const json_t *s, size_t max, int what) {
-  const char *t;
-  size_t n;
-  if (!json_is_string(s)) return verr(V, "expected a string");
-  t = json_string_value(s);
-  n = json_string_length(s);
-  if (n > max) return verr(V, "longer than %zu bytes", max);
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)t[i];
-    if (!c) return verr(V, "contains a NUL byte");
-    if (what == T_ANY || (c >= 0x20 && c != 0x7f)) continue;
-    if (what == T_LINES && (c == '\t' || c == '\n' || c == '\r')) continue;
-    return verr(V, "contains a control character");
-  }
-  return 0;
-}
+/* The shared scalar checks (docwalk.h) under this file's short names. */
+enum { T_LINE = K_WALK_LINE, T_LINES = K_WALK_LINES, T_ANY = K_WALK_ANY };
+typedef k_walk_range_t range_t;
+#define text_ok(V, s, max, what) k_walk_text(&(V)->w, s, max, what)
+#define is_str k_walk_is
+#define check_enum(V, s, vals) k_walk_enum(&(V)->w, s, vals)
+#define get_text(V, obj, key, req, max, what, out) k_walk_get_text(&(V)->w, obj, key, req, max, what, out)
+#define get_int(V, obj, key, min, max, def, out) k_walk_get_int(&(V)->w, obj, key, min, max, def, out)
+#define get_duration(V, obj, key, r, req, def, ms) k_walk_get_duration(&(V)->w, obj, key, r, req, def, ms)
 
 enum { N_OBJ, N_PARAM, N_STEP };
 static const char *const name_re[] = {"[a-z0-9][a-z0-9._-]{0,62}", "[a-z_][a-z0-9_]{0,62}",
@@ -82,6 +69,8 @@ static int name_ok(const char *t, size_t n, int kind) {
   return 1;
 }
 
+int k_runbook_name_ok(const char *s, size_t n) { return name_ok(s, n, N_OBJ); }
+
 /* A name field: checks type and pattern. Caller has pushed. */
 static int check_name(v_t *V, const json_t *s, int kind) {
   char b[80];
@@ -92,104 +81,10 @@ static int check_name(v_t *V, const json_t *s, int kind) {
   return 0;
 }
 
-static int is_str(const json_t *s, const char *want) {
-  return json_is_string(s) && json_string_length(s) == strlen(want) &&
-         !strcmp(json_string_value(s), want);
-}
-
-/* One of a NULL-ended list; the message lists them. Caller has pushed. */
-static int check_enum(v_t *V, const json_t *s, const char *const *vals) {
-  char list[160] = "";
-  size_t n = 0;
-  for (const char *const *p = vals; *p; p++)
-    if (is_str(s, *p)) return 0;
-  for (const char *const *p = vals; *p; p++)
-    n += (size_t)snprintf(list + n, n < sizeof list ? sizeof list - n : 0, "%s%s",
-                          p == vals ? "" : ", ", *p);
-  return verr(V, "expected one of %s", list);
-}
-
-/* Optional or required string member, checked by text_ok (borrowed in *out;
- * NULL when absent and optional). */
-static int get_text(v_t *V, const json_t *obj, const char *key, int required, size_t max,
-                    int what, json_t **out) {
-  json_t *s = member(obj, key);
-  mark_t m;
-  int rc;
-  *out = NULL;
-  if (!s) return required ? missing(V, key) : 0;
-  m = push_key(V, key);
-  rc = text_ok(V, s, max, what);
-  pop(V, m);
-  if (!rc) *out = s;
-  return rc;
-}
-
-/* An integer member in [min, max]; def when absent. */
-static int get_int(v_t *V, const json_t *obj, const char *key, json_int_t min, json_int_t max,
-                   json_int_t def, json_int_t *out) {
-  json_t *v = member(obj, key);
-  mark_t m;
-  int rc = 0;
-  *out = def;
-  if (!v) return 0;
-  m = push_key(V, key);
-  if (!json_is_integer(v)) rc = verr(V, "expected an integer");
-  else if (json_integer_value(v) < min || json_integer_value(v) > max)
-    rc = verr(V, "%lld is out of range: expected %lld to %lld", (long long)json_integer_value(v),
-              (long long)min, (long long)max);
-  pop(V, m);
-  if (!rc) *out = json_integer_value(v);
-  return rc;
-}
-
-typedef struct range {
-  int64_t min, max;
-  const char *lo, *hi; /* as durations, for messages */
-} range_t;
-
 static const range_t step_timeout = {1000, 86400000, "1s", "24h"};
 static const range_t approval_timeout = {60000, 7 * 86400000LL, "1m", "7d"};
 static const range_t schedule_rate = {60000, 366 * 86400000LL, "1m", "366d"};
 static const range_t execution_timeout = {60000, 30 * 86400000LL, "1m", "30d"};
-
-/* A duration given as key (text: "30s") or key_ms (integer milliseconds),
- * not both; def when neither (and not required). */
-static int get_duration(v_t *V, const json_t *obj, const char *key, const range_t *r,
-                        int required, int64_t def, int64_t *ms) {
-  char kms[32], b[80];
-  json_t *t = member(obj, key), *n;
-  mark_t m;
-  int rc = 0;
-
-  snprintf(kms, sizeof kms, "%s_ms", key);
-  n = member(obj, kms);
-  *ms = def;
-  if (t && n) {
-    m = push_key(V, kms);
-    rc = verr(V, "give %s or %s, not both", key, kms);
-    pop(V, m);
-    return rc;
-  }
-  if (!t && !n) return required ? missing(V, key) : 0;
-  if (t) {
-    m = push_key(V, key);
-    if (!json_is_string(t) || strlen(json_string_value(t)) != json_string_length(t))
-      rc = verr(V, "expected a duration like 30s, 5m or 1h");
-    else if (keel_duration_parse(json_string_value(t), ms))
-      rc = verr(V, "invalid duration '%s': expected e.g. 30s, 5m, 1h", qs(b, t));
-    else if (*ms < r->min || *ms > r->max)
-      rc = verr(V, "'%s' is out of range: expected %s to %s", qs(b, t), r->lo, r->hi);
-  } else {
-    m = push_key(V, kms);
-    if (!json_is_integer(n)) rc = verr(V, "expected an integer (milliseconds)");
-    else if ((*ms = json_integer_value(n)) < r->min || *ms > r->max)
-      rc = verr(V, "%lld is out of range: expected %lld to %lld", (long long)*ms,
-                (long long)r->min, (long long)r->max);
-  }
-  pop(V, m);
-  return rc;
-}
 
 /* "P%" with P a decimal without leading zeros; -1 when s is not one. */
 static int pct(const json_t *s) {
@@ -1126,31 +1021,28 @@ static int http_kind(v_t *V, const json_t *c, json_t **out) {
   return *out ? 0 : oom(V);
 }
 
-static int approval_kind(v_t *V, const json_t *c, json_t **out) {
-  static const char *const keys[] = {"approvers", "min_approvals", "message", "timeout",
-                                     "timeout_ms", NULL};
-  json_t *ap = member(c, "approvers"), *copy = NULL, *it, *msg;
+int k_runbook_approval_check(k_walk_t *W, const json_t *c, int need_approvers, json_t **out) {
+  json_t *ap = member(c, "approvers"), *copy = NULL, *it;
   json_int_t min;
   int64_t ms;
   size_t i, users = 0, teams = 0;
   mark_t m, mi;
   char b[80];
-  int rc;
+  int rc = 0;
 
-  if ((rc = check_map(V, c, keys))) return rc;
-  if (!ap) return missing(V, "approvers");
-  m = push_key(V, "approvers");
-  if (!json_is_array(ap)) rc = verr(V, "expected a list");
-  else if (!json_array_size(ap)) rc = verr(V, "expected at least one item");
-  else if (json_array_size(ap) > MAX_APPROVERS) rc = verr(V, "more than %d items", MAX_APPROVERS);
-  else if (!(copy = json_array())) rc = oom(V);
+  *out = NULL;
+  if (!ap && need_approvers) return k_walk_missing(W, "approvers");
+  m = k_walk_push_key(W, "approvers");
+  if (ap && !json_is_array(ap)) rc = k_walk_err(W, "expected a list");
+  else if (ap && !json_array_size(ap)) rc = k_walk_err(W, "expected at least one item");
+  else if (json_array_size(ap) > MAX_APPROVERS) rc = k_walk_err(W, "more than %d items", MAX_APPROVERS);
+  else if (ap && !(copy = json_array())) rc = k_walk_oom(W);
   json_array_foreach(ap, i, it) {
     const char *t;
-    size_t n, j;
-    json_t *prev;
+    size_t n;
     if (rc) break;
-    mi = push_idx(V, i);
-    if (!(rc = text_ok(V, it, TEXT_MAX, T_LINE))) {
+    mi = k_walk_push_idx(W, i);
+    if (!(rc = k_walk_text(W, it, TEXT_MAX, T_LINE))) {
       t = json_string_value(it);
       n = json_string_length(it);
       if (n > 5 && (!strncmp(t, "team:", 5) || !strncmp(t, "user:", 5)) &&
@@ -1159,30 +1051,44 @@ static int approval_kind(v_t *V, const json_t *c, json_t **out) {
         if (t[0] == 't') teams++;
         else users++;
       } else
-        rc = verr(V, "invalid approver '%s': expected team:NAME or user:NAME", qs(b, it));
+        rc = k_walk_err(W, "invalid approver '%s': expected team:NAME or user:NAME", qs(b, it));
     }
-    json_array_foreach(copy, j, prev) if (!rc && json_equal(prev, it))
-        rc = verr(V, "'%s' listed twice", qs(b, it));
-    if (!rc && json_array_append(copy, it)) rc = oom(V);
-    pop(V, mi);
+    if (!rc) rc = k_walk_add_unique(W, copy, it);
+    k_walk_pop(W, mi);
   }
-  pop(V, m);
+  k_walk_pop(W, m);
   if (rc) goto out;
-  if ((rc = get_int(V, c, "min_approvals", 1, 100, 1, &min))) goto out;
-  if (!teams && (size_t)min > users) {
-    m = push_key(V, "min_approvals");
-    rc = verr(V, "%lld approvals needed but only %zu users may approve", (long long)min, users);
-    pop(V, m);
+  if ((rc = k_walk_get_int(W, c, "min_approvals", 1, 100, 1, &min))) goto out;
+  if (copy && !teams && (size_t)min > users) {
+    m = k_walk_push_key(W, "min_approvals");
+    rc = k_walk_err(W, "%lld approvals needed but only %zu users may approve", (long long)min, users);
+    k_walk_pop(W, m);
     goto out;
   }
-  if ((rc = get_tmpl(V, c, "message", 0, TEXT_MAX, T_LINES, CTX_APPROVAL, &msg))) goto out;
-  if ((rc = get_duration(V, c, "timeout", &approval_timeout, 0, 86400000, &ms))) goto out;
-  *out = json_pack("{s:O,s:I,s:O,s:I}", "approvers", copy, "min_approvals", min, "message",
-                   msg ? msg : json_null(), "timeout_ms", (json_int_t)ms);
-  if (!*out) rc = oom(V);
+  if ((rc = k_walk_get_duration(W, c, "timeout", &approval_timeout, 0, 86400000, &ms))) goto out;
+  *out = json_pack("{s:O,s:I,s:I}", "approvers", copy ? copy : json_null(), "min_approvals", min,
+                   "timeout_ms", (json_int_t)ms);
+  if (!*out) rc = k_walk_oom(W);
 out:
   json_decref(copy);
   return rc;
+}
+
+static int approval_kind(v_t *V, const json_t *c, json_t **out) {
+  static const char *const keys[] = {"approvers", "min_approvals", "message", "timeout",
+                                     "timeout_ms", NULL};
+  json_t *msg;
+  int rc;
+
+  if ((rc = check_map(V, c, keys))) return rc;
+  if ((rc = k_runbook_approval_check(&V->w, c, 1, out))) return rc;
+  if ((rc = get_tmpl(V, c, "message", 0, TEXT_MAX, T_LINES, CTX_APPROVAL, &msg)) ||
+      json_object_set(*out, "message", msg ? msg : json_null())) {
+    json_decref(*out);
+    *out = NULL;
+    return rc ? rc : oom(V);
+  }
+  return 0;
 }
 
 static int assert_kind(v_t *V, const json_t *c, json_t **out) {
@@ -1410,14 +1316,7 @@ int k_runbook_doc_validate(const char *name, const json_t *doc, const keel_yaml_
   if (!rc && !nrefs) {
     /* Without references the text is the selector (a "{{ '{{' }}" escape
      * could only make it invalid, as '{' is in no key or value). */
-    keel_selector_t *ks = NULL;
-    keel_err_t se = {0};
-    if (keel_selector_parse(json_string_value(tg), json_string_length(tg), &ks, &se)) {
-      const char *msg = se.msg;
-      if (!strncmp(msg, "selector: ", 10)) msg += 10;
-      rc = se.code == KEEL_ENOMEM ? oom(&V) : verr(&V, "invalid selector: %s", msg);
-    }
-    keel_selector_free(ks);
+    rc = k_walk_selector(&V.w, tg, NULL);
   }
   pop(&V, m);
   if (rc) goto out;

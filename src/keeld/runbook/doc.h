@@ -60,6 +60,7 @@
 #include <jansson.h>
 #include <stddef.h>
 
+#include "docwalk.h"
 #include "keel/err.h"
 #include "keel/yaml.h"
 
@@ -73,6 +74,20 @@
  * its known ones). */
 int k_runbook_doc_validate(const char *name, const json_t *doc, const keel_yaml_pos_t *pos,
                            json_t **out, keel_err_t *e);
+
+/* 1 when s[0..n) is an object name as runbooks, teams, applications and
+ * users have them: [a-z0-9][a-z0-9._-]{0,62}. */
+int k_runbook_name_ok(const char *s, size_t n);
+
+/* The approval members of mapping c (borrowed) as a runbook's approval
+ * step has them, for every document that asks for an approval (an
+ * automation rule's require_approval too): approvers (team:NAME /
+ * user:NAME, at most 64, no repeats; required when need_approvers, else
+ * absent = null), min_approvals (1..100, default 1; not more than the
+ * users listed when no team is), timeout (1m..7d, default 24h).  Unknown
+ * members are the caller's to refuse.  *out: a new {"approvers": [..] |
+ * null, "min_approvals", "timeout_ms"}.  Errors name where (W). */
+int k_runbook_approval_check(k_walk_t *W, const json_t *c, int need_approvers, json_t **out);
 
 /* keel_yaml_load + k_runbook_doc_validate: buf[0..len) is YAML or JSON text. */
 int k_runbook_doc_load(const char *name, const char *buf, size_t len, json_t **out, keel_err_t *e);

@@ -15,9 +15,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "event/event.h"
 #include "keel/json.h"
 #include "keel/template.h"
 #include "keel/time.h"
+#include "runbook/runbook.h"
 #include "runbook/xec_int.h"
 
 const char *const k_xstate_names[] = {"pending", "waiting_approval", "running", "paused",
@@ -391,6 +393,47 @@ static int abandon(k_xec_t *x, k_xexe_t *ex, size_t i, const char *status, const
   return k_xs_update_target(x, ex, i, e);
 }
 
+/* The one place an execution's events are built, inside the unit of the
+ * transition (docs/events.md): subject the execution's id, path its
+ * runbook's, cause the execution's own (what started it: loop guards),
+ * data {id, runbook, status, owner, cause, targets: [{agent_id, hostname,
+ * status}]} plus extra's members (approval.requested: the step). */
+static int xec_event(k_xec_t *x, const k_xexe_t *ex, const char *type, json_t *extra,
+                     keel_err_t *e) {
+  json_t *targets = json_array(), *data = NULL;
+  char path[192];
+  int rc = 0;
+
+  if (!x->d.events) goto out;
+  if (!targets) {
+    rc = keel_err_set(e, KEEL_ENOMEM, "out of memory");
+    goto out;
+  }
+  for (size_t i = 0; i < ex->nt; i++)
+    if (json_array_append_new(targets, json_pack("{s:s,s:s,s:s}", "agent_id", ex->t[i].agent_id,
+                                                 "hostname", ex->t[i].hostname, "status",
+                                                 k_tstate_names[ex->t[i].st]))) {
+      rc = keel_err_set(e, KEEL_ENOMEM, "out of memory");
+      goto out;
+    }
+  if ((rc = k_xs_skipped_targets(x, ex->id, targets, e))) goto out;
+  data = json_pack("{s:s,s:s,s:s,s:s,s:s,s:O}", "id", ex->id, "runbook", ex->runbook, "status",
+                   k_xstate_names[ex->st], "owner", ex->requested_by, "cause", ex->cause,
+                   "targets", targets);
+  if (!data || (extra && json_object_update(data, extra))) {
+    rc = keel_err_set(e, KEEL_ENOMEM, "out of memory");
+    goto out;
+  }
+  k_runbook_path(ex->doc, path, sizeof path);
+  rc = k_event_emit_new(x->d.events, type, ex->id, path, ex->cause, data, e);
+  data = NULL; /* taken */
+out:
+  json_decref(targets);
+  json_decref(data);
+  json_decref(extra);
+  return rc;
+}
+
 /* Ends the execution in a final state: open steps are abandoned. */
 static int finish(k_xec_t *x, k_xexe_t *ex, k_xstate_t st, const char *step_status,
                   int64_t now_ms, keel_err_t *e) {
@@ -403,7 +446,7 @@ static int finish(k_xec_t *x, k_xexe_t *ex, k_xstate_t st, const char *step_stat
   ex->ended_ms = now_ms;
   ex->approval_step = -1;
   ex->pause_until_ms = 0;
-  return 0;
+  return xec_event(x, ex, "execution.finished", json_pack("{s:s}", "reason", ex->reason), e);
 }
 
 /* Starts t's next step; server-side steps finish at once, so this loops
@@ -444,6 +487,12 @@ static int advance(k_xec_t *x, k_xexe_t *ex, size_t i, int64_t now_ms, keel_err_
           else ex->approval_message = strdup(json_string_value(msg));
           json_decref(msg);
         }
+        if ((rc = xec_event(x, ex, "approval.requested",
+                            json_pack("{s:s,s:s?,s:O}", "step", keel_json_str(st, "name"),
+                                      "message", ex->approval_message, "approvers",
+                                      json_object_get(ap, "approvers")),
+                            e)))
+          return rc;
       }
       t->open = O_WAITING;
       if ((rc = k_xs_step_open(x, ex, i, "waiting", now_ms, e))) return rc;
@@ -578,6 +627,7 @@ static int tick_one(k_xec_t *x, k_xexe_t *ex, int64_t now_ms, keel_err_t *e) {
   if (ex->st == X_PENDING) {
     ex->st = X_RUNNING;
     ex->started_ms = now_ms;
+    if ((rc = xec_event(x, ex, "execution.started", NULL, e))) return rc;
   }
   /* 1. timers */
   if (ex->deadline_ms && now_ms >= ex->deadline_ms) {
@@ -799,10 +849,25 @@ int k_xec_render_targets(const json_t *doc, const json_t *params, const char *id
   return render(&ex, NULL, keel_json_str(doc, "targets") ? keel_json_str(doc, "targets") : "", KEEL_TMPL_RAW, text, e);
 }
 
+/* The execution's own document: the runbook's, with the origin's gate (if
+ * any) as a first approval step. */
+static json_t *exe_doc(const json_t *doc, const json_t *gate) {
+  json_t *d = json_deep_copy(doc), *st;
+  if (!d || !gate) return d;
+  st = json_pack("{s:s,s:n,s:{s:s},s:O}", "name", K_XEC_GATE_STEP, "timeout_ms", "on_failure",
+                 "action", "abort", "approval", gate);
+  if (!st || json_array_insert_new(json_object_get(d, "steps"), 0, st)) {
+    json_decref(d);
+    return NULL;
+  }
+  return d;
+}
+
 int k_xec_create(k_xec_t *x, const char *id, const json_t *rb, const json_t *params,
-                 const json_t *targets, const char *requested_by, int by_schedule, const char *retry_of, int64_t now_ms,
+                 const json_t *targets, const k_xec_origin_t *origin, int64_t now_ms,
                  json_t **out, keel_buf_t *detail, keel_err_t *e) {
   const json_t *doc = json_object_get(rb, "document");
+  const char *retry_of = origin->retry_of;
   k_xexe_t *ex = calloc(1, sizeof *ex);
   size_t i, n = 0, nskip = 0;
   json_t *tg;
@@ -813,10 +878,12 @@ int k_xec_create(k_xec_t *x, const char *id, const json_t *rb, const json_t *par
   snprintf(ex->id, sizeof ex->id, "%s", id);
   snprintf(ex->runbook, sizeof ex->runbook, "%s", keel_json_str(rb, "name"));
   ex->version = json_integer_value(json_object_get(rb, "version"));
-  ex->doc = json_deep_copy(doc);
+  ex->doc = exe_doc(doc, origin->gate);
+  doc = ex->doc;
   ex->params = json_deep_copy(params);
-  snprintf(ex->requested_by, sizeof ex->requested_by, "%s", requested_by);
-  ex->by_schedule = by_schedule;
+  snprintf(ex->requested_by, sizeof ex->requested_by, "%s", origin->requested_by);
+  ex->by_schedule = origin->by_schedule;
+  snprintf(ex->cause, sizeof ex->cause, "%s", origin->cause ? origin->cause : "");
   ex->st = X_PENDING;
   ex->approval_step = -1;
   ex->created_ms = now_ms;
@@ -860,6 +927,8 @@ int k_xec_create(k_xec_t *x, const char *id, const json_t *rb, const json_t *par
   keel_buf_printf(detail, "execution %s of runbook %s (version %lld): %zu targets, %zu skipped (offline)%s%s",
                   ex->id, ex->runbook, (long long)ex->version, n, nskip,
                   retry_of ? "; retry of " : "", retry_of ? retry_of : "");
+  if (ex->cause[0]) keel_buf_printf(detail, "; cause %s", ex->cause);
+  if (origin->gate) keel_buf_printf(detail, "; waits for approval before its first step");
   {
     char *ptext = keel_json_canonical(params);
     if (ptext) keel_buf_printf(detail, "; params %.4000s", ptext);

@@ -46,6 +46,7 @@ typedef struct k_xec_deps {
   k_fleet_t *fleet;
   const k_serverkey_t *key;
   const keel_log_t *log;
+  struct k_events *events; /* execution.started/finished, approval.requested; NULL: none */
 } k_xec_deps_t;
 
 /* Loads unfinished executions (recovering in-flight steps on the next
@@ -60,13 +61,31 @@ int k_xec_reload(k_xec_t *x, keel_err_t *e);
 int k_xec_render_targets(const json_t *doc, const json_t *params, const char *id, json_t **text,
                          keel_err_t *e);
 
+/* Who or what starts an execution (all borrowed). */
+typedef struct k_xec_origin {
+  const char *requested_by; /* user name (a schedule's or rule's owner for theirs) */
+  int by_schedule;
+  const char *retry_of;     /* NULL or the execution retried */
+  const char *cause;        /* NULL/"" or what caused it: "automation/RULE"; kept as the
+                               execution's `cause` and carried by its events (loop guards) */
+  /* NULL, or an approval the whole execution waits at before its first step
+   * (an automation rule's require_approval): {"approvers": [..],
+   * "min_approvals", "timeout_ms", "message": text|null}.  It is the
+   * approval step machinery itself: the execution's document gets a first
+   * step K_XEC_GATE_STEP of kind approval, so deciding, timeouts, audit and
+   * restarts are those of every approval step. */
+  const json_t *gate;
+} k_xec_origin_t;
+
+#define K_XEC_GATE_STEP "(approval)" /* no runbook step can have this name */
+
 /* Creates execution id ("exe_" + 16, from keel_random_id) inside the caller's unit.  rb: a runbook as
  * k_runbook_get returns it (borrowed); params: checked by k_runbook_params
  * (borrowed); targets: [{"agent_id","hostname","tags","online": bool}] in
  * start order (borrowed); offline ones are recorded `skipped`.  *out: the
  * execution as k_xec_get shows it (without targets).  detail: audit text. */
 int k_xec_create(k_xec_t *x, const char *id, const json_t *rb, const json_t *params,
-                 const json_t *targets, const char *requested_by, int by_schedule, const char *retry_of, int64_t now_ms,
+                 const json_t *targets, const k_xec_origin_t *origin, int64_t now_ms,
                  json_t **out, keel_buf_t *detail, keel_err_t *e);
 
 /* The execution with its targets and steps (with_steps) or its summary.

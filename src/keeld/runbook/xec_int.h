@@ -51,6 +51,7 @@ typedef struct k_xexe {
   json_t *params;          /* owned */
   char requested_by[64];
   int by_schedule;
+  char cause[96];          /* "" or "automation/RULE" (k_xec_origin_t) */
   k_xstate_t st;
   char reason[512];
   k_rate_plan_t plan;
@@ -113,5 +114,8 @@ int k_xs_decisions(k_xec_t *x, const char *exe_id, int step, const char *user, i
                    int *mine, keel_err_t *e);
 /* Loads every unfinished execution onto x->head. */
 int k_xs_load(k_xec_t *x, keel_err_t *e);
+/* Appends {"agent_id","hostname","status": "skipped"} for each target of
+ * exe_id skipped at start (offline) to the array into. */
+int k_xs_skipped_targets(k_xec_t *x, const char *exe_id, json_t *into, keel_err_t *e);
 
 #endif

@@ -42,12 +42,12 @@ int k_xs_insert_execution(k_xec_t *x, const k_xexe_t *ex, const char *retry_of, 
     k_val_t a[] = {K_TEXT(ex->id),       K_TEXT(ex->runbook),      K_INT(ex->version),
                    K_TEXT(doc),          K_TEXT(params),           K_TEXT(ex->requested_by),
                    K_INT(ex->by_schedule), K_TEXT(retry_of),       K_TEXT(k_xstate_names[ex->st]),
-                   K_INT(ex->created_ms), ms_or_null(ex->deadline_ms)};
+                   K_INT(ex->created_ms), ms_or_null(ex->deadline_ms), K_TEXT(ex->cause)};
     rc = k_store_exec(x->d.store,
                       "INSERT INTO executions(id, runbook, runbook_version, document, params,"
-                      " requested_by, by_schedule, retry_of, state, created_ms, deadline_ms)"
-                      " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                      a, 11, NULL, NULL, e);
+                      " requested_by, by_schedule, retry_of, state, created_ms, deadline_ms, cause)"
+                      " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                      a, 12, NULL, NULL, e);
   }
 out:
   free(doc);
@@ -184,8 +184,8 @@ int k_xs_decisions(k_xec_t *x, const char *exe_id, int step, const char *user, i
 #define EXE_COLS                                                                          \
   "id, runbook, runbook_version, document, params, requested_by, by_schedule, retry_of,"  \
   " state, reason, resumed_after, pause_until_ms, approval_step, approval_deadline_ms,"   \
-  " approval_message, approved, created_ms, started_ms, ended_ms, deadline_ms"
-#define EXE_NCOLS 20
+  " approval_message, approved, created_ms, started_ms, ended_ms, deadline_ms, cause"
+#define EXE_NCOLS 21
 
 static k_xstate_t state_of(const char *s) {
   for (int i = 0; i <= X_TIMED_OUT; i++)
@@ -224,6 +224,7 @@ static int exe_row(void *ud, const k_val_t *c, int n) {
   ex->started_ms = c[17].type == K_VAL_INT ? c[17].i : 0;
   ex->ended_ms = c[18].type == K_VAL_INT ? c[18].i : 0;
   ex->deadline_ms = c[19].type == K_VAL_INT ? c[19].i : 0;
+  snprintf(ex->cause, sizeof ex->cause, "%s", txt(&c[20]));
   ex->nsteps = json_array_size(json_object_get(ex->doc, "steps"));
   ex->approved = calloc(ex->nsteps + 1, 1);
   ex->dirty = 1;
@@ -344,6 +345,7 @@ static json_t *exe_json(const k_val_t *c, json_t **doc_out) {
                         c[7].type == K_VAL_TEXT ? json_string(c[7].s) : json_null(),
                         "created_at", time_or_null(&c[16]), "started_at", time_or_null(&c[17]),
                         "ended_at", time_or_null(&c[18]), "deadline_at", time_or_null(&c[19]));
+  if (o) json_object_set_new(o, "cause", json_string(txt(&c[20])));
   if (o && c[11].type == K_VAL_INT)
     json_object_set_new(o, "paused_until", time_or_null(&c[11]));
   if (o && c[12].type == K_VAL_INT) {
@@ -662,4 +664,21 @@ int k_xec_retry_targets(k_xec_t *x, const char *id, int failed_only, json_t **ag
   json_decref(info);
   *agent_ids = r.ids;
   return 0;
+}
+
+static int skipped_row(void *ud, const k_val_t *c, int n) {
+  if (n < 2) return 0;
+  return json_array_append_new(ud, json_pack("{s:s,s:s,s:s}", "agent_id", txt(&c[0]), "hostname",
+                                             txt(&c[1]), "status", "skipped"))
+             ? KEEL_ENOMEM
+             : 0;
+}
+
+int k_xs_skipped_targets(k_xec_t *x, const char *exe_id, json_t *into, keel_err_t *e) {
+  k_val_t args[] = {K_TEXT(exe_id)};
+  int rc = k_store_exec(x->d.store,
+                        "SELECT agent_id, hostname FROM execution_targets"
+                        " WHERE execution_id = ? AND status = 'skipped' ORDER BY idx",
+                        args, 1, skipped_row, into, e);
+  return rc > 0 ? keel_err_set(e, KEEL_ENOMEM, "out of memory") : rc;
 }

@@ -9,40 +9,34 @@
  *   - the thread's targets (tgt_t, sorted by id): curl handle, schedule,
  *     the series of the last batch (for staleness).  Touched by the scrape
  *     thread only.
- * They meet under s->mu in two places: the pending configuration (loop ->
- * thread, picked up at the thread's next turn; curl_multi_wakeup cuts its
- * wait short) and the queue of finished batches (thread -> loop, with the
- * eventfd).  Target ids are assigned by the loop and survive a
- * reconfiguration when job_name and URL stay the same: that is how both
- * sides carry a target's state over.
+ * They meet under the scrape thread's lock (curlthread.h) in two places:
+ * the pending configuration (loop -> thread, picked up at the thread's
+ * next turn; k_cthread_wake cuts its wait short) and the queue of finished
+ * batches (the thread's results, thread -> loop).  Target ids are assigned
+ * by the loop and survive a reconfiguration when job_name and URL stay the
+ * same: that is how both sides carry a target's state over.
  *
- * Why a thread of our own with curl multi rather than the work pool: one
- * thread drives any number of concurrent scrapes (a slow target never
- * holds up another's schedule), and the pool's two threads stay free for
- * the long reads they exist for.  Parsing runs on this thread too, so a
- * huge body delays other scrapes' processing by its parse time (~ms per
- * 10k samples), never the loop.
+ * The thread is curlthread.h's (a thread of its own with curl multi, not
+ * the work pool).  Parsing runs on this thread too, so a huge body delays
+ * other scrapes' processing by its parse time (~ms per 10k samples), never
+ * the loop.
  */
-#define _GNU_SOURCE
 #include "scrape/scrape.h"
 
 #include <curl/curl.h>
-#include <errno.h>
 #include <math.h>
-#include <pthread.h>
 #include <sodium.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
 
+#include "curlthread.h"
 #include "docwalk.h"
 #include "keel/buf.h"
+#include "keel/http.h"
 #include "keel/json.h"
 #include "keel/time.h"
-#include "keel/version.h"
 
 #define ACCEPT                                                                         \
   "Accept: application/openmetrics-text;version=1.0.0,application/openmetrics-text;" \
@@ -193,7 +187,7 @@ static int ks_add(keyset_t *k, const void *key, size_t n, uint64_t h, unsigned f
 /* ---- the engine ---------------------------------------------------------- */
 
 typedef struct result {
-  struct result *next;
+  k_cthread_item_t item; /* first: a result of the thread */
   tdesc_t *d;
   int up;
   int64_t t_ms;
@@ -226,18 +220,13 @@ typedef struct tgt {
 
 struct k_scrape {
   const keel_log_t *log;
-  int efd;
-  CURLM *multi;
-  pthread_t thr;
-  int started;
+  k_cthread_t ct;
   unsigned char key[crypto_shorthash_KEYBYTES];
 
-  pthread_mutex_t mu; /* guards stop, pending*, done* */
-  int stop;
+  /* under ct's lock */
   int has_pending;
   tdesc_t **pending;
   size_t npending;
-  result_t *done, *done_tail;
 
   /* loop thread */
   status_t *st; /* sorted by d->id */
@@ -501,18 +490,6 @@ out:
   return rc;
 }
 
-/* Queues r for the loop. */
-static void post(k_scrape_t *s, result_t *r) {
-  uint64_t one = 1;
-  pthread_mutex_lock(&s->mu);
-  if (s->done_tail) s->done_tail->next = r;
-  else s->done = r;
-  s->done_tail = r;
-  pthread_mutex_unlock(&s->mu);
-  if (write(s->efd, &one, sizeof one) < 0) { /* saturated counter: still readable */
-  }
-}
-
 /* A batch for g with the given outcome; parsed may be NULL.  When even
  * building fails (out of memory), a bare failed result still goes out so
  * the target's status moves. */
@@ -533,7 +510,7 @@ static void emit(k_scrape_t *s, tgt_t *g, tdesc_t *d, int up, int64_t t, double 
     if (r->up > 0) r->up = 0;
     snprintf(r->err, sizeof r->err, "out of memory building the batch");
   }
-  post(s, r);
+  k_cthread_post(&s->ct, &r->item);
 }
 
 /* ---- scraping (scrape thread) ---- */
@@ -546,7 +523,7 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud) {
 
 static void tgt_free(k_scrape_t *s, tgt_t *g) {
   if (!g) return;
-  if (g->run) curl_multi_remove_handle(s->multi, g->easy);
+  if (g->run) curl_multi_remove_handle(s->ct.multi, g->easy);
   if (g->easy) curl_easy_cleanup(g->easy);
   curl_slist_free_all(g->hdrs);
   keel_buf_free(&g->body);
@@ -581,31 +558,23 @@ static int start(k_scrape_t *s, tgt_t *g) {
   keel_buf_init(&g->body, d->lim.max_body);
   g->errbuf[0] = '\0';
   curl_easy_reset(g->easy);
+  cc = (CURLcode)keel_http_easy_common(g->easy, d->url, (long)d->timeout_ms, g->hdrs, on_body, g,
+                                       g->errbuf);
 #define SETOPT(opt, val) \
   do { \
     if (cc == CURLE_OK) cc = curl_easy_setopt(g->easy, opt, val); \
   } while (0)
-  SETOPT(CURLOPT_URL, d->url);
 #if LIBCURL_VERSION_NUM >= 0x075500
-  SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
   SETOPT(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
 #else
-  SETOPT(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
   SETOPT(CURLOPT_REDIR_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
-  SETOPT(CURLOPT_NOSIGNAL, 1L);
-  SETOPT(CURLOPT_TIMEOUT_MS, (long)d->timeout_ms);
-  SETOPT(CURLOPT_USERAGENT, "keel/" KEEL_VERSION);
-  SETOPT(CURLOPT_HTTPHEADER, g->hdrs);
   SETOPT(CURLOPT_ACCEPT_ENCODING, ""); /* every encoding curl can decode; the cap counts decoded bytes */
   SETOPT(CURLOPT_FOLLOWLOCATION, 1L);  /* Prometheus' follow_redirects defaults to true */
   SETOPT(CURLOPT_MAXREDIRS, 10L);
-  SETOPT(CURLOPT_WRITEFUNCTION, on_body);
-  SETOPT(CURLOPT_WRITEDATA, g);
-  SETOPT(CURLOPT_ERRORBUFFER, g->errbuf);
   SETOPT(CURLOPT_PRIVATE, g);
 #undef SETOPT
-  if (cc != CURLE_OK || curl_multi_add_handle(s->multi, g->easy) != CURLM_OK) goto oom;
+  if (cc != CURLE_OK || curl_multi_add_handle(s->ct.multi, g->easy) != CURLM_OK) goto oom;
   g->run = tdesc_ref(d);
   g->t_wall = keel_now_ms();
   g->t0_ns = keel_mono_ns();
@@ -615,18 +584,23 @@ oom:
   return KEEL_ENOMEM;
 }
 
-static void finish(k_scrape_t *s, tgt_t *g, CURLcode cc) {
+/* Thread: g's scrape ended with cc (a transfer no longer running is
+ * ignored: its target was reconfigured or removed). */
+static void finish(void *ud, void *priv, CURLcode cc) {
+  k_scrape_t *s = ud;
+  tgt_t *g = priv;
   tdesc_t *d = g->run;
   k_expfmt_set_t parsed;
   keel_err_t e = {0};
   char err[256] = "";
-  long code = 0, oserr = 0;
+  long code = 0;
   const char *ct = NULL;
   double dur;
   int up = 0;
 
+  if (!d) return;
   k_expfmt_set_init(&parsed);
-  curl_multi_remove_handle(s->multi, g->easy);
+  curl_multi_remove_handle(s->ct.multi, g->easy);
   g->run = NULL;
   if (cc == CURLE_OK) {
     curl_easy_getinfo(g->easy, CURLINFO_RESPONSE_CODE, &code);
@@ -643,12 +617,9 @@ static void finish(k_scrape_t *s, tgt_t *g, CURLcode cc) {
     snprintf(err, sizeof err, "body larger than %zu bytes (body_size_limit)", d->lim.max_body);
   } else if (cc == CURLE_OPERATION_TIMEDOUT) {
     snprintf(err, sizeof err, "timed out after %s (scrape_timeout)", d->timeout_text);
-  } else if (cc == CURLE_COULDNT_CONNECT &&
-             curl_easy_getinfo(g->easy, CURLINFO_OS_ERRNO, &oserr) == CURLE_OK && oserr > 0) {
-    /* curl's own text hides the reason; the OS errno says it. */
-    snprintf(err, sizeof err, "cannot connect: %s", strerror((int)oserr));
   } else {
-    snprintf(err, sizeof err, "%s", g->errbuf[0] ? g->errbuf : curl_easy_strerror(cc));
+    snprintf(err, sizeof err, "%s%s", cc == CURLE_COULDNT_CONNECT ? "cannot connect: " : "",
+             keel_http_easy_why(g->easy, cc, g->errbuf));
   }
   keel_buf_free(&g->body); /* idle targets hold no body memory */
   dur = (double)(keel_mono_ns() - g->t0_ns) / 1e9;
@@ -679,7 +650,7 @@ static void apply(k_scrape_t *s, tdesc_t **nd, size_t n) {
     if (g && (!d || g->d->id < d->id)) {
       /* Removed: its series go stale now. */
       if (g->run) {
-        curl_multi_remove_handle(s->multi, g->easy);
+        curl_multi_remove_handle(s->ct.multi, g->easy);
         tdesc_unref(g->run);
         g->run = NULL;
       }
@@ -716,151 +687,94 @@ static void apply(k_scrape_t *s, tdesc_t **nd, size_t n) {
   qsort(s->tg, s->ntg, sizeof *s->tg, cmp_tgt);
 }
 
-static void *run(void *arg) {
-  k_scrape_t *s = arg;
-  for (;;) {
-    tdesc_t **nd = NULL;
-    size_t n = 0;
-    int stop, have, running = 0;
-    int64_t now, wait = MAX_WAIT_MS;
-    CURLMsg *m;
-    int left;
+/* Thread: takes a new configuration, starts the scrapes that are due;
+ * returns the wait until the next one (MAX_WAIT_MS at most). */
+static long turn(void *ud) {
+  k_scrape_t *s = ud;
+  tdesc_t **nd = NULL;
+  size_t n = 0;
+  int have;
+  int64_t now, wait = MAX_WAIT_MS;
 
-    pthread_mutex_lock(&s->mu);
-    stop = s->stop;
-    have = s->has_pending;
-    if (have) {
-      nd = s->pending;
-      n = s->npending;
-      s->pending = NULL;
-      s->npending = 0;
-      s->has_pending = 0;
-    }
-    pthread_mutex_unlock(&s->mu);
-    if (stop) {
-      if (have) tdescs_free(nd, n);
-      break;
-    }
-    if (have) apply(s, nd, n);
-
-    now = keel_mono_ms();
-    for (size_t i = 0; i < s->ntg; i++) {
-      tgt_t *g = s->tg[i];
-      if (g->due_ms <= now) {
-        /* A scrape still running at its next slot (curl's timeout came
-         * late) skips that slot. */
-        if (!g->run && start(s, g)) {
-          emit(s, g, g->d, 0, keel_now_ms(), 0, "out of memory starting the scrape", NULL);
-        }
-        g->due_ms += g->d->interval_ms * ((now - g->due_ms) / g->d->interval_ms + 1);
-      }
-      if (g->due_ms - now < wait) wait = g->due_ms - now;
-    }
-    curl_multi_perform(s->multi, &running);
-    while ((m = curl_multi_info_read(s->multi, &left))) {
-      tgt_t *g;
-      char *priv = NULL;
-      if (m->msg != CURLMSG_DONE) continue;
-      curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
-      g = (tgt_t *)(void *)priv;
-      if (g && g->run) finish(s, g, m->data.result);
-    }
-    if (wait < 0) wait = 0;
-    curl_multi_poll(s->multi, NULL, 0, (int)wait, NULL);
+  k_cthread_lock(&s->ct);
+  have = s->has_pending;
+  if (have) {
+    nd = s->pending;
+    n = s->npending;
+    s->pending = NULL;
+    s->npending = 0;
+    s->has_pending = 0;
   }
+  k_cthread_unlock(&s->ct);
+  if (have) apply(s, nd, n);
+
+  now = keel_mono_ms();
+  for (size_t i = 0; i < s->ntg; i++) {
+    tgt_t *g = s->tg[i];
+    if (g->due_ms <= now) {
+      /* A scrape still running at its next slot (curl's timeout came
+       * late) skips that slot. */
+      if (!g->run && start(s, g)) {
+        emit(s, g, g->d, 0, keel_now_ms(), 0, "out of memory starting the scrape", NULL);
+      }
+      g->due_ms += g->d->interval_ms * ((now - g->due_ms) / g->d->interval_ms + 1);
+    }
+    if (g->due_ms - now < wait) wait = g->due_ms - now;
+  }
+  return (long)wait;
+}
+
+/* Thread, at the end. */
+static void stopped(void *ud) {
+  k_scrape_t *s = ud;
   for (size_t i = 0; i < s->ntg; i++) tgt_free(s, s->tg[i]);
   free(s->tg);
   s->tg = NULL;
   s->ntg = 0;
-  return NULL;
 }
+
+static void free_item(k_cthread_item_t *it) { result_free((result_t *)(void *)it); }
+
+static const k_cthread_ops_t ops = {turn, finish, stopped};
 
 /* ---- public, loop thread ---- */
 
 int k_scrape_new(const keel_log_t *log, k_scrape_t **out, keel_err_t *e) {
   k_scrape_t *s = NULL;
-  int rc = 0, curl_ok = 0;
+  int rc = 0;
 
   *out = NULL;
-  if (sodium_init() < 0) {
-    rc = keel_err_set(e, KEEL_EIO, "cannot initialise libsodium");
-    goto out;
-  }
-  /* Reference-counted by libcurl, and thread-safe since 7.84; keeld's main
-   * may have called it already (keel_http_global_init). */
-  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-    rc = keel_err_set(e, KEEL_EIO, "cannot initialise libcurl");
-    goto out;
-  }
-  curl_ok = 1;
-  if (!(s = calloc(1, sizeof *s))) {
-    rc = keel_err_set(e, KEEL_ENOMEM, "out of memory");
-    goto out;
-  }
+  if (sodium_init() < 0) return keel_err_set(e, KEEL_EIO, "cannot initialise libsodium");
+  if (!(s = calloc(1, sizeof *s))) return keel_err_set(e, KEEL_ENOMEM, "out of memory");
   s->log = log;
-  s->efd = -1;
-  pthread_mutex_init(&s->mu, NULL);
   randombytes_buf(s->key, sizeof s->key);
   keel_buf_init(&s->kbuf, (size_t)64 << 20);
   keel_buf_init(&s->nbuf, 64 << 10);
-  if ((s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
-    rc = keel_err_set(e, KEEL_EIO, "eventfd: %s", strerror(errno));
-    goto out;
-  }
-  if (!(s->multi = curl_multi_init())) {
-    rc = keel_err_set(e, KEEL_ENOMEM, "cannot create a curl multi handle");
-    goto out;
-  }
   /* At most 4 connections per host at once: a host with many targets is
    * not hammered. */
-  curl_multi_setopt(s->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 4L);
-  if (pthread_create(&s->thr, NULL, run, s)) {
-    rc = keel_err_set(e, KEEL_EIO, "cannot start the scrape thread");
-    goto out;
-  }
-  s->started = 1;
-  curl_ok = 0; /* now s's */
-  *out = s;
-out:
-  if (rc && s) {
-    if (s->multi) curl_multi_cleanup(s->multi);
-    if (s->efd >= 0) close(s->efd);
+  if ((rc = k_cthread_start(&s->ct, "scrape", 4L, &ops, s, e))) {
     keel_buf_free(&s->kbuf);
     keel_buf_free(&s->nbuf);
-    pthread_mutex_destroy(&s->mu);
     free(s);
+    return rc;
   }
-  if (rc && curl_ok) curl_global_cleanup();
-  return rc;
+  *out = s;
+  return 0;
 }
 
 void k_scrape_free(k_scrape_t *s) {
-  result_t *r;
   if (!s) return;
-  pthread_mutex_lock(&s->mu);
-  s->stop = 1;
-  pthread_mutex_unlock(&s->mu);
-  curl_multi_wakeup(s->multi);
-  pthread_join(s->thr, NULL);
+  k_cthread_stop(&s->ct, free_item);
   tdescs_free(s->pending, s->npending);
-  for (r = s->done; r;) {
-    result_t *next = r->next;
-    result_free(r);
-    r = next;
-  }
   for (size_t i = 0; i < s->nst; i++) tdesc_unref(s->st[i].d);
   free(s->st);
   free(s->scratch);
   keel_buf_free(&s->kbuf);
   keel_buf_free(&s->nbuf);
-  curl_multi_cleanup(s->multi);
-  close(s->efd);
-  pthread_mutex_destroy(&s->mu);
   free(s);
-  curl_global_cleanup();
 }
 
-int k_scrape_fd(const k_scrape_t *s) { return s->efd; }
+int k_scrape_fd(const k_scrape_t *s) { return k_cthread_fd(&s->ct); }
 
 static status_t *status_find(k_scrape_t *s, uint64_t id) {
   size_t lo = 0, hi = s->nst;
@@ -874,18 +788,11 @@ static status_t *status_find(k_scrape_t *s, uint64_t id) {
 }
 
 size_t k_scrape_poll(k_scrape_t *s, k_scrape_fn fn, void *ud) {
-  result_t *r;
-  uint64_t v;
+  result_t *r = (result_t *)(void *)k_cthread_take(&s->ct);
   size_t count = 0;
 
-  while (read(s->efd, &v, sizeof v) > 0) {
-  }
-  pthread_mutex_lock(&s->mu);
-  r = s->done;
-  s->done = s->done_tail = NULL;
-  pthread_mutex_unlock(&s->mu);
   while (r) {
-    result_t *next = r->next;
+    result_t *next = (result_t *)(void *)r->item.next;
     status_t *st = r->up >= 0 ? status_find(s, r->d->id) : NULL;
     if (st) {
       int health = r->up ? 1 : 2;
@@ -1454,14 +1361,14 @@ int k_scrape_configure_doc(k_scrape_t *s, const char *name, const json_t *doc,
   qsort(nst, V.n, sizeof *nst, cmp_status_id);
   qsort(thr, V.n, sizeof *thr, cmp_desc_id);
 
-  pthread_mutex_lock(&s->mu);
+  k_cthread_lock(&s->ct);
   stale_pending = s->pending; /* a configuration the thread has not taken yet */
   nstale = s->npending;
   s->pending = thr;
   s->npending = V.n;
   s->has_pending = 1;
-  pthread_mutex_unlock(&s->mu);
-  curl_multi_wakeup(s->multi);
+  k_cthread_unlock(&s->ct);
+  k_cthread_wake(&s->ct);
   thr = NULL;
 
   for (size_t i = 0; i < s->nst; i++) tdesc_unref(s->st[i].d);
