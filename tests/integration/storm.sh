@@ -146,4 +146,30 @@ assert_eq "$(runs "rule = 'storm-react' AND outcome = 'triggered'")" 200 "storm-
 req GET "/v1/automation/runs?rule=storm-limited&limit=5"
 assert_status 200 "GET /v1/automation/runs"
 assert_eq "$(printf '%s' "$BODY" | jq '.items | length')" 5 "runs are paged"
+
+# ---- one execution over every host: its events stay bounded ------------------------------
+# (an event's data is at most 16 KiB; 500 targets listed would be ~40 KiB,
+# and the execution could then never start)
+cat >"$TMP/all.yaml" <<'EOF'
+kind: Runbook
+name: storm-all
+owner: {team: ops}
+targets: "storm=1"
+steps:
+  - {name: wait, sleep: 1s}
+EOF
+kc apply -f "$TMP/all.yaml"
+assert_eq "$KRC" 0 "apply storm-all: $KERR"
+req POST /v1/executions '{"runbook":"storm-all"}'
+assert_status 201 "start storm-all on $N hosts"
+EXE=$(jget id)
+ended() { [ "$(sql "$D" "SELECT COUNT(*) FROM events WHERE type = 'execution.finished' AND subject = '$EXE'")" = 1 ]; }
+wait_for 30 ended || fail "storm-all did not finish"
+for t in started finished; do
+  DATA=$(sql "$D" "SELECT data FROM events WHERE type = 'execution.$t' AND subject = '$EXE'")
+  assert_eq "$(printf '%s' "$DATA" | jq -c '[.targets_total, (.targets | length), .targets_truncated]')" \
+    "[$N,50,true]" "execution.$t: every target counted, 50 listed"
+done
+assert_eq "$(printf '%s' "$DATA" | jq -r '.status')" succeeded "storm-all succeeded"
+assert_eq "$(printf '%s' "$DATA" | jq -r '.target_counts.succeeded')" "$N" "every target counted as succeeded"
 finish

@@ -397,11 +397,16 @@ static int abandon(k_xec_t *x, k_xexe_t *ex, size_t i, const char *status, const
  * transition (docs/events.md): subject the execution's id, path its
  * runbook's, cause the execution's own (what started it: loop guards),
  * data {id, runbook, status, owner, cause, targets: [{agent_id, hostname,
- * status}]} plus extra's members (approval.requested: the step). */
+ * status}] (the first XEC_EVENT_TARGETS), targets_total, target_counts
+ * {status: n}, targets_truncated} plus extra's members
+ * (approval.requested: the step). */
+#define XEC_EVENT_TARGETS 50
+
 static int xec_event(k_xec_t *x, const k_xexe_t *ex, const char *type, json_t *extra,
                      keel_err_t *e) {
-  json_t *targets = json_array(), *data = NULL;
+  json_t *targets = json_array(), *data = NULL, *counts = NULL;
   char path[192];
+  size_t total;
   int rc = 0;
 
   if (!x->d.events) goto out;
@@ -417,9 +422,24 @@ static int xec_event(k_xec_t *x, const k_xexe_t *ex, const char *type, json_t *e
       goto out;
     }
   if ((rc = k_xs_skipped_targets(x, ex->id, targets, e))) goto out;
-  data = json_pack("{s:s,s:s,s:s,s:s,s:s,s:O}", "id", ex->id, "runbook", ex->runbook, "status",
-                   k_xstate_names[ex->st], "owner", ex->requested_by, "cause", ex->cause,
-                   "targets", targets);
+  /* Every target is counted, the first XEC_EVENT_TARGETS are listed: an
+   * event's data is bounded (K_EVENT_DATA_MAX) whatever the fleet's size. */
+  if (!(counts = json_object())) {
+    rc = keel_err_set(e, KEEL_ENOMEM, "out of memory");
+    goto out;
+  }
+  total = json_array_size(targets);
+  for (size_t i = 0; i < total; i++) {
+    const char *st = keel_json_str(json_array_get(targets, i), "status");
+    json_object_set_new(counts, st ? st : "?",
+                        json_integer(json_integer_value(json_object_get(counts, st ? st : "?")) + 1));
+  }
+  while (json_array_size(targets) > XEC_EVENT_TARGETS)
+    json_array_remove(targets, json_array_size(targets) - 1);
+  data = json_pack("{s:s,s:s,s:s,s:s,s:s,s:O,s:I,s:O,s:b}", "id", ex->id, "runbook", ex->runbook,
+                   "status", k_xstate_names[ex->st], "owner", ex->requested_by, "cause", ex->cause,
+                   "targets", targets, "targets_total", (json_int_t)total, "target_counts",
+                   counts, "targets_truncated", total > XEC_EVENT_TARGETS);
   if (!data || (extra && json_object_update(data, extra))) {
     rc = keel_err_set(e, KEEL_ENOMEM, "out of memory");
     goto out;
@@ -429,6 +449,7 @@ static int xec_event(k_xec_t *x, const k_xexe_t *ex, const char *type, json_t *e
   data = NULL; /* taken */
 out:
   json_decref(targets);
+  json_decref(counts);
   json_decref(data);
   json_decref(extra);
   return rc;
