@@ -284,6 +284,49 @@ agent_logged() { tail -n "+$((${AGENT_MARK[$1]:-0} + 1))" "$TMP/agent-$1.log" 2>
 # agent_id NAME — the agent id in its state dir's identity.json
 agent_id() { jget agent_id "$(tr -d " \n\t" <"$TMP/agent-$1/identity.json" 2>/dev/null)"; }
 
+# free_port — a port on 127.0.0.1 nothing listens on right now.
+free_port() {
+  local p i
+  for i in $(seq 1 50); do
+    p=$((20000 + RANDOM % 40000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      echo "$p"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# start_listener NAME PATH ARGS... — runs ARGS in the background with "@PORT"
+# replaced by a free port, until GET PATH on that port answers 2xx (30 s);
+# tries another port when the process dies (someone took the port first).
+# Sets LPORT and LPID; the log is $TMP/NAME.log.
+start_listener() {
+  local name=$1 path=$2 try i p a pid
+  local -a args
+  shift 2
+  for try in 1 2 3 4 5; do
+    p=$(free_port) || fail "no free port on 127.0.0.1"
+    args=()
+    for a in "$@"; do args+=("${a//@PORT/$p}"); done
+    "${args[@]}" >"$TMP/$name.log" 2>&1 &
+    pid=$!
+    _PIDS+=("$pid")
+    for i in $(seq 1 300); do
+      kill -0 "$pid" 2>/dev/null || break
+      if curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$p$path"; then
+        LPORT=$p
+        LPID=$pid
+        return 0
+      fi
+      sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+  done
+  fail "$name did not start: $(tail -n 5 "$TMP/$name.log")"
+}
+
 # wait_enrolled NAME — wait (10 s) until the agent, since its last start, polls;
 # sets AID to its id.
 wait_enrolled() {

@@ -27,7 +27,6 @@ python3 "$RECEIVER" --port-file "$TMP/recv.port" --log "$HOOKLOG" --fail /flaky=
 _PIDS+=("$!")
 wait_for 10 test -s "$TMP/recv.port" || fail "webhook receiver did not start: $(cat "$TMP/recv.err")"
 RPORT=$(cat "$TMP/recv.port")
-AMPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cat >"$TMP/am.yml" <<EOF
 route:
   receiver: keel-test
@@ -41,12 +40,10 @@ receivers:
       - url: http://127.0.0.1:$RPORT/am-out
         send_resolved: true
 EOF
-"$AM_BIN" --config.file="$TMP/am.yml" --storage.path="$TMP/am-data" \
-  --web.listen-address="127.0.0.1:$AMPORT" --cluster.listen-address= \
-  --log.level=warn 2>"$TMP/am.log" &
-_PIDS+=("$!")
-AMURL=http://127.0.0.1:$AMPORT
-wait_for 15 curl -sf -o /dev/null "$AMURL/-/ready" || fail "Alertmanager not ready: $(tail -5 "$TMP/am.log")"
+start_listener alertmanager /-/ready "$AM_BIN" --config.file="$TMP/am.yml" \
+  --storage.path="$TMP/am-data" --web.listen-address=127.0.0.1:@PORT --cluster.listen-address= \
+  --log.level=warn
+AMURL=http://127.0.0.1:$LPORT
 
 # hooks PATH [JQ-FILTER] — the receiver's records for PATH, one JSON per line
 hooks() { [ -s "$HOOKLOG" ] && jq -rc "select(.path == \"$1\")${2:+ | $2}" "$HOOKLOG"; }
@@ -130,7 +127,7 @@ assert_eq "$(hooks /flaky .status | tr '\n' ' ')" "500 500 200 " "flaky answers"
 assert_eq "$(hooks /flaky .id | sort -u | wc -l | tr -d ' ')" 1 "one notification id over the retries"
 
 # Keel -> Alertmanager -> its webhook -> the receiver
-wait_for 15 has_hooks /am-out 1 || fail "Alertmanager delivered nothing: $(curl -s "$AMURL/api/v2/alerts") $(tail -5 "$TMP/am.log")"
+wait_for 15 has_hooks /am-out 1 || fail "Alertmanager delivered nothing: $(curl -s "$AMURL/api/v2/alerts") $(tail -5 "$TMP/alertmanager.log")"
 check
 AMO=$(hooks /am-out | head -n 1)
 assert_eq "$(printf '%s' "$AMO" | jq -r .body.status)" firing "Alertmanager's webhook: status"

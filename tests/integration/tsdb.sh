@@ -58,15 +58,12 @@ q 'increase(node_context_switches_total[30s]) > 0'
 assert_eq "$(nres)" 1 "context switches increase"
 
 # ---- scraping a real node_exporter and a target that is no exposition -------------------------
-NE_PORT=$(( (RANDOM % 20000) + 30000 ))
 # the collectors the checks below use: the others (systemd, udev, ...) can
 # take seconds on a busy or container host
-"$NODE_EXPORTER" --web.listen-address="127.0.0.1:$NE_PORT" --collector.disable-defaults \
-  --collector.cpu --collector.loadavg --collector.meminfo --collector.filesystem \
-  --collector.netdev --collector.stat --collector.time >"$TMP/ne.log" 2>&1 &
-_PIDS+=("$!")
-wait_for 20 curl -sf --max-time 3 -o /dev/null "http://127.0.0.1:$NE_PORT/metrics" ||
-  fail "node_exporter did not answer on 127.0.0.1:$NE_PORT: $(tail -5 "$TMP/ne.log")"
+start_listener node_exporter /metrics "$NODE_EXPORTER" --web.listen-address=127.0.0.1:@PORT \
+  --collector.disable-defaults --collector.cpu --collector.loadavg --collector.meminfo \
+  --collector.filesystem --collector.netdev --collector.stat --collector.time
+NE_PORT=$LPORT
 cat >"$TMP/scrape.yaml" <<EOF
 kind: ScrapeConfig
 scrape_configs:

@@ -73,7 +73,7 @@ static inline void ifx_durable(ifx_t *f) {
 static inline void ifx_alert(ifx_t *f, const char *type, const char *rule, const char *fp,
                       const char *team, const char *app, const char *severity,
                       const char *labels_json, const char *summary, int64_t now) {
-  char subject[128];
+  char subject[512];
   json_t *labels = json_loads(labels_json, 0, NULL), *data;
   k_event_t ev;
   assert_non_null(labels);

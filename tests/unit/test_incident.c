@@ -205,12 +205,139 @@ static void test_related_executions(void **state) {
   }
 }
 
+/* A storm: 1,000 hosts fire one rule, so 1,000 alerts join one incident.
+ * Every alert joins (no unit rolled back by an oversized event), the
+ * incident.* data and the notifications stay bounded, and what an event
+ * reads from the store does not grow with the incident. */
+static uint64_t rows_of_alert(ifx_t *f, const char *type, const char *rule, int i, int64_t now) {
+  char fp[17], labels[128];
+  uint64_t before = k_incidents_rows_read(f->x);
+  snprintf(fp, sizeof fp, "%016x", (unsigned)i);
+  snprintf(labels, sizeof labels, "{\"agent_id\":\"agt_%d\",\"instance\":\"host-%d\"}", i, i);
+  ifx_alert(f, type, rule, fp, "ops", "", i % 7 ? "warning" : "critical", labels, NULL, now);
+  return k_incidents_rows_read(f->x) - before;
+}
+
+static int body_row(void *ud, const k_val_t *c, int n) {
+  if (n >= 1 && c[0].type == K_VAL_TEXT) *(json_t **)ud = json_loads(c[0].s, 0, NULL);
+  return 0;
+}
+
+static void test_storm_is_bounded(void **state) {
+  enum { N = 1000 };
+  ifx_t *f = *state;
+  char rule[201], sql[256];
+  uint64_t join_early = 0, join_mid = 0, join_late = 0, res_early = 0, res_late = 0, exe;
+  k_events_query_t q = {"incident.*", NULL, 0, 0, 1000};
+  json_t *items = NULL, *it, *d, *inc, *data;
+  keel_err_t e = {0};
+  k_event_t ev;
+  size_t i, n = 0;
+  int64_t after = 0;
+
+  /* long rule names: 50 subjects would pass the subjects' byte budget */
+  memset(rule, 'r', 200);
+  rule[200] = '\0';
+  ifx_apply(f,
+            "kind: NotificationPolicy\n"
+            "team: ops\n"
+            "channels:\n"
+            "  - name: am\n"
+            "    url: http://127.0.0.1:9/am\n"
+            "    format: alertmanager-webhook\n"
+            "routes:\n"
+            "  - steps:\n"
+            "      - notify: [am]\n",
+            T0);
+  for (int k = 0; k < N; k++) {
+    uint64_t r = rows_of_alert(f, "alert.firing", rule, k, T0 + k);
+    if (k == 200) join_early = r;
+    if (k == N / 2) join_mid = r;
+    if (k == N - 1) join_late = r;
+  }
+  assert_int_equal(ifx_count(f, "SELECT COUNT(*) FROM incidents", NULL), 1);
+  assert_int_equal(ifx_count(f, "SELECT COUNT(*) FROM incident_alerts", NULL), N);
+  assert_int_equal(ifx_count(f, "SELECT COUNT(*) FROM incidents WHERE alerts_total = 1000"
+                                " AND alerts_firing = 1000 AND severity = 'critical'", NULL), 1);
+  /* a join reads the same rows with 200, 500 or 999 alerts in the incident
+   * (the first 100 alerts for the notification, a few rows more) */
+  assert_int_equal(join_mid, join_early);
+  assert_int_equal(join_late, join_early);
+  assert_true(join_late <= K_INCIDENT_NOTIFY_ALERTS + K_INCIDENT_EVENT_ALERTS + 20);
+  /* every notification carries at most 100 alerts and says how many it left out */
+  snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM notification_outbox WHERE transition = 'firing#%d'", N);
+  assert_int_equal(ifx_count(f, sql, NULL), 1);
+  {
+    json_t *b = NULL;
+    k_val_t v[] = {K_TEXT("firing#1000")};
+    assert_int_equal(k_store_exec(f->s, "SELECT body FROM notification_outbox WHERE transition = ?", v,
+                                  1, body_row, &b, &e), 0);
+    assert_non_null(b);
+    assert_int_equal(json_array_size(json_object_get(b, "alerts")), K_INCIDENT_NOTIFY_ALERTS);
+    assert_int_equal(json_integer_value(json_object_get(b, "truncatedAlerts")), N - K_INCIDENT_NOTIFY_ALERTS);
+    json_decref(b);
+  }
+  /* an execution on one host: found by key, not by reading every alert */
+  data = json_pack("{s:s,s:s,s:s,s:[{s:s,s:s}]}", "id", "exe_1", "runbook", "heal", "status",
+                   "succeeded", "targets", "agent_id", "agt_7", "hostname", "host-7");
+  memset(&ev, 0, sizeof ev);
+  ev.type = "execution.finished";
+  ev.subject = "exe_1";
+  ev.data = data;
+  exe = k_incidents_rows_read(f->x);
+  k_incidents_event(f->x, &ev, T0 + N + 1);
+  exe = k_incidents_rows_read(f->x) - exe;
+  json_decref(data);
+  assert_true(exe <= K_INCIDENT_EVENT_ALERTS + 10);
+  assert_int_equal(ifx_count(f, "SELECT COUNT(*) FROM incident_timeline WHERE kind = 'execution.finished'", NULL), 1);
+  /* resolving: the first and the 999th alike; the last resolves the incident */
+  for (int k = 0; k < N; k++) {
+    uint64_t r = rows_of_alert(f, "alert.resolved", rule, k, T0 + 2 * N + k);
+    if (k == 200) res_early = r;
+    if (k == N - 2) res_late = r;
+  }
+  assert_int_equal(res_late, res_early);
+  inc = ifx_newest(f);
+  assert_string_equal(keel_json_str(inc, "state"), "resolved");
+  assert_int_equal(json_array_size(json_object_get(inc, "alerts")), N); /* the API lists them all */
+  json_decref(inc);
+  assert_int_equal(ifx_count(f, "SELECT COUNT(*) FROM incident_hosts", NULL), 0);
+  /* every incident.* event's data is bounded: 50 subjects at most, within
+   * the byte budget, with the total and how many were left out */
+  for (;;) {
+    q.after_seq = after;
+    assert_int_equal(k_events_list(f->ev, &q, &items, &e), 0);
+    if (!json_array_size(items)) break;
+    json_array_foreach(items, i, it) {
+      char *text;
+      size_t listed;
+      d = json_object_get(it, "data");
+      text = keel_json_canonical(d);
+      assert_true(strlen(text) < K_EVENT_DATA_MAX);
+      free(text);
+      listed = json_array_size(json_object_get(d, "alerts"));
+      assert_true(listed <= K_INCIDENT_EVENT_ALERTS);
+      assert_true(listed * (strlen(rule) + 20) <= K_INCIDENT_EVENT_ALERT_BYTES);
+      assert_int_equal(json_integer_value(json_object_get(d, "alerts_total")),
+                       (json_int_t)listed + json_integer_value(json_object_get(d, "alerts_truncated")));
+      after = json_integer_value(json_object_get(it, "keelseq"));
+      n++;
+    }
+    json_decref(items);
+    items = NULL;
+  }
+  json_decref(items);
+  /* opened, 999 joins, 1 execution, 999 resolutions, resolved */
+  assert_int_equal(n, 1 + (N - 1) + 1 + (N - 1) + 1);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_grouping_and_dedup, ifx_setup, ifx_teardown),
       cmocka_unit_test_setup_teardown(test_auto_resolve_and_reopen, ifx_setup, ifx_teardown),
       cmocka_unit_test_setup_teardown(test_ack_resolve_comment, ifx_setup, ifx_teardown),
       cmocka_unit_test_setup_teardown(test_related_executions, ifx_setup, ifx_teardown),
+      cmocka_unit_test_setup_teardown(test_storm_is_bounded, ifx_setup, ifx_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

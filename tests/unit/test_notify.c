@@ -465,7 +465,7 @@ static void test_formats(void **state) {
       "bbbbbbbbbbbbbbbb", "labels", "alertname", "p99", "instance", "web-2", "severity",
       "critical", "annotations", "summary", "slow", "starts_at", "2026-11-24T10:01:00.000Z",
       "ends_at", "2026-11-24T10:05:00.000Z");
-  k_notice_t n = {inc, alerts, "firing", "ntf_1", "am", 0, "http://keel:7700", T0};
+  k_notice_t n = {inc, alerts, "firing", "ntf_1", "am", 0, "http://keel:7700", T0, 0};
   json_t *b = k_notify_body_amwebhook(&n), *a;
   size_t i;
   (void)state;

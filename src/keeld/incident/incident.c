@@ -45,6 +45,7 @@ struct k_incidents {
   int64_t next_scan_ms;
   int64_t last_esc_ms, next_esc_ms; /* the last look for due steps; the earliest due then */
   int esc_dirty;                     /* an incident changed since */
+  uint64_t rows_read;                /* rows the engine's queries returned (tests) */
 };
 
 static const char *txt(const k_val_t *c) { return c->type == K_VAL_TEXT ? c->s : ""; }
@@ -70,18 +71,40 @@ static int64_t jint(const json_t *o, const char *k) { return json_integer_value(
 
 static int oom(keel_err_t *e) { return keel_err_set(e, KEEL_ENOMEM, "out of memory"); }
 
+/* Every query of the engine goes through here, counting the rows it reads:
+ * what an event costs, for tests (k_incidents_rows_read). */
+typedef struct counted {
+  k_incidents_t *x;
+  k_row_fn fn;
+  void *ud;
+} counted_t;
+
+static int counted_row(void *ud, const k_val_t *c, int n) {
+  counted_t *k = ud;
+  k->x->rows_read++;
+  return k->fn(k->ud, c, n);
+}
+
+static int sql(k_incidents_t *x, const char *q, const k_val_t *a, int n, k_row_fn fn, void *ud,
+               keel_err_t *e) {
+  counted_t k = {x, fn, ud};
+  return k_store_exec(x->d.store, q, a, n, fn ? counted_row : NULL, fn ? &k : NULL, e);
+}
+
+uint64_t k_incidents_rows_read(const k_incidents_t *x) { return x->rows_read; }
+
 /* ---- reading incidents ------------------------------------------------------------- */
 
 #define INC_COLS                                                                              \
   "id, fingerprint, title, team, application, severity, state, group_labels, opened_ms,"     \
   " acked_ms, acked_by, resolved_ms, resolved_by, updated_ms, route, esc_step, esc_due_ms," \
-  " transitions, tl_seq"
-#define INC_NCOLS 19
+  " transitions, tl_seq, alerts_total, alerts_firing"
+#define INC_NCOLS 21
 
 static json_t *inc_row(const k_val_t *c) {
   return json_pack(
       "{s:s,s:s,s:s,s:o,s:o,s:s,s:s,s:o,s:s,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:I,s:o,s:o,s:o,s:I,s:I,"
-      "s:I}",
+      "s:I,s:I,s:I}",
       "id", txt(&c[0]), "kind", "incident", "title", txt(&c[2]), "team", str_or_null(&c[3]),
       "application", str_or_null(&c[4]), "severity", txt(&c[5]), "state", txt(&c[6]), "group",
       parse_or(&c[7], json_object()), "fingerprint", txt(&c[1]), "opened_at",
@@ -92,7 +115,8 @@ static json_t *inc_row(const k_val_t *c) {
       time_or_null(&c[13]), "_route", parse_or(&c[14], json_null()), "_opened_ms",
       (json_int_t)c[8].i, "_acked_ms", int_or_null(&c[9]), "_resolved_ms", int_or_null(&c[11]),
       "_esc_due_ms", int_or_null(&c[16]), "_esc_step", (json_int_t)c[15].i, "_transitions",
-      (json_int_t)c[17].i, "_tl_seq", (json_int_t)c[18].i);
+      (json_int_t)c[17].i, "_tl_seq", (json_int_t)c[18].i, "_alerts_total", (json_int_t)c[19].i,
+      "_alerts_firing", (json_int_t)c[20].i);
 }
 
 static int one_inc(void *ud, const k_val_t *c, int n) {
@@ -104,8 +128,8 @@ static int load(k_incidents_t *x, const char *id, json_t **inc, keel_err_t *e) {
   k_val_t a[] = {K_TEXT(id)};
   int rc;
   *inc = NULL;
-  if ((rc = k_store_exec(x->d.store, "SELECT " INC_COLS " FROM incidents WHERE id = ?", a, 1,
-                         one_inc, inc, e)))
+  if ((rc = sql(x, "SELECT " INC_COLS " FROM incidents WHERE id = ?", a, 1,
+                one_inc, inc, e)))
     return rc;
   return *inc ? 0 : keel_err_set(e, KEEL_ENOENT, "no incident '%.64s'", id);
 }
@@ -137,15 +161,67 @@ static int load_alerts(k_incidents_t *x, const char *id, json_t **out, keel_err_
   k_val_t a[] = {K_TEXT(id)};
   int rc;
   if (!(*out = json_array())) return oom(e);
-  rc = k_store_exec(x->d.store,
-                    "SELECT " ALERT_COLS " FROM incident_alerts WHERE incident_id = ?"
-                    " ORDER BY joined_ms, subject",
-                    a, 1, alert_row, *out, e);
+  rc = sql(x,
+           "SELECT " ALERT_COLS " FROM incident_alerts WHERE incident_id = ?"
+           " ORDER BY joined_ms, subject",
+           a, 1, alert_row, *out, e);
   if (rc) {
     json_decref(*out);
     *out = NULL;
   }
   return rc;
+}
+
+typedef struct subjects {
+  json_t *out;
+  size_t bytes; /* of the subjects so far, as JSON strings with a comma */
+} subjects_t;
+
+static int subject_row(void *ud, const k_val_t *c, int n) {
+  subjects_t *s = ud;
+  size_t len = n >= 1 ? strlen(txt(&c[0])) + 3 : 0;
+  if (n < 1) return 0;
+  if (s->bytes + len > K_INCIDENT_EVENT_ALERT_BYTES) return 1; /* full: stop */
+  s->bytes += len;
+  json_array_append_new(s->out, json_string(txt(&c[0])));
+  return 0;
+}
+
+/* The first alerts of incident id: firing ones first, then resolved ones,
+ * each in joining order; at most limit of them.  full: as load_alerts
+ * gives them; else their subjects only, also at most
+ * K_INCIDENT_EVENT_ALERT_BYTES of them.  Reads no more rows than it
+ * returns (index incident_alerts_order), however many the incident has. */
+static int first_alerts(k_incidents_t *x, const char *id, int full, size_t limit, json_t **out,
+                        keel_err_t *e) {
+  static const char *const states[] = {"firing", "resolved"};
+  subjects_t s = {json_array(), 0};
+  int rc = 0;
+
+  if (!(*out = s.out)) return oom(e);
+  for (size_t i = 0; i < 2 && !rc && json_array_size(*out) < limit; i++) {
+    k_val_t a[] = {K_TEXT(id), K_TEXT(states[i]), K_INT((int64_t)(limit - json_array_size(*out)))};
+    rc = full ? sql(x,
+                    "SELECT " ALERT_COLS " FROM incident_alerts WHERE incident_id = ? AND state = ?"
+                    " ORDER BY joined_ms, subject LIMIT ?",
+                    a, 3, alert_row, *out, e)
+              : sql(x,
+                    "SELECT subject FROM incident_alerts WHERE incident_id = ? AND state = ?"
+                    " ORDER BY joined_ms, subject LIMIT ?",
+                    a, 3, subject_row, &s, e);
+  }
+  if (rc == 1) rc = 0; /* the subjects' budget is spent */
+  if (rc) {
+    json_decref(*out);
+    *out = NULL;
+  }
+  return rc;
+}
+
+/* How many of the incident's alerts a list of n of them leaves out. */
+static int64_t left_out(const json_t *inc, size_t n) {
+  int64_t t = jint(inc, "_alerts_total") - (int64_t)n;
+  return t > 0 ? t : 0;
 }
 
 void k_incident_path(const json_t *inc, char *out, size_t n) {
@@ -171,14 +247,17 @@ static int save(k_incidents_t *x, json_t *inc, int64_t now, keel_err_t *e) {
                  json_is_integer(due) ? K_INT(json_integer_value(due)) : K_NULLV,
                  K_INT(jint(inc, "_transitions")),
                  K_INT(jint(inc, "_tl_seq")),
+                 K_INT(jint(inc, "_alerts_total")),
+                 K_INT(jint(inc, "_alerts_firing")),
                  K_TEXT(jstr(inc, "id"))};
   json_object_set_new(inc, "updated_at", keel_json_time(now));
   x->esc_dirty = 1;
-  return k_store_exec(x->d.store,
-                      "UPDATE incidents SET title = ?, severity = ?, state = ?, acked_ms = ?,"
-                      " acked_by = ?, resolved_ms = ?, resolved_by = ?, updated_ms = ?,"
-                      " esc_step = ?, esc_due_ms = ?, transitions = ?, tl_seq = ? WHERE id = ?",
-                      a, 13, NULL, NULL, e);
+  return sql(x,
+             "UPDATE incidents SET title = ?, severity = ?, state = ?, acked_ms = ?,"
+             " acked_by = ?, resolved_ms = ?, resolved_by = ?, updated_ms = ?,"
+             " esc_step = ?, esc_due_ms = ?, transitions = ?, tl_seq = ?,"
+             " alerts_total = ?, alerts_firing = ? WHERE id = ?",
+             a, 15, NULL, NULL, e);
 }
 
 /* One timeline entry (data borrowed, may be NULL). */
@@ -188,10 +267,10 @@ static int timeline(k_incidents_t *x, json_t *inc, int64_t now, const char *kind
   char *dtext = data ? keel_json_canonical(data) : NULL;
   k_val_t a[] = {K_TEXT(jstr(inc, "id")), K_INT(seq), K_INT(now), K_TEXT(kind),
                  K_TEXT(actor ? actor : ""), K_TEXT(text ? text : ""), K_TEXT(dtext)};
-  int rc = k_store_exec(x->d.store,
-                        "INSERT INTO incident_timeline(incident_id, seq, time_ms, kind, actor,"
-                        " text, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        a, 7, NULL, NULL, e);
+  int rc = sql(x,
+               "INSERT INTO incident_timeline(incident_id, seq, time_ms, kind, actor,"
+               " text, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+               a, 7, NULL, NULL, e);
   free(dtext);
   if (!rc) json_object_set_new(inc, "_tl_seq", json_integer(seq));
   return rc;
@@ -223,20 +302,25 @@ static int emit(k_incidents_t *x, const json_t *inc, const char *type, const jso
   return k_event_emit(x->d.events, &ev, NULL, e);
 }
 
-/* incident.* with the data shape of docs/events.md. */
-static int emit_inc(k_incidents_t *x, const json_t *inc, const json_t *alerts, const char *type,
-                    const char *by, const char *cause, int64_t now, keel_err_t *e) {
-  json_t *subjects = json_array(), *a, *data;
-  size_t i;
+/* incident.* with the data shape of docs/events.md.  Its size does not
+ * grow with the incident: at most K_INCIDENT_EVENT_ALERTS subjects (and
+ * K_INCIDENT_EVENT_ALERT_BYTES of them), with the total and how many were
+ * left out. */
+static int emit_inc(k_incidents_t *x, const json_t *inc, const char *type, const char *by,
+                    const char *cause, int64_t now, keel_err_t *e) {
+  json_t *subjects = NULL, *data;
   int rc;
-  json_array_foreach(alerts, i, a) json_array_append(subjects, json_object_get(a, "subject"));
-  data = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:O,s:o,s:o,s:o}", "id", jstr(inc, "id"), "title",
-                   jstr(inc, "title"), "team", jstr(inc, "team"), "application",
+  if ((rc = first_alerts(x, jstr(inc, "id"), 0, K_INCIDENT_EVENT_ALERTS, &subjects, e))) return rc;
+  data = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:O,s:O,s:I,s:I,s:o,s:o}", "id", jstr(inc, "id"),
+                   "title", jstr(inc, "title"), "team", jstr(inc, "team"), "application",
                    jstr(inc, "application"), "severity", jstr(inc, "severity"), "state",
                    jstr(inc, "state"), "group", json_object_get(inc, "group"), "alerts", subjects,
-                   "by", by ? json_string(by) : json_null(), "labels",
+                   "alerts_total", (json_int_t)jint(inc, "_alerts_total"), "alerts_truncated",
+                   (json_int_t)left_out(inc, json_array_size(subjects)), "by",
+                   by ? json_string(by) : json_null(), "labels",
                    merged_labels(json_object_get(inc, "group"), jstr(inc, "team"),
                                  jstr(inc, "application")));
+  json_decref(subjects);
   if (!data) return oom(e);
   rc = emit(x, inc, type, data, cause, now, e);
   json_decref(data);
@@ -257,20 +341,51 @@ static void fresh_add(k_incidents_t *x, const char *id) {
   x->fresh[x->nfresh++].gen = k_store_visible_gen(x->d.store);
 }
 
-/* 1 when every alert of alerts is under an active maintenance window;
- * window gets the first one's name. */
-static int all_muted(k_incidents_t *x, const json_t *alerts, int64_t now, char *window, size_t wlen) {
-  const json_t *a;
-  size_t i;
-  int any = 0;
-  window[0] = '\0';
-  json_array_foreach(alerts, i, a) {
-    char w[K_MAINT_NAME_MAX];
-    if (!k_maint_suppressed(x->d.maint, json_object_get(a, "labels"), now, w, sizeof w)) return 0;
-    if (!any) snprintf(window, wlen, "%s", w);
-    any = 1;
+typedef struct mute {
+  k_incidents_t *x;
+  const json_t *inc;
+  int64_t now;
+  int any, all;
+  char window[K_MAINT_NAME_MAX];
+} mute_t;
+
+static int mute_row(void *ud, const k_val_t *c, int n) {
+  mute_t *m = ud;
+  json_t *raw = n >= 1 ? parse_or(&c[0], json_object()) : NULL, *labels;
+  char w[K_MAINT_NAME_MAX];
+  int sup;
+  if (n < 1) return 0;
+  labels = merged_labels(raw, jstr(m->inc, "team"), jstr(m->inc, "application"));
+  sup = labels && k_maint_suppressed(m->x->d.maint, labels, m->now, w, sizeof w);
+  json_decref(raw);
+  json_decref(labels);
+  if (!sup) {
+    m->all = 0;
+    return 1; /* one alert that is not muted settles it */
   }
-  return any;
+  if (!m->any) snprintf(m->window, sizeof m->window, "%s", w);
+  m->any = 1;
+  return 0;
+}
+
+/* *muted = 1 when every alert of inc (every firing one, unless resolved)
+ * is under an active maintenance window; window gets the first one's name.
+ * Stops at the first alert that is not: reading every alert happens only
+ * when they are all muted, and only when a notification is queued. */
+static int all_muted(k_incidents_t *x, const json_t *inc, int resolved, int64_t now, int *muted,
+                     char *window, size_t wlen, keel_err_t *e) {
+  mute_t m = {x, inc, now, 0, 1, ""};
+  k_val_t a[] = {K_TEXT(jstr(inc, "id"))};
+  int rc = x->d.maint ? sql(x,
+                            resolved ? "SELECT labels FROM incident_alerts WHERE incident_id = ?"
+                                     : "SELECT labels FROM incident_alerts WHERE incident_id = ?"
+                                       " AND state = 'firing'",
+                            a, 1, mute_row, &m, e)
+                      : 0;
+  if (rc == 1) rc = 0;
+  *muted = !rc && m.any && m.all;
+  snprintf(window, wlen, "%s", *muted ? m.window : "");
+  return rc;
 }
 
 typedef struct nrow {
@@ -306,32 +421,31 @@ static int note(k_incidents_t *x, json_t *inc, const char *type, const char *ntf
 }
 
 /* Queues the notification of one transition to each target ({"channel":
- * channel object, "step": k}).  alerts: the incident's alerts (API shape). */
-static int queue(k_incidents_t *x, json_t *inc, const json_t *alerts, const char *transition,
-                 const json_t *targets, const char *cause, int64_t now, keel_err_t *e) {
+ * channel object, "step": k}).  The payload carries the first
+ * K_INCIDENT_NOTIFY_ALERTS alerts of the incident (firing first) and how
+ * many were left out; they are read only when there is a target. */
+static int queue(k_incidents_t *x, json_t *inc, const char *transition, const json_t *targets,
+                 const char *cause, int64_t now, keel_err_t *e) {
   int resolved = !strcmp(transition, "resolved");
   const char *status = resolved ? "resolved" : "firing";
-  json_t *nalerts = json_array(), *firing = json_array(), *pub = public_of(inc), *a, *t;
+  json_t *nalerts = NULL, *pub = NULL, *a, *t;
   char window[K_MAINT_NAME_MAX];
   size_t i;
   int rc = 0, muted;
+  int64_t truncated;
 
-  if (!nalerts || !firing || !pub) {
+  if (!json_array_size(targets)) return 0;
+  if ((rc = first_alerts(x, jstr(inc, "id"), 1, K_INCIDENT_NOTIFY_ALERTS, &nalerts, e)) ||
+      (rc = all_muted(x, inc, resolved, now, &muted, window, sizeof window, e)))
+    goto out;
+  if (!(pub = public_of(inc))) {
     rc = oom(e);
     goto out;
   }
-  json_array_foreach(alerts, i, a) {
-    json_t *c = json_deep_copy(a);
-    if (!c) {
-      rc = oom(e);
-      goto out;
-    }
-    json_object_set_new(c, "labels", merged_labels(json_object_get(a, "labels"), jstr(inc, "team"),
-                                                   jstr(inc, "application")));
-    json_array_append_new(nalerts, c);
-    if (!strcmp(jstr(a, "state"), "firing")) json_array_append(firing, c);
-  }
-  muted = all_muted(x, resolved ? nalerts : firing, now, window, sizeof window);
+  json_array_foreach(nalerts, i, a)
+      json_object_set_new(a, "labels", merged_labels(json_object_get(a, "labels"), jstr(inc, "team"),
+                                                     jstr(inc, "application")));
+  truncated = left_out(inc, json_array_size(nalerts));
   json_array_foreach(targets, i, t) {
     const json_t *ch = json_object_get(t, "channel");
     int step = (int)jint(t, "step"), sup = muted;
@@ -339,7 +453,7 @@ static int queue(k_incidents_t *x, json_t *inc, const json_t *alerts, const char
     char *body = NULL, *hdrs = NULL;
     json_t *b;
     k_notice_t n = {pub, nalerts, status, id, jstr(ch, "name"), step,
-                    x->d.external_url ? x->d.external_url : "", now};
+                    x->d.external_url ? x->d.external_url : "", now, truncated};
 
     if (sup) snprintf(why, sizeof why, "maintenance window %s", window);
     if (resolved && !sup) {
@@ -347,11 +461,11 @@ static int queue(k_incidents_t *x, json_t *inc, const json_t *alerts, const char
        * notification to it suppressed) is not told it resolved either */
       nrow_t r = {0, ""};
       k_val_t q[] = {K_TEXT(jstr(inc, "id")), K_TEXT(jstr(ch, "name"))};
-      if ((rc = k_store_exec(x->d.store,
-                             "SELECT SUM(CASE WHEN status <> 'suppressed' THEN 1 ELSE 0 END),"
-                             " MAX(maint_window) FROM notification_outbox"
-                             " WHERE incident_id = ? AND channel = ?",
-                             q, 2, window_row, &r, e)))
+      if ((rc = sql(x,
+                    "SELECT SUM(CASE WHEN status <> 'suppressed' THEN 1 ELSE 0 END),"
+                    " MAX(maint_window) FROM notification_outbox"
+                    " WHERE incident_id = ? AND channel = ?",
+                    q, 2, window_row, &r, e)))
         goto out;
       if (!r.found && r.window[0]) {
         sup = 1;
@@ -391,13 +505,13 @@ static int queue(k_incidents_t *x, json_t *inc, const json_t *alerts, const char
                      K_TEXT(sup ? window : ""),
                      K_INT(now),
                      sup ? K_INT(now) : K_NULLV};
-      rc = k_store_exec(x->d.store,
-                        "INSERT INTO notification_outbox(id, incident_id, transition, step, channel,"
-                        " policy, type, url, headers, timeout_ms, body, status, next_ms,"
-                        " maint_window, created_ms, done_ms)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                        " ON CONFLICT (incident_id, transition, step, channel) DO NOTHING",
-                        v, 16, NULL, NULL, e);
+      rc = sql(x,
+               "INSERT INTO notification_outbox(id, incident_id, transition, step, channel,"
+               " policy, type, url, headers, timeout_ms, body, status, next_ms,"
+               " maint_window, created_ms, done_ms)"
+               " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+               " ON CONFLICT (incident_id, transition, step, channel) DO NOTHING",
+               v, 16, NULL, NULL, e);
     }
     free(body);
     free(hdrs);
@@ -412,7 +526,6 @@ static int queue(k_incidents_t *x, json_t *inc, const json_t *alerts, const char
   }
 out:
   json_decref(nalerts);
-  json_decref(firing);
   json_decref(pub);
   return rc;
 }
@@ -440,18 +553,18 @@ static void transition_name(const json_t *inc, char *out, size_t n) {
 }
 
 /* A notifying transition after the first: tell every channel reached. */
-static int notify_reached(k_incidents_t *x, json_t *inc, const json_t *alerts, const char *transition,
-                          const char *cause, int64_t now, keel_err_t *e) {
+static int notify_reached(k_incidents_t *x, json_t *inc, const char *transition, const char *cause,
+                          int64_t now, keel_err_t *e) {
   json_t *targets = reached(inc);
-  int rc = targets ? queue(x, inc, alerts, transition, targets, cause, now, e) : oom(e);
+  int rc = targets ? queue(x, inc, transition, targets, cause, now, e) : oom(e);
   json_decref(targets);
   return rc;
 }
 
 /* Runs the escalation steps due at now; sets _esc_step and _esc_due_ms.
  * *stepped: how many steps ran (their notifications queued). */
-static int escalate(k_incidents_t *x, json_t *inc, const json_t *alerts, const char *cause,
-                    int64_t now, int *stepped, keel_err_t *e) {
+static int escalate(k_incidents_t *x, json_t *inc, const char *cause, int64_t now, int *stepped,
+                    keel_err_t *e) {
   const json_t *steps = json_object_get(json_object_get(inc, "_route"), "steps");
   int64_t k = jint(inc, "_esc_step"), opened = jint(inc, "_opened_ms");
   size_t n = json_array_size(steps);
@@ -472,7 +585,7 @@ static int escalate(k_incidents_t *x, json_t *inc, const json_t *alerts, const c
       if (!targets) return oom(e);
       json_array_foreach(json_object_get(st, "channels"), i, ch)
           json_array_append_new(targets, json_pack("{s:O,s:i}", "channel", ch, "step", (int)k));
-      rc = queue(x, inc, alerts, tr, targets, cause, now, e);
+      rc = queue(x, inc, tr, targets, cause, now, e);
       json_decref(targets);
       if (!rc && k > 0) {
         snprintf(text, sizeof text, "escalation step %lld", (long long)k);
@@ -562,15 +675,34 @@ static int add_alert(k_incidents_t *x, const char *inc_id, const alert_in_t *a, 
                  K_TEXT(jstr(a->labels, "instance")),
                  K_INT(a->starts_ms),
                  K_INT(now)};
-  int rc = k_store_exec(x->d.store,
-                        "INSERT INTO incident_alerts(incident_id, subject, rule, state, severity,"
-                        " labels, annotations, value, agent_id, instance, starts_ms, joined_ms)"
-                        " VALUES (?, ?, ?, 'firing', ?, ?, ?, ?, ?, ?, ?, ?)",
-                        v, 11, NULL, NULL, e);
+  int rc = sql(x,
+               "INSERT INTO incident_alerts(incident_id, subject, rule, state, severity,"
+               " labels, annotations, value, agent_id, instance, starts_ms, joined_ms)"
+               " VALUES (?, ?, ?, 'firing', ?, ?, ?, ?, ?, ?, ?, ?)",
+               v, 11, NULL, NULL, e);
   free(labels);
   free(ann);
   free(val);
+  /* the incident's hosts, by which executions find it (on_execution) */
+  for (int i = 0; i < 2 && !rc; i++) {
+    const char *key = i ? "instance" : "agent_id", *host = jstr(a->labels, key);
+    char k[600];
+    if (!*host) continue;
+    snprintf(k, sizeof k, "%s=%s", key, host);
+    {
+      k_val_t h[] = {K_TEXT(k), K_TEXT(inc_id)};
+      rc = sql(x, "INSERT OR IGNORE INTO incident_hosts(host, incident_id) VALUES (?, ?)", h, 2,
+               NULL, NULL, e);
+    }
+  }
   return rc;
+}
+
+/* Adds n to one of the incident's counters (_alerts_total, _alerts_firing);
+ * save() writes them. */
+static void count(json_t *inc, const char *counter, int n) {
+  int64_t v = jint(inc, counter) + n;
+  json_object_set_new(inc, counter, json_integer(v > 0 ? v : 0));
 }
 
 typedef struct live {
@@ -589,8 +721,7 @@ static int live_row(void *ud, const k_val_t *c, int n) {
 
 static int open_incident(k_incidents_t *x, const alert_in_t *a, json_t *group, const char *fp,
                          const char *cause, int64_t now, keel_err_t *e) {
-  json_t *route = NULL, *labels = merged_labels(a->labels, a->team, a->app), *inc = NULL,
-         *alerts = NULL;
+  json_t *route = NULL, *labels = merged_labels(a->labels, a->team, a->app), *inc = NULL;
   char id[ID_LEN], title[TITLE_MAX + 1], *gtext = keel_json_canonical(group), *rtext = NULL;
   const char *summary = keel_json_str(a->annotations, "summary");
   int rc, stepped;
@@ -610,13 +741,13 @@ static int open_incident(k_incidents_t *x, const alert_in_t *a, json_t *group, c
   {
     k_val_t v[] = {K_TEXT(id), K_TEXT(fp), K_TEXT(title), K_TEXT(a->team), K_TEXT(a->app),
                    K_TEXT(a->severity), K_TEXT(gtext), K_INT(now), K_INT(now), K_TEXT(rtext)};
-    if ((rc = k_store_exec(x->d.store,
-                           "INSERT INTO incidents(id, fingerprint, title, team, application,"
-                           " severity, state, group_labels, opened_ms, updated_ms, route,"
-                           " transitions) VALUES (?, ?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, 1)",
-                           v, 10, NULL, NULL, e)) ||
-        (rc = add_alert(x, id, a, now, e)) || (rc = load(x, id, &inc, e)) ||
-        (rc = load_alerts(x, id, &alerts, e)))
+    if ((rc = sql(x,
+                  "INSERT INTO incidents(id, fingerprint, title, team, application,"
+                  " severity, state, group_labels, opened_ms, updated_ms, route,"
+                  " transitions, alerts_total, alerts_firing)"
+                  " VALUES (?, ?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, 1, 1, 1)",
+                  v, 10, NULL, NULL, e)) ||
+        (rc = add_alert(x, id, a, now, e)) || (rc = load(x, id, &inc, e)))
       goto out;
   }
   if ((rc = timeline(x, inc, now, "opened", "keeld", title, NULL, e)) ||
@@ -625,14 +756,13 @@ static int open_incident(k_incidents_t *x, const alert_in_t *a, json_t *group, c
   if (!rtext && (rc = timeline(x, inc, now, "notification.none", "keeld",
                                "no notification route matches this incident", NULL, e)))
     goto out;
-  if ((rc = escalate(x, inc, alerts, cause, now, &stepped, e)) || (rc = save(x, inc, now, e)) ||
-      (rc = emit_inc(x, inc, alerts, "incident.opened", NULL, cause, now, e)))
+  if ((rc = escalate(x, inc, cause, now, &stepped, e)) || (rc = save(x, inc, now, e)) ||
+      (rc = emit_inc(x, inc, "incident.opened", NULL, cause, now, e)))
     goto out;
 out:
   json_decref(route);
   json_decref(labels);
   json_decref(inc);
-  json_decref(alerts);
   free(gtext);
   free(rtext);
   return rc;
@@ -642,39 +772,42 @@ out:
  * back from resolved (was_state "resolved"). */
 static int alert_fires_in(k_incidents_t *x, const char *id, const alert_in_t *a, int again,
                           const char *cause, int64_t now, keel_err_t *e) {
-  json_t *inc = NULL, *alerts = NULL;
+  json_t *inc = NULL;
   char tr[32];
   int rc;
 
   if ((rc = load(x, id, &inc, e))) return rc;
   if (again) {
     k_val_t v[] = {K_TEXT(a->severity), K_INT(a->starts_ms), K_TEXT(id), K_TEXT(a->subject)};
-    rc = k_store_exec(x->d.store,
-                      "UPDATE incident_alerts SET state = 'firing', severity = ?, starts_ms = ?,"
-                      " ends_ms = NULL WHERE incident_id = ? AND subject = ?",
-                      v, 4, NULL, NULL, e);
+    rc = sql(x,
+             "UPDATE incident_alerts SET state = 'firing', severity = ?, starts_ms = ?,"
+             " ends_ms = NULL WHERE incident_id = ? AND subject = ?",
+             v, 4, NULL, NULL, e);
   } else {
     rc = add_alert(x, id, a, now, e);
+    count(inc, "_alerts_total", 1);
   }
-  if (rc || (rc = load_alerts(x, id, &alerts, e))) goto out;
+  if (rc) goto out;
+  count(inc, "_alerts_firing", 1);
   if (sev_rank(a->severity) > sev_rank(jstr(inc, "severity")))
     json_object_set_new(inc, "severity", json_string(a->severity));
   json_object_set_new(inc, "_transitions", json_integer(jint(inc, "_transitions") + 1));
   transition_name(inc, tr, sizeof tr);
   if ((rc = timeline(x, inc, now, again ? "alert.refiring" : "alert.firing", "keeld", a->subject,
                      NULL, e)) ||
-      (rc = notify_reached(x, inc, alerts, tr, cause, now, e)) || (rc = save(x, inc, now, e)) ||
-      (rc = emit_inc(x, inc, alerts, "incident.updated", NULL, cause, now, e)))
+      (rc = notify_reached(x, inc, tr, cause, now, e)) || (rc = save(x, inc, now, e)) ||
+      (rc = emit_inc(x, inc, "incident.updated", NULL, cause, now, e)))
     goto out;
 out:
   json_decref(inc);
-  json_decref(alerts);
   return rc;
 }
 
-/* Resolves inc (by whom) and notifies; inside the caller's unit. */
-static int resolve(k_incidents_t *x, json_t *inc, const json_t *alerts, const char *by,
-                   const char *text, const char *cause, int64_t now, keel_err_t *e) {
+/* Resolves inc (by whom) and notifies; inside the caller's unit.  Its
+ * hosts leave incident_hosts: executions look for live incidents only. */
+static int resolve(k_incidents_t *x, json_t *inc, const char *by, const char *text,
+                   const char *cause, int64_t now, keel_err_t *e) {
+  k_val_t a[] = {K_TEXT(jstr(inc, "id"))};
   int rc;
   json_object_set_new(inc, "state", json_string("resolved"));
   json_object_set_new(inc, "_resolved_ms", json_integer(now));
@@ -682,35 +815,33 @@ static int resolve(k_incidents_t *x, json_t *inc, const json_t *alerts, const ch
   json_object_set_new(inc, "resolved_by", json_string(by));
   json_object_set_new(inc, "_esc_due_ms", json_null());
   if ((rc = timeline(x, inc, now, "resolved", by, text, NULL, e)) ||
-      (rc = notify_reached(x, inc, alerts, "resolved", cause, now, e)) ||
-      (rc = save(x, inc, now, e)) ||
-      (rc = emit_inc(x, inc, alerts, "incident.resolved", by, cause, now, e)))
+      (rc = notify_reached(x, inc, "resolved", cause, now, e)) || (rc = save(x, inc, now, e)) ||
+      (rc = sql(x, "DELETE FROM incident_hosts WHERE incident_id = ?", a, 1, NULL, NULL, e)) ||
+      (rc = emit_inc(x, inc, "incident.resolved", by, cause, now, e)))
     return rc;
   return 0;
 }
 
 static int alert_resolved_in(k_incidents_t *x, const char *id, const alert_in_t *a,
                              const char *cause, int64_t now, keel_err_t *e) {
-  json_t *inc = NULL, *alerts = NULL, *al;
-  size_t i;
-  int rc, firing = 0;
+  json_t *inc = NULL;
+  int rc;
   k_val_t v[] = {K_INT(a->ends_ms), K_TEXT(id), K_TEXT(a->subject)};
 
-  if ((rc = k_store_exec(x->d.store,
-                         "UPDATE incident_alerts SET state = 'resolved', ends_ms = ?"
-                         " WHERE incident_id = ? AND subject = ?",
-                         v, 3, NULL, NULL, e)) ||
-      (rc = load(x, id, &inc, e)) || (rc = load_alerts(x, id, &alerts, e)) ||
+  if ((rc = sql(x,
+                "UPDATE incident_alerts SET state = 'resolved', ends_ms = ?"
+                " WHERE incident_id = ? AND subject = ?",
+                v, 3, NULL, NULL, e)) ||
+      (rc = load(x, id, &inc, e)) ||
       (rc = timeline(x, inc, now, "alert.resolved", "keeld", a->subject, NULL, e)))
     goto out;
-  json_array_foreach(alerts, i, al) if (!strcmp(jstr(al, "state"), "firing")) firing++;
-  if (!firing)
-    rc = resolve(x, inc, alerts, "keeld", "all its alerts resolved", cause, now, e);
+  count(inc, "_alerts_firing", -1);
+  if (!jint(inc, "_alerts_firing"))
+    rc = resolve(x, inc, "keeld", "all its alerts resolved", cause, now, e);
   else if (!(rc = save(x, inc, now, e)))
-    rc = emit_inc(x, inc, alerts, "incident.updated", NULL, cause, now, e);
+    rc = emit_inc(x, inc, "incident.updated", NULL, cause, now, e);
 out:
   json_decref(inc);
-  json_decref(alerts);
   return rc;
 }
 
@@ -724,11 +855,11 @@ static int on_alert(k_incidents_t *x, const k_event_t *ev, int64_t now, keel_err
   if (!*a.subject) return keel_err_set(e, KEEL_EINVAL, "%s without a subject", ev->type);
   {
     k_val_t v[] = {K_TEXT(a.subject)};
-    if ((rc = k_store_exec(x->d.store,
-                           "SELECT a.incident_id, a.state FROM incident_alerts a"
-                           " JOIN incidents i ON i.id = a.incident_id"
-                           " WHERE a.subject = ? AND i.state <> 'resolved'",
-                           v, 1, live_row, &l, e)))
+    if ((rc = sql(x,
+                  "SELECT a.incident_id, a.state FROM incident_alerts a"
+                  " JOIN incidents i ON i.id = a.incident_id"
+                  " WHERE a.subject = ? AND i.state <> 'resolved'",
+                  v, 1, live_row, &l, e)))
       return rc;
   }
   if (!firing) return l.id[0] && !strcmp(l.state, "firing") ? alert_resolved_in(x, l.id, &a, ev->cause, now, e) : 0;
@@ -739,9 +870,9 @@ static int on_alert(k_incidents_t *x, const k_event_t *ev, int64_t now, keel_err
     if (!group) return oom(e);
     {
       k_val_t v[] = {K_TEXT(fp)};
-      rc = k_store_exec(x->d.store,
-                        "SELECT id, state FROM incidents WHERE fingerprint = ? AND state <> 'resolved'",
-                        v, 1, live_row, &l, e);
+      rc = sql(x,
+               "SELECT id, state FROM incidents WHERE fingerprint = ? AND state <> 'resolved'",
+               v, 1, live_row, &l, e);
     }
     if (!rc) rc = l.id[0] ? alert_fires_in(x, l.id, &a, 0, ev->cause, now, e)
                           : open_incident(x, &a, group, fp, ev->cause, now, e);
@@ -753,41 +884,48 @@ static int on_alert(k_incidents_t *x, const k_event_t *ev, int64_t now, keel_err
 /* ---- related events ----------------------------------------------------------------- */
 
 typedef struct hosts {
-  const json_t *targets;
-  json_t *hits; /* incident id -> [hostnames] */
+  const char *host; /* the target as the timeline names it */
+  json_t *hits;     /* incident id -> [hosts] */
 } hosts_t;
 
 static int host_row(void *ud, const k_val_t *c, int n) {
   hosts_t *h = ud;
-  const json_t *t;
+  json_t *l, *v;
   size_t i;
-  if (n < 3) return 0;
-  json_array_foreach(h->targets, i, t) {
-    const char *aid = jstr(t, "agent_id"), *hn = jstr(t, "hostname");
-    if ((*aid && !strcmp(aid, txt(&c[1]))) || (*hn && !strcmp(hn, txt(&c[2])))) {
-      json_t *l = json_object_get(h->hits, txt(&c[0]));
-      if (!l) json_object_set_new(h->hits, txt(&c[0]), l = json_array());
-      json_array_append_new(l, json_string(*hn ? hn : aid));
-      break;
-    }
-  }
+  if (n < 1) return 0;
+  if (!(l = json_object_get(h->hits, txt(&c[0])))) json_object_set_new(h->hits, txt(&c[0]), l = json_array());
+  json_array_foreach(l, i, v) if (!strcmp(json_string_value(v), h->host)) return 0;
+  json_array_append_new(l, json_string(h->host));
   return 0;
 }
 
+/* An execution whose targets are hosts of live incidents' alerts goes on
+ * their timelines.  Each target is looked up by key in incident_hosts:
+ * the cost grows with the targets and the incidents they touch, not with
+ * the alerts those incidents hold. */
 static int on_execution(k_incidents_t *x, const k_event_t *ev, int64_t now, keel_err_t *e) {
-  hosts_t h = {json_object_get(ev->data, "targets"), json_object()};
+  const json_t *targets = json_object_get(ev->data, "targets"), *t;
+  hosts_t h = {NULL, json_object()};
   const char *id;
   json_t *hl;
+  size_t i;
   int rc = 0;
 
   if (!h.hits) return oom(e);
-  if (json_array_size(h.targets))
-    rc = k_store_exec(x->d.store,
-                      "SELECT DISTINCT a.incident_id, a.agent_id, a.instance FROM incident_alerts a"
-                      " JOIN incidents i ON i.id = a.incident_id WHERE i.state <> 'resolved'",
-                      NULL, 0, host_row, &h, e);
+  json_array_foreach(targets, i, t) {
+    const char *aid = jstr(t, "agent_id"), *hn = jstr(t, "hostname");
+    char ka[600], ki[600];
+    k_val_t a[] = {K_TEXT(ka), K_TEXT(ki)};
+    if (rc) break;
+    /* an empty name matches nothing: add_alert stores no "agent_id=" */
+    snprintf(ka, sizeof ka, "agent_id=%s", aid);
+    snprintf(ki, sizeof ki, "instance=%s", hn);
+    h.host = *hn ? hn : aid;
+    rc = sql(x, "SELECT DISTINCT incident_id FROM incident_hosts WHERE host IN (?, ?)", a, 2,
+             host_row, &h, e);
+  }
   json_object_foreach(h.hits, id, hl) {
-    json_t *inc = NULL, *alerts = NULL, *data;
+    json_t *inc = NULL, *data;
     char text[400];
     if (rc) break;
     snprintf(text, sizeof text, "execution %s of runbook %s %s%s%s", jstr(ev->data, "id"),
@@ -797,13 +935,12 @@ static int on_execution(k_incidents_t *x, const k_event_t *ev, int64_t now, keel
                      jstr(ev->data, "runbook"), "status", jstr(ev->data, "status"), "cause",
                      ev->cause ? ev->cause : "", "hosts", hl);
     if (!data) rc = oom(e);
-    if (!rc && !(rc = load(x, id, &inc, e)) && !(rc = load_alerts(x, id, &alerts, e)) &&
+    if (!rc && !(rc = load(x, id, &inc, e)) &&
         !(rc = timeline(x, inc, now, ev->type, jstr(ev->data, "owner"), text, data, e)) &&
         !(rc = save(x, inc, now, e)))
-      rc = emit_inc(x, inc, alerts, "incident.updated", NULL, ev->cause, now, e);
+      rc = emit_inc(x, inc, "incident.updated", NULL, ev->cause, now, e);
     json_decref(data);
     json_decref(inc);
-    json_decref(alerts);
   }
   json_decref(h.hits);
   return rc;
@@ -842,33 +979,30 @@ static void escalations(k_incidents_t *x, int64_t now) {
   keel_err_t e = {0};
   k_val_t a[] = {K_INT(now), K_INT(TICK_BATCH)};
   size_t i;
-  if (!ids || k_store_exec(x->d.store,
-                           "SELECT id FROM incidents WHERE esc_due_ms IS NOT NULL AND esc_due_ms <= ?"
-                           " ORDER BY esc_due_ms LIMIT ?",
-                           a, 2, ids_row, ids, &e)) {
+  if (!ids || sql(x,
+                  "SELECT id FROM incidents WHERE esc_due_ms IS NOT NULL AND esc_due_ms <= ?"
+                  " ORDER BY esc_due_ms LIMIT ?",
+                  a, 2, ids_row, ids, &e)) {
     if (e.msg[0]) keel_log(x->d.log, KEEL_LOG_ERROR, "incidents: escalations: %s", e.msg);
     json_decref(ids);
     return;
   }
   json_array_foreach(ids, i, id) {
-    json_t *inc = NULL, *alerts = NULL;
+    json_t *inc = NULL;
     int rc, stepped = 0;
     if ((rc = k_store_unit_begin(x->d.store, &e))) break;
     if (!(rc = load(x, json_string_value(id), &inc, &e)) &&
-        !(rc = load_alerts(x, json_string_value(id), &alerts, &e)) &&
-        !(rc = escalate(x, inc, alerts, "", now, &stepped, &e)) && !(rc = save(x, inc, now, &e)) &&
-        stepped)
-      rc = emit_inc(x, inc, alerts, "incident.updated", NULL, "", now, &e);
+        !(rc = escalate(x, inc, "", now, &stepped, &e)) && !(rc = save(x, inc, now, &e)) && stepped)
+      rc = emit_inc(x, inc, "incident.updated", NULL, "", now, &e);
     if (k_store_unit_end(x->d.store, rc == 0, NULL) && !rc) rc = KEEL_EIO;
     if (rc) keel_log(x->d.log, KEEL_LOG_ERROR, "incidents: escalating %s: %s", json_string_value(id), e.msg);
     json_decref(inc);
-    json_decref(alerts);
   }
   json_decref(ids);
   x->esc_dirty = 0;
   x->next_esc_ms = INT64_MAX;
-  if (k_store_exec(x->d.store, "SELECT MIN(esc_due_ms) FROM incidents WHERE esc_due_ms IS NOT NULL",
-                   NULL, 0, min_row, &x->next_esc_ms, &e))
+  if (sql(x, "SELECT MIN(esc_due_ms) FROM incidents WHERE esc_due_ms IS NOT NULL",
+          NULL, 0, min_row, &x->next_esc_ms, &e))
     keel_log(x->d.log, KEEL_LOG_ERROR, "incidents: escalations: %s", e.msg);
 }
 
@@ -925,10 +1059,10 @@ json_t *k_incidents_due(k_incidents_t *x, int64_t now_ms) {
   k_val_t a[] = {K_INT(now_ms), K_INT(MAX_INFLIGHT * 2)};
   fresh_settle(x);
   if (!d.rows) return NULL;
-  if (k_store_exec(x->d.store,
-                   "SELECT id, url, headers, timeout_ms, body FROM notification_outbox"
-                   " WHERE status = 'pending' AND next_ms <= ? ORDER BY next_ms LIMIT ?",
-                   a, 2, due_row, &d, &e) < 0)
+  if (sql(x,
+          "SELECT id, url, headers, timeout_ms, body FROM notification_outbox"
+          " WHERE status = 'pending' AND next_ms <= ? ORDER BY next_ms LIMIT ?",
+          a, 2, due_row, &d, &e) < 0)
     keel_log(x->d.log, KEEL_LOG_ERROR, "incidents: reading the outbox: %s", e.msg);
   return d.rows;
 }
@@ -963,10 +1097,10 @@ static int record(k_incidents_t *x, const char *id, long status, const char *err
   k_val_t q[] = {K_TEXT(id)};
 
   memset(&r, 0, sizeof r);
-  if ((rc = k_store_exec(x->d.store,
-                         "SELECT incident_id, transition, step, channel, attempts, created_ms"
-                         " FROM notification_outbox WHERE id = ? AND status = 'pending'",
-                         q, 1, out_row, &r, e)) ||
+  if ((rc = sql(x,
+                "SELECT incident_id, transition, step, channel, attempts, created_ms"
+                " FROM notification_outbox WHERE id = ? AND status = 'pending'",
+                q, 1, out_row, &r, e)) ||
       !r.found)
     return rc;
   r.attempts++;
@@ -976,10 +1110,10 @@ static int record(k_incidents_t *x, const char *id, long status, const char *err
     if (next - r.created <= K_NOTIFY_MAX_AGE_MS) {
       k_val_t v[] = {K_INT(r.attempts), K_INT(next), K_TEXT(why), K_TEXT(id)};
       if (next < x->next_scan_ms) x->next_scan_ms = next;
-      return k_store_exec(x->d.store,
-                          "UPDATE notification_outbox SET attempts = ?, next_ms = ?, last_error = ?"
-                          " WHERE id = ?",
-                          v, 4, NULL, NULL, e);
+      return sql(x,
+                 "UPDATE notification_outbox SET attempts = ?, next_ms = ?, last_error = ?"
+                 " WHERE id = ?",
+                 v, 4, NULL, NULL, e);
     }
     snprintf(why, sizeof why, "gave up after %d attempts in %d min: %.200s", r.attempts,
              K_NOTIFY_MAX_AGE_MS / 60000, error ? error : "");
@@ -988,10 +1122,10 @@ static int record(k_incidents_t *x, const char *id, long status, const char *err
   {
     k_val_t v[] = {K_TEXT(verdict > 0 ? "sent" : "failed"), K_INT(r.attempts), K_TEXT(why),
                    K_INT(now), K_TEXT(id)};
-    if ((rc = k_store_exec(x->d.store,
-                           "UPDATE notification_outbox SET status = ?, attempts = ?, last_error = ?,"
-                           " done_ms = ? WHERE id = ?",
-                           v, 5, NULL, NULL, e)) ||
+    if ((rc = sql(x,
+                  "UPDATE notification_outbox SET status = ?, attempts = ?, last_error = ?,"
+                  " done_ms = ? WHERE id = ?",
+                  v, 5, NULL, NULL, e)) ||
         (rc = load(x, r.inc, &inc, e)))
       return rc;
   }
@@ -1139,15 +1273,15 @@ int k_incident_get(k_incidents_t *x, const char *id, int detail, json_t **out, k
       rc = oom(e);
       goto out;
     }
-    if ((rc = k_store_exec(x->d.store,
-                           "SELECT seq, time_ms, kind, actor, text, data FROM incident_timeline"
-                           " WHERE incident_id = ? ORDER BY seq",
-                           a, 1, timeline_row, tl, e)) ||
-        (rc = k_store_exec(x->d.store,
-                           "SELECT id, transition, step, channel, type, status, last_error,"
-                           " attempts, maint_window, created_ms, done_ms, next_ms"
-                           " FROM notification_outbox WHERE incident_id = ? ORDER BY created_ms, id",
-                           a, 1, ntf_row, ntf, e)))
+    if ((rc = sql(x,
+                  "SELECT seq, time_ms, kind, actor, text, data FROM incident_timeline"
+                  " WHERE incident_id = ? ORDER BY seq",
+                  a, 1, timeline_row, tl, e)) ||
+        (rc = sql(x,
+                  "SELECT id, transition, step, channel, type, status, last_error,"
+                  " attempts, maint_window, created_ms, done_ms, next_ms"
+                  " FROM notification_outbox WHERE incident_id = ? ORDER BY created_ms, id",
+                  a, 1, ntf_row, ntf, e)))
       goto out;
     json_object_set(*out, "timeline", tl);
     json_object_set(*out, "notifications", ntf);
@@ -1167,14 +1301,14 @@ out:
 static int list_row(void *ud, const k_val_t *c, int n) {
   rows_t *l = ud;
   json_t *inc, *pub;
-  if (n < INC_NCOLS + 2) return 0;
+  if (n < INC_NCOLS) return 0;
   if (l->n == l->limit) return 1;
   inc = inc_row(c);
   pub = inc ? public_of(inc) : NULL;
   json_decref(inc);
   if (!pub) return KEEL_ENOMEM;
-  json_object_set_new(pub, "alert_count", json_integer(c[INC_NCOLS].i));
-  json_object_set_new(pub, "firing", json_integer(c[INC_NCOLS + 1].i));
+  json_object_set_new(pub, "alert_count", json_integer(c[19].i));
+  json_object_set_new(pub, "firing", json_integer(c[20].i));
   json_array_append_new(l->items, pub);
   snprintf(l->last, sizeof l->last, "%lld.%s", (long long)c[8].i, txt(&c[0]));
   l->n++;
@@ -1196,15 +1330,12 @@ int k_incident_list(k_incidents_t *x, const char *state, const char *team, const
     k_val_t a[] = {K_INT(ms), K_INT(ms), K_TEXT(cid), K_TEXT(state ? state : ""),
                    K_TEXT(state ? state : ""), K_TEXT(team ? team : ""), K_TEXT(team ? team : ""),
                    K_INT(limit + 1)};
-    rc = k_store_exec(x->d.store,
-                      "SELECT " INC_COLS ","
-                      " (SELECT COUNT(*) FROM incident_alerts a WHERE a.incident_id = i.id),"
-                      " (SELECT COUNT(*) FROM incident_alerts a WHERE a.incident_id = i.id"
-                      "  AND a.state = 'firing')"
-                      " FROM incidents i WHERE (opened_ms < ? OR (opened_ms = ? AND id < ?))"
-                      " AND (? = '' OR state = ?) AND (? = '' OR team = ?)"
-                      " ORDER BY opened_ms DESC, id DESC LIMIT ?",
-                      a, 8, list_row, &l, e);
+    rc = sql(x,
+             "SELECT " INC_COLS " FROM incidents i"
+             " WHERE (opened_ms < ? OR (opened_ms = ? AND id < ?))"
+             " AND (? = '' OR state = ?) AND (? = '' OR team = ?)"
+             " ORDER BY opened_ms DESC, id DESC LIMIT ?",
+             a, 8, list_row, &l, e);
   }
   if (rc == KEEL_ENOMEM) rc = oom(e);
   if (rc < 0) goto fail;
@@ -1245,15 +1376,15 @@ int k_incident_act(k_incidents_t *x, const char *id, k_incident_act_t act, const
     json_object_set_new(inc, "acked_by", json_string(by));
     if (!(rc = timeline(x, inc, now_ms, "acked", by, text, NULL, e)) &&
         !(rc = save(x, inc, now_ms, e)))
-      rc = emit_inc(x, inc, alerts, "incident.acked", by, "", now_ms, e);
+      rc = emit_inc(x, inc, "incident.acked", by, "", now_ms, e);
     break;
   case K_INCIDENT_RESOLVE:
-    rc = resolve(x, inc, alerts, by, text, "", now_ms, e);
+    rc = resolve(x, inc, by, text, "", now_ms, e);
     break;
   case K_INCIDENT_COMMENT:
     if (!(rc = timeline(x, inc, now_ms, "comment", by, text, NULL, e)) &&
         !(rc = save(x, inc, now_ms, e)))
-      rc = emit_inc(x, inc, alerts, "incident.commented", by, "", now_ms, e);
+      rc = emit_inc(x, inc, "incident.commented", by, "", now_ms, e);
     break;
   }
   if (!rc) {

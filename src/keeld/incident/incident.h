@@ -52,6 +52,17 @@
 
 typedef struct k_incidents k_incidents_t;
 
+/* Bounds that keep what one event costs and carries independent of how
+ * many alerts an incident has: incident.* event data lists at most
+ * K_INCIDENT_EVENT_ALERTS alert subjects (and at most
+ * K_INCIDENT_EVENT_ALERT_BYTES of them), with "alerts_total" and
+ * "alerts_truncated"; a notification carries at most
+ * K_INCIDENT_NOTIFY_ALERTS alerts and says how many it left out.  Firing
+ * alerts come first, each kind in joining order. */
+#define K_INCIDENT_EVENT_ALERTS 50
+#define K_INCIDENT_EVENT_ALERT_BYTES 8192
+#define K_INCIDENT_NOTIFY_ALERTS 100
+
 typedef struct k_incidents_deps {
   k_store_t *store;
   k_events_t *events;       /* emits into it; the engine subscribes itself */
@@ -67,8 +78,13 @@ int k_incidents_open(const k_incidents_deps_t *d, k_incidents_t **out, keel_err_
 void k_incidents_close(k_incidents_t *x);
 
 /* One event, as the subscription delivers it, at now_ms (opens its own
- * units).  Exposed so tests can drive the engine with their own clock. */
+ * units).  Exposed so tests can drive the engine with their own clock.
+ * Its cost does not grow with the incident it touches: it reads the
+ * incident's row, the alert concerned and the first few alerts (the
+ * bounds above), never all of them. */
 void k_incidents_event(k_incidents_t *x, const k_event_t *ev, int64_t now_ms);
+/* Rows the engine's queries have read so far (tests: what an event costs). */
+uint64_t k_incidents_rows_read(const k_incidents_t *x);
 
 /* Escalation steps that are due (each incident in a unit of its own), then
  * hands durable pending notifications that are due to the sender.  Returns

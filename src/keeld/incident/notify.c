@@ -372,9 +372,10 @@ static void incident_url(const k_notice_t *n, char *out, size_t len) {
 json_t *k_notify_body_keel(const k_notice_t *n) {
   char url[512];
   incident_url(n, url, sizeof url);
-  return json_pack("{s:s,s:s,s:s,s:s,s:i,s:O,s:O,s:s}", "version", "1", "notification_id", n->id,
-                   "status", n->status, "channel", n->channel, "step", n->step, "incident",
-                   n->incident, "alerts", n->alerts, "url", url);
+  return json_pack("{s:s,s:s,s:s,s:s,s:i,s:O,s:O,s:I,s:s}", "version", "1", "notification_id",
+                   n->id, "status", n->status, "channel", n->channel, "step", n->step, "incident",
+                   n->incident, "alerts", n->alerts, "alerts_truncated", (json_int_t)n->truncated,
+                   "url", url);
 }
 
 /* Members (string values) of every object of objs under key that all of
@@ -445,8 +446,9 @@ json_t *k_notify_body_amwebhook(const k_notice_t *n) {
   label_set(&gk, scope);
   keel_buf_puts(&gk, ":");
   label_set(&gk, json_object_get(n->incident, "group"));
-  out = json_pack("{s:s,s:s,s:i,s:s,s:s,s:O,s:o,s:o,s:s,s:O}", "version", "4", "groupKey",
-                  gk.data ? gk.data : "", "truncatedAlerts", 0, "status", n->status, "receiver",
+  out = json_pack("{s:s,s:s,s:I,s:s,s:s,s:O,s:o,s:o,s:s,s:O}", "version", "4", "groupKey",
+                  gk.data ? gk.data : "", "truncatedAlerts", (json_int_t)n->truncated, "status",
+                  n->status, "receiver",
                   n->channel, "groupLabels", json_object_get(n->incident, "group"), "commonLabels",
                   common(n->alerts, "labels"), "commonAnnotations", common(n->alerts, "annotations"),
                   "externalURL", n->external_url ? n->external_url : "", "alerts", alerts);

@@ -65,7 +65,10 @@ json_t *k_notify_route_of(const json_t *team_policy, const json_t *global_policy
  * (id, title, team, application, severity, state, group, opened_at,
  * acked_at, acked_by, resolved_at, resolved_by); alerts: its alerts
  * ({"subject", "rule", "fingerprint", "state", "labels", "annotations",
- * "value", "starts_at", "ends_at"}); status "firing" or "resolved". */
+ * "value", "starts_at", "ends_at"}), or the first of them (the engine
+ * sends at most K_INCIDENT_NOTIFY_ALERTS) with truncated saying how many
+ * were left out, as Alertmanager's max_alerts does; status "firing" or
+ * "resolved". */
 typedef struct k_notice {
   const json_t *incident;
   const json_t *alerts;
@@ -75,13 +78,15 @@ typedef struct k_notice {
   int step;
   const char *external_url; /* keeld's URL ("" when unknown) */
   int64_t now_ms;
+  int64_t truncated;        /* alerts left out of alerts (0: none) */
 } k_notice_t;
 
 /* Format keel: {"version": "1", "notification_id", "status", "channel",
- * "step", "incident": {...}, "alerts": [...], "url"}. */
+ * "step", "incident": {...}, "alerts": [...], "alerts_truncated", "url"}. */
 json_t *k_notify_body_keel(const k_notice_t *n);
 /* Format alertmanager-webhook: Alertmanager's webhook payload, version 4
- * (see docs/incidents.md). */
+ * (see docs/incidents.md), truncatedAlerts = truncated; commonLabels and
+ * commonAnnotations are of the alerts sent, as Alertmanager's are. */
 json_t *k_notify_body_amwebhook(const k_notice_t *n);
 /* Type alertmanager: the body of POST /api/v2/alerts, one object per
  * alert; firing ones end 24 h ahead (so Alertmanager's resolve_timeout
