@@ -26,6 +26,7 @@
 #define STREAMS_MAX 256
 #define STREAM_BUF_MAX (1 << 20)     /* bytes buffered for one client before it is cut off */
 #define STREAM_HEARTBEAT_MS 15000
+#define STREAM_REAUTH_MS 5000 /* a revoked token's stream ends within this */
 #define STREAM_PAGE 200              /* events read from the store per catch-up page */
 #define STREAM_TYPES_MAX 16
 #define LIST_PAGES_MAX 10            /* store pages one list request may read while filtering */
@@ -222,6 +223,7 @@ typedef struct stream {
   int suspended;
   int end;             /* 1: end after what is buffered; 2: cut off now */
   int64_t last_send_ms; /* keel_mono_ms() */
+  int64_t last_auth_ms; /* keel_mono_ms() of the last check of its token */
 } stream_t;
 
 struct k_event_streams {
@@ -394,7 +396,7 @@ static struct MHD_Response *stream_respond(k_req_t *req) {
   }
   /* A first comment sends the answer's head at once. */
   keel_buf_puts(&st->out, ": keel events\n\n");
-  st->last_send_ms = keel_mono_ms();
+  st->last_send_ms = st->last_auth_ms = keel_mono_ms();
   resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, st, stream_free);
   if (!resp) {
     keel_buf_free(&st->out);
@@ -451,8 +453,37 @@ static void on_event(void *ud, const k_event_t *ev) {
   json_decref(o);
 }
 
+/* 1 while the token a stream was opened with still authenticates: not
+ * revoked, not expired, its user not disabled.  A stream outlives the
+ * request that authenticated it, so it is judged again every
+ * STREAM_REAUTH_MS; a read error keeps it (the next check decides). */
+static int stream_token_ok(stream_t *st) {
+  json_t *tok = NULL, *u = NULL;
+  keel_err_t e = {0};
+  int ok = 1, rc;
+  if (!st->who.token_id[0]) return 1;
+  rc = k_iam_token_get(st->srv->store, st->who.token_id, keel_now_ms(), &tok, &e);
+  if (rc == KEEL_ENOENT || (!rc && strcmp(keel_json_str(tok, "status"), "active")))
+    ok = 0;
+  else if (!rc && (rc = k_iam_user_get(st->srv->store, st->who.user_id, &u, &e)) == 0)
+    ok = !json_is_true(json_object_get(u, "disabled"));
+  else if (rc == KEEL_ENOENT)
+    ok = 0;
+  json_decref(tok);
+  json_decref(u);
+  return ok;
+}
+
 void k_api_events_cron(k_server_t *srv, int64_t mono_ms) {
   for (stream_t *st = srv->streams->head; st; st = st->next) {
+    if (!st->end && mono_ms - st->last_auth_ms >= STREAM_REAUTH_MS) {
+      st->last_auth_ms = mono_ms;
+      if (!stream_token_ok(st)) {
+        stream_compact(st);
+        keel_buf_puts(&st->out, ": token no longer valid: stream ended\n\n");
+        st->end = 1;
+      }
+    }
     if (srv->stopping && !st->end) {
       st->end = 1; /* or the drain would wait for it */
     } else if (st->end || st->catching_up) {

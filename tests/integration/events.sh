@@ -309,6 +309,23 @@ curl -s -N --max-time 3 -H "Authorization: Bearer $TOK_chen" -H "Last-Event-ID: 
   "$URL/v1/events/stream?type=service.down" >"$TMP/chen.sse" 2>/dev/null
 assert_contains "$(cat "$TMP/chen.sse")" "$A/web" "chen's stream"
 assert_not_contains "$(cat "$TMP/chen.sse")" "$B/db" "chen's stream is filtered too"
+# a stream outlives the request that authenticated it: revoking its token ends it (<= 5 s)
+req POST /v1/tokens '{"name":"stream","user":"chen"}'
+assert_status 201 "a second token for chen"
+TOK_S=$(jget token)
+TOK_S_ID=$(jget id)
+curl -s -N --max-time 30 -H "Authorization: Bearer $TOK_S" "$URL/v1/events/stream" >"$TMP/rev.sse" 2>/dev/null &
+SSE_PID=$!
+wait_for 5 grep -q "keel events" "$TMP/rev.sse" || fail "the stream did not start"
+req DELETE "/v1/tokens/$TOK_S_ID"
+assert_status 200 "revoke the stream's token"
+T0=$(date +%s%N)
+ENDED=no
+for _ in $(seq 1 80); do kill -0 "$SSE_PID" 2>/dev/null || { ENDED=yes; break; }; sleep 0.1; done
+assert_eq "$ENDED" yes "the stream ended after its token was revoked"
+echo "  stream ended $(( ($(date +%s%N) - T0) / 1000000 )) ms after the revocation"
+assert_contains "$(cat "$TMP/rev.sse")" "token no longer valid" "the stream says why it ended"
+wait "$SSE_PID" 2>/dev/null
 
 # ---- restart: streams resume with Last-Event-ID; clean shutdown with streams open --------------
 events_of "limit=1000"
