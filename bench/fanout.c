@@ -111,18 +111,6 @@ static void note_err(bench_t *b, const char *what, const xfer_t *x, long status,
           (int)(n > 300 ? 300 : n), msg);
 }
 
-/* Starts x: POST path with x->body (post) or GET path, Authorization from
- * x->auth. */
-static int xfer_send(bench_t *b, xfer_t *x, int post, const char *path, long timeout_ms) {
-  return ksim_xfer_send(&b->loop, x, post ? "POST" : "GET", path, NULL, timeout_ms);
-}
-
-static int xfer_start(bench_t *b, xfer_t *x, const char *path, long timeout_ms) {
-  return xfer_send(b, x, 1, path, timeout_ms);
-}
-
-static int sign(sim_t *s, xfer_t *x, const char *path) { return ksim_xfer_sign(x, s->a, path); }
-
 /* ---- the agents' side ---------------------------------------------------------------- */
 
 static void start_poll(bench_t *b, sim_t *s) {
@@ -137,7 +125,7 @@ static void start_poll(bench_t *b, sim_t *s) {
   ksim_poll_body(s->a, &x->body);
   x->kind = X_POLL;
   /* keeld holds a poll up to the heartbeat (30 s): allow well over that */
-  if (sign(s, x, "/v1/agent/poll") || xfer_start(b, x, "/v1/agent/poll", 90000)) {
+  if (ksim_agent_post(&b->loop, x, s->a, "/v1/agent/poll", NULL, 90000)) {
     b->curl_errs[X_POLL]++;
     s->poll_retry_ms = keel_mono_ms() + 1000;
     b->retries++;
@@ -153,7 +141,7 @@ static void start_result(bench_t *b, sim_t *s) {
   if (x->busy || s->a->qn == 0) return;
   ksim_result_body(s->a, &x->body, 0);
   x->kind = X_RESULT;
-  if (sign(s, x, "/v1/agent/results") || xfer_start(b, x, "/v1/agent/results", 30000)) {
+  if (ksim_agent_post(&b->loop, x, s->a, "/v1/agent/results", NULL, 30000)) {
     b->curl_errs[X_RESULT]++;
     s->res_retry_ms = keel_mono_ms() + 1000;
     b->retries++;
@@ -342,10 +330,10 @@ static double round_once(bench_t *b, int *timed_out) {
   b->t_end_ns = 0;
   keel_buf_reset(&x->body);
   keel_buf_puts(&x->body, body);
-  keel_buf_reset(&x->auth);
-  keel_buf_printf(&x->auth, "Bearer %s", b->admin);
+  ksim_xfer_bearer(x, b->admin);
   b->t0_ns = keel_mono_ns();
-  if (xfer_start(b, x, "/v1/commands", ROUND_TIMEOUT_MS)) b->curl_errs[X_ADMIN]++;
+  if (ksim_xfer_send(&b->loop, x, "POST", "/v1/commands", NULL, ROUND_TIMEOUT_MS))
+    b->curl_errs[X_ADMIN]++;
   limit = b->t0_ns + (int64_t)ROUND_TIMEOUT_MS * 1000000;
   while (!b->t_end_ns && keel_mono_ns() < limit) step(b, 5);
   *timed_out = !b->t_end_ns;
@@ -453,14 +441,13 @@ static double rb_round(bench_t *b, const char *name, int *timed_out, double *kee
   b->t_end_ns = 0;
   keel_buf_reset(&x->body);
   keel_buf_printf(&x->body, "{\"runbook\":\"%s\"}", name);
-  keel_buf_reset(&x->auth);
-  keel_buf_printf(&x->auth, "Bearer %s", b->admin);
-  keel_buf_reset(&g->auth);
-  keel_buf_printf(&g->auth, "Bearer %s", b->admin);
+  ksim_xfer_bearer(x, b->admin);
+  ksim_xfer_bearer(g, b->admin);
   x->kind = X_XSTART;
   b->t0_ns = keel_mono_ns();
   limit = b->t0_ns + (int64_t)RB_ROUND_TIMEOUT_MS * 1000000;
-  if (xfer_start(b, x, "/v1/executions", RB_ROUND_TIMEOUT_MS)) b->curl_errs[X_XSTART]++;
+  if (ksim_xfer_send(&b->loop, x, "POST", "/v1/executions", NULL, RB_ROUND_TIMEOUT_MS))
+    b->curl_errs[X_XSTART]++;
   while (!b->t_end_ns && keel_mono_ns() < limit) {
     int64_t now = keel_mono_ms();
     int wait = 5;
@@ -468,7 +455,7 @@ static double rb_round(bench_t *b, const char *name, int *timed_out, double *kee
     if (b->xid[0] && !g->busy && now >= next_get) {
       next_get = now + RB_POLL_MS;
       snprintf(path, sizeof path, "/v1/executions/%s?targets=false", b->xid);
-      if (xfer_send(b, g, 0, path, 10000)) b->curl_errs[X_XGET]++;
+      if (ksim_xfer_send(&b->loop, g, "GET", path, NULL, 10000)) b->curl_errs[X_XGET]++;
     }
     /* wake for the next GET on time, not up to 5 ms late */
     if (b->xid[0] && !g->busy && next_get - now < wait)
@@ -497,7 +484,7 @@ static double rb_round(bench_t *b, const char *name, int *timed_out, double *kee
       keel_buf_puts(&x->body, "{}");
       x->kind = X_XCANCEL;
       snprintf(path, sizeof path, "/v1/executions/%s/cancel", b->xid);
-      if (xfer_start(b, x, path, 10000)) b->curl_errs[X_XCANCEL]++;
+      if (ksim_xfer_send(&b->loop, x, "POST", path, NULL, 10000)) b->curl_errs[X_XCANCEL]++;
     }
   } else if (strcmp(b->xstate, "succeeded") || b->xsucceeded != b->n || b->xtargets != b->n) {
     b->bad_final++;

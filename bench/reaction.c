@@ -136,8 +136,8 @@ static void trig_fail(bench_t *b, int i, const char *what, const char *detail) {
 
 static void start_poll(bench_t *b, sim_t *s) {
   s->poll_retry_ms = 0;
-  if (ksim_poll_body(s->a, &s->poll.body) || ksim_xfer_sign(&s->poll, s->a, "/v1/agent/poll") ||
-      ksim_xfer_send(&b->loop, &s->poll, "POST", "/v1/agent/poll", NULL, 90000)) {
+  if (ksim_poll_body(s->a, &s->poll.body) ||
+      ksim_agent_post(&b->loop, &s->poll, s->a, "/v1/agent/poll", NULL, 90000)) {
     b->poll_errs++;
     s->poll_retry_ms = keel_mono_ms() + 100;
   }
@@ -147,8 +147,7 @@ static void start_result(bench_t *b, sim_t *s) {
   s->res_retry_ms = 0;
   if (s->res.busy || s->a->qn == 0) return;
   if (ksim_result_body(s->a, &s->res.body, 0) ||
-      ksim_xfer_sign(&s->res, s->a, "/v1/agent/results") ||
-      ksim_xfer_send(&b->loop, &s->res, "POST", "/v1/agent/results", NULL, 30000)) {
+      ksim_agent_post(&b->loop, &s->res, s->a, "/v1/agent/results", NULL, 30000)) {
     b->res_errs++;
     s->res_retry_ms = keel_mono_ms() + 100;
   }
@@ -164,9 +163,8 @@ static int push(bench_t *b, sim_t *s, int i, double value, int64_t ts_ms) {
   keel_buf_reset(&s->met.body);
   if (keel_mb_enc_add1(&b->enc, labels, 2, ts_ms, value, &e) ||
       keel_mb_enc_finish(&b->enc, &s->met.body, &e) ||
-      ksim_xfer_sign(&s->met, s->a, "/v1/agent/metrics") ||
-      ksim_xfer_send(&b->loop, &s->met, "POST", "/v1/agent/metrics", KEEL_MB_CONTENT_TYPE,
-                     PUSH_LIMIT_MS))
+      ksim_agent_post(&b->loop, &s->met, s->a, "/v1/agent/metrics", KEEL_MB_CONTENT_TYPE,
+                      PUSH_LIMIT_MS))
     return -1;
   s->met_trig = i;
   s->met_resolve = value < 0.5;

@@ -35,6 +35,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "keel/grow.h"
 #include "keel/time.h"
 #include "metrics/tsdb.h"
 #include "promql/promql.h"
@@ -249,10 +250,7 @@ static double urand(bench_t *b) { return (double)(rnd(b) >> 11) / 90071992547409
 
 static const char *keep(bench_t *b, const char *s) {
   char *c = strdup(s);
-  if (b->nstrs == b->capstrs) {
-    b->capstrs = b->capstrs ? b->capstrs * 2 : 4096;
-    b->strs = realloc(b->strs, b->capstrs * sizeof *b->strs);
-  }
+  b->strs = keel_grow(b->strs, &b->capstrs, b->nstrs, sizeof *b->strs, 4096);
   b->strs[b->nstrs++] = c;
   return c;
 }

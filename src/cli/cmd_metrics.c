@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "keel/grow.h"
 #include "keel/json.h"
 #include "keel/time.h"
 
@@ -612,13 +613,8 @@ static host_t *host_get(hosts_t *hs, const char *instance, const char *agent) {
   host_t *h;
   for (size_t i = 0; i < hs->n; i++)
     if (!strcmp(hs->v[i].instance, instance) && !strcmp(hs->v[i].agent, agent)) return &hs->v[i];
-  if (hs->n == hs->cap) {
-    size_t ncap = hs->cap ? hs->cap * 2 : 16;
-    host_t *p = realloc(hs->v, ncap * sizeof *p);
-    if (!p) return NULL;
-    hs->v = p;
-    hs->cap = ncap;
-  }
+  if (!(h = keel_grow(hs->v, &hs->cap, hs->n, sizeof *h, 16))) return NULL;
+  hs->v = h;
   h = &hs->v[hs->n];
   memset(h, 0, sizeof *h);
   h->instance = strdup(instance);

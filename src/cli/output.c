@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "keel/grow.h"
 
 char *out_safe(char *s) {
   unsigned char *p = (unsigned char *)s;
@@ -37,13 +38,9 @@ void out_table_init(out_table_t *t, size_t ncols, const char *const *heads) {
 int out_table_add(out_table_t *t, const char *const *cells) {
   size_t base = t->nrows * t->ncols;
 
-  if (t->nrows == t->cap) {
-    size_t ncap = t->cap ? t->cap * 2 : 32;
-    char **p = realloc(t->cells, ncap * t->ncols * sizeof *p);
-    if (!p) return cli_fail("out of memory");
-    t->cells = p;
-    t->cap = ncap;
-  }
+  char **p = keel_grow(t->cells, &t->cap, t->nrows, t->ncols * sizeof *p, 32);
+  if (!p) return cli_fail("out of memory");
+  t->cells = p;
   for (size_t i = 0; i < t->ncols; i++) {
     const char *s = cells[i] && cells[i][0] ? cells[i] : "-";
     t->cells[base + i] = strdup(s);

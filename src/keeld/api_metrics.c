@@ -57,11 +57,11 @@ typedef struct ingest {
   size_t nloff, caploff;
   int64_t *t;
   double *v;
-  size_t nsmp, capsmp;
+  size_t nsmp, capsmp, capv;
   k_label_t *labs; /* built at flush from sb and loff */
   k_labels_t *sets;
   uint64_t *refs;
-  size_t capflush, caplabs;
+  size_t capflush, caplabs, caprefs;
   uint64_t accepted, refused;
   keel_err_t err;
 } ingest_t;
@@ -163,14 +163,9 @@ static int flush(ingest_t *in) {
   int rc;
   if (!in->npend) return 0;
   if (grow(&in->labs, &in->caplabs, nl, sizeof *in->labs) ||
-      grow(&in->sets, &in->capflush, in->npend, sizeof *in->sets))
+      grow(&in->sets, &in->capflush, in->npend, sizeof *in->sets) ||
+      grow(&in->refs, &in->caprefs, in->npend, sizeof *in->refs))
     return keel_err_set(&in->err, KEEL_ENOMEM, "out of memory");
-  /* refs shares sets' capacity: grow it to the same size */
-  {
-    uint64_t *r = realloc(in->refs, in->capflush * sizeof *r);
-    if (!r) return keel_err_set(&in->err, KEEL_ENOMEM, "out of memory");
-    in->refs = r;
-  }
   for (size_t i = 0; i < nl; i++)
     in->labs[i] = (k_label_t){in->sb + in->loff[2 * i], in->sb + in->loff[2 * i + 1]};
   for (size_t i = 0; i < in->npend; i++)
@@ -203,14 +198,9 @@ static int on_series(void *ud, const keel_mb_label_t *labels, size_t nlabels, co
   if ((rc = merge(in, labels, nlabels, &nl))) return keel_err_set(&in->err, rc, "out of memory");
   if (grow(&in->pend, &in->cappend, in->npend + 1, sizeof *in->pend) ||
       grow(&in->loff, &in->caploff, in->nloff + 2 * nl, sizeof *in->loff) ||
-      grow(&in->t, &in->capsmp, in->nsmp + n, sizeof *in->t))
+      grow(&in->t, &in->capsmp, in->nsmp + n, sizeof *in->t) ||
+      grow(&in->v, &in->capv, in->nsmp + n, sizeof *in->v))
     return keel_err_set(&in->err, KEEL_ENOMEM, "out of memory");
-  {
-    /* v shares t's capacity */
-    double *nv = realloc(in->v, in->capsmp * sizeof *nv);
-    if (!nv) return keel_err_set(&in->err, KEEL_ENOMEM, "out of memory");
-    in->v = nv;
-  }
   p = &in->pend[in->npend];
   *p = (pend_t){in->nloff / 2, nl, in->nsmp, n};
   for (size_t i = 0; i < nl; i++)

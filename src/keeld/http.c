@@ -174,11 +174,9 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
  * before the stop gets its first request served (its client did nothing
  * wrong); a further request on a kept-alive connection, and any long-poll,
  * is refused with 503, or agents re-polling at once would hold the drain
- * open.  Returns 1 to refuse. */
-static int stop_refuses(struct MHD_Connection *conn, k_req_t *req) {
-  const union MHD_ConnectionInfo *ci =
-      MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-  unsigned *begun = ci ? ci->socket_context : NULL;
+ * open.  begun: the connection's request count (NULL when unknown).
+ * Returns 1 to refuse. */
+static int stop_refuses(const unsigned *begun, k_req_t *req) {
   char params[K_MAX_PARAMS][160], allow[64];
   int idx = -1;
   req->close = 1;
@@ -193,6 +191,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                   void **con_cls) {
   k_server_t *srv = cls;
   k_req_t *req = *con_cls;
+  unsigned *begun;
   (void)version;
 
   if (!req) {
@@ -205,9 +204,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     {
       const union MHD_ConnectionInfo *ci =
           MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-      if (ci && ci->socket_context) ++*(unsigned *)ci->socket_context;
+      begun = ci ? ci->socket_context : NULL;
+      if (begun) ++*begun;
     }
-    if (srv->stopping && stop_refuses(conn, req)) {
+    if (srv->stopping && stop_refuses(begun, req)) {
       k_req_fail(req, 503, "unavailable", "keeld is shutting down; retry shortly");
       return queue_answer(req);
     }

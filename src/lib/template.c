@@ -11,6 +11,7 @@
  * quoted back is escaped and truncated, so arbitrary bytes cannot break the
  * one-line message. */
 #include "keel/template.h"
+#include "keel/grow.h"
 
 #include "msgquote.h"
 
@@ -118,13 +119,9 @@ void keel_tmpl_free(keel_tmpl_t *t) {
 }
 
 static seg_t *new_seg(keel_tmpl_t *t) {
-  if (t->nsegs == t->segcap) {
-    size_t ncap = t->segcap ? t->segcap * 2 : 8;
-    seg_t *p = realloc(t->segs, ncap * sizeof *p);
-    if (!p) return NULL;
-    t->segs = p;
-    t->segcap = ncap;
-  }
+  seg_t *p = keel_grow(t->segs, &t->segcap, t->nsegs, sizeof *p, 8);
+  if (!p) return NULL;
+  t->segs = p;
   return &t->segs[t->nsegs++];
 }
 
@@ -148,13 +145,9 @@ static int add_lit(keel_tmpl_t *t, const char *p, size_t n) {
 
 static int add_ref(keel_tmpl_t *t, const char *name, size_t n) {
   seg_t *s;
-  if (t->nrefs == t->refcap) {
-    size_t ncap = t->refcap ? t->refcap * 2 : 4;
-    char **p = realloc(t->refs, ncap * sizeof *p);
-    if (!p) return KEEL_ENOMEM;
-    t->refs = p;
-    t->refcap = ncap;
-  }
+  char **p = keel_grow(t->refs, &t->refcap, t->nrefs, sizeof *p, 4);
+  if (!p) return KEEL_ENOMEM;
+  t->refs = p;
   if (!(s = new_seg(t))) return KEEL_ENOMEM;
   s->ref = t->nrefs;
   s->off = s->len = 0;

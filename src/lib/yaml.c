@@ -5,6 +5,7 @@
  * before any memory is spent), and report duplicate keys with both lines,
  * none of which the document API lets us do. */
 #include "keel/yaml.h"
+#include "keel/grow.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -375,13 +376,9 @@ static int want_key(const loader_t *L) {
 static int set_anchor(loader_t *L, const char *name, json_t *v, size_t nodes, int height,
                       int line, int col) {
   json_t *idx;
-  if (L->an == L->acap) {
-    size_t ncap = L->acap ? L->acap * 2 : 16;
-    anchor_t *nv = realloc(L->avec, ncap * sizeof *nv);
-    if (!nv) return fail(L, KEEL_ENOMEM, line, col, "out of memory");
-    L->avec = nv;
-    L->acap = ncap;
-  }
+  anchor_t *nv = keel_grow(L->avec, &L->acap, L->an, sizeof *nv, 16);
+  if (!nv) return fail(L, KEEL_ENOMEM, line, col, "out of memory");
+  L->avec = nv;
   /* A later anchor of the same name shadows the earlier (YAML 1.2 6.9.2). */
   idx = json_integer((json_int_t)L->an);
   if (!idx || json_object_set_new(L->anchors, name, idx))

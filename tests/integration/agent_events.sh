@@ -152,7 +152,7 @@ stop_keeld
 stop_svc
 rm "$FLAG"
 wait_for 10 sh -c "ls '$TMP/agent-w/events/'*.json >/dev/null 2>&1" || fail "no spooled events: $(agent_log w)"
-agent_log w | grep -q 'events: .*batches are spooled and retried' ||
+grep -q 'events: .*batches are spooled and retried' <<<"$(agent_log w)" ||
   fail "the agent did not say it spools events: $(agent_log w)"
 check
 start_keeld_args "$D" --data "$D" --listen "127.0.0.1:$PORT"

@@ -89,7 +89,9 @@ assert_not_contains() { # HAYSTACK NEEDLE [WHAT]
   esac
 }
 assert_match() { # TEXT ERE [WHAT]
-  printf '%s' "$1" | grep -Eq -- "$2" || fail "${3:-text} does not match /$2/: $(printf '%.600s' "$1")"
+  # a here-string, not a pipe: grep -q stops reading at the first match,
+  # and under pipefail the writer's SIGPIPE would fail a text that matched
+  grep -Eq -- "$2" <<<"$1" || fail "${3:-text} does not match /$2/: $(printf '%.600s' "$1")"
   check
 }
 assert_status() { # WANT [WHAT] — checks STATUS from the last req

@@ -31,6 +31,7 @@
 
 #include "keel/buf.h"
 #include "keel/crypto.h"
+#include "keel/grow.h"
 #include "keel/json.h"
 #include "keel/time.h"
 #include "simagent.h"
@@ -93,7 +94,7 @@ static void unload(host_t *hosts, int n) {
 static host_t *load(const char *state, int max, int *n) {
   host_t *hosts = NULL;
   char line[512];
-  int cap = 0;
+  size_t cap = 0;
   FILE *f = fopen(state, "r");
   *n = 0;
   if (!f) return NULL;
@@ -101,11 +102,8 @@ static host_t *load(const char *state, int max, int *n) {
     char id[KSIM_ID_LEN], sk[2 * KEEL_AGENT_SK_BYTES + 9], spk[2 * KEEL_AGENT_PK_BYTES + 9];
     host_t *h;
     if (sscanf(line, "%47s %136s %72s", id, sk, spk) != 3) continue;
-    if (*n == cap) {
-      host_t *g = realloc(hosts, (size_t)(cap = cap ? cap * 2 : 256) * sizeof *hosts);
-      if (!g) break;
-      hosts = g;
-    }
+    if (!(h = keel_grow(hosts, &cap, (size_t)*n, sizeof *hosts, 256))) break;
+    hosts = h;
     h = &hosts[(*n)++];
     memset(h, 0, sizeof *h);
     h->a.idx = *n - 1;
@@ -238,8 +236,8 @@ static int react(const char *url, const char *state, int rounds, const char *ser
     c.done = c.failed = 0;
     h->a.qn = 0;
     /* the poll reaches keeld and is held before the event goes */
-    if (ksim_poll_body(&h->a, &c.poll.body) || ksim_xfer_sign(&c.poll, &h->a, "/v1/agent/poll") ||
-        ksim_xfer_send(&l, &c.poll, "POST", "/v1/agent/poll", NULL, 60000))
+    if (ksim_poll_body(&h->a, &c.poll.body) ||
+        ksim_agent_post(&l, &c.poll, &h->a, "/v1/agent/poll", NULL, 60000))
       return 2;
     for (int k = 0; k < 5; k++) ksim_loop_step(&l, 2);
     if (event_body(h, "service.down", service) ||
@@ -257,8 +255,7 @@ static int react(const char *url, const char *state, int rounds, const char *ser
     /* answer it: the execution ends */
     c.done = 0;
     if (!ksim_result_body(&h->a, &h->x.body, 0) &&
-        !ksim_xfer_sign(&h->x, &h->a, "/v1/agent/results") &&
-        !ksim_xfer_send(&l, &h->x, "POST", "/v1/agent/results", NULL, 60000))
+        !ksim_agent_post(&l, &h->x, &h->a, "/v1/agent/results", NULL, 60000))
       while (c.done < 1) ksim_loop_step(&l, 100);
   }
   if (done) {

@@ -406,6 +406,12 @@ int ksim_xfer_sign(ksim_xfer_t *x, const ksim_agent_t *a, const char *path) {
              : 0;
 }
 
+int ksim_agent_post(ksim_loop_t *l, ksim_xfer_t *x, const ksim_agent_t *a, const char *path,
+                    const char *ctype, long timeout_ms) {
+  if (ksim_xfer_sign(x, a, path)) return -1;
+  return ksim_xfer_send(l, x, "POST", path, ctype, timeout_ms);
+}
+
 int ksim_xfer_bearer(ksim_xfer_t *x, const char *token) {
   keel_buf_reset(&x->auth);
   return keel_buf_printf(&x->auth, "Bearer %s", token) ? -1 : 0;

@@ -171,6 +171,10 @@ int ksim_xfer_send(ksim_loop_t *l, ksim_xfer_t *x, const char *method, const cha
 /* One turn: waits for ready sockets or curl's timer (at most wait_ms),
  * runs the transfers and calls done for each finished one. */
 void ksim_loop_step(ksim_loop_t *l, int wait_ms);
+/* Signs x->body as agent a's POST to path (ksim_xfer_sign) and starts it
+ * on l (ksim_xfer_send, Content-Type ctype).  0 or -1. */
+int ksim_agent_post(ksim_loop_t *l, ksim_xfer_t *x, const ksim_agent_t *a, const char *path,
+                    const char *ctype, long timeout_ms);
 
 /* Enrolls a[0..n) for real: a fresh key pair each, hostname PREFIX<idx>,
  * the agent's own tags (a JSON object's text, or NULL: only the token's),

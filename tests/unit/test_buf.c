@@ -15,6 +15,7 @@
 
 #include "keel/buf.h"
 #include "keel/err.h"
+#include "keel/grow.h"
 
 /* Escapes s with keel_buf_json_str into a fresh buffer; caller frees. */
 static char *json_str(const char *s) {
@@ -274,9 +275,34 @@ static void test_max_size_max(void **state) {
   assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/* keel_grow: doubling from `first`, the same pointer while there is room,
+ * NULL (and the array and cap untouched) when the size would overflow. */
+static void test_grow(void **state) {
+  int *v = NULL, *nv;
+  size_t cap = 0;
+  (void)state;
+  for (size_t n = 0; n < 100; n++) {
+    nv = keel_grow(v, &cap, n, sizeof *v, 4);
+    assert_non_null(nv);
+    v = nv;
+    v[n] = (int)n;
+    assert_true(cap > n);
+  }
+  assert_int_equal(cap, 128);
+  assert_ptr_equal(keel_grow(v, &cap, 100, sizeof *v, 4), v);
+  for (int i = 0; i < 100; i++) assert_int_equal(v[i], i);
+  {
+    size_t big = SIZE_MAX / 2 + 1;
+    assert_null(keel_grow(v, &big, big, sizeof *v, 4));
+    assert_int_equal(big, SIZE_MAX / 2 + 1);
+  }
+  free(v);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_init_is_empty),
+      cmocka_unit_test(test_grow),
       cmocka_unit_test(test_append_exactly_to_max),
       cmocka_unit_test(test_append_over_max_from_empty),
       cmocka_unit_test(test_max_zero),

@@ -10,6 +10,7 @@
 
 #include "alert/doc.h"
 #include "event/labels.h"
+#include "keel/grow.h"
 #include "keel/json.h"
 #include "keel/time.h"
 
@@ -147,13 +148,9 @@ inst_t *k_alert_find_inst(const rule_t *r, const char *fp, size_t *pos) {
 int k_alert_insert_inst(rule_t *r, inst_t *i) {
   size_t pos;
   if (k_alert_find_inst(r, i->fp, &pos)) return KEEL_EEXIST;
-  if (r->ninst == r->capinst) {
-    size_t ncap = r->capinst ? r->capinst * 2 : 8;
-    inst_t **p = realloc(r->inst, ncap * sizeof *p);
-    if (!p) return KEEL_ENOMEM;
-    r->inst = p;
-    r->capinst = ncap;
-  }
+  inst_t **p = keel_grow(r->inst, &r->capinst, r->ninst, sizeof *p, 8);
+  if (!p) return KEEL_ENOMEM;
+  r->inst = p;
   memmove(&r->inst[pos + 1], &r->inst[pos], (r->ninst - pos) * sizeof *r->inst);
   r->inst[pos] = i;
   r->ninst++;
@@ -165,13 +162,8 @@ cond_t *k_alert_cond(rule_t *r, const char *ikey, int create) {
   for (size_t i = 0; i < r->ncond; i++)
     if (!strcmp(r->cond[i].ikey, ikey)) return &r->cond[i];
   if (!create) return NULL;
-  if (r->ncond == r->capcond) {
-    size_t ncap = r->capcond ? r->capcond * 2 : 8;
-    cond_t *p = realloc(r->cond, ncap * sizeof *p);
-    if (!p) return NULL;
-    r->cond = p;
-    r->capcond = ncap;
-  }
+  if (!(c = keel_grow(r->cond, &r->capcond, r->ncond, sizeof *c, 8))) return NULL;
+  r->cond = c;
   c = &r->cond[r->ncond];
   memset(c, 0, sizeof *c);
   if (!(c->ikey = strdup(ikey))) return NULL;
@@ -225,17 +217,13 @@ static int rule_row(void *ud, const k_val_t *c, int n) {
              txt(&c[0]) ? txt(&c[0]) : "?", e.msg[0] ? e.msg : "bad JSON");
     return 0;
   }
-  if (l->n == l->cap) {
-    size_t ncap = l->cap ? l->cap * 2 : 16;
-    rule_t **p = realloc(l->rules, ncap * sizeof *p);
-    if (!p) {
-      rule_free(r);
-      l->rc = keel_err_set(l->e, KEEL_ENOMEM, "out of memory");
-      return 1;
-    }
-    l->rules = p;
-    l->cap = ncap;
+  rule_t **p = keel_grow(l->rules, &l->cap, l->n, sizeof *p, 16);
+  if (!p) {
+    rule_free(r);
+    l->rc = keel_err_set(l->e, KEEL_ENOMEM, "out of memory");
+    return 1;
   }
+  l->rules = p;
   l->rules[l->n++] = r;
   return 0;
 }

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "event/event.h"
 #include "keel/selector.h"
 #include "keel/template.h"
 #include "promql/promql.h"
@@ -128,15 +129,13 @@ out:
 /* An event type: [a-z0-9_.-]{1,64}, not alert.*.  Caller has pushed. */
 static int check_type(v_t *V, const json_t *s) {
   const char *t = json_string_value(s);
-  size_t n = json_string_length(s);
   char b[80];
   int rc;
   if ((rc = k_walk_text(&V->w, s, 64, K_WALK_LINE))) return rc;
-  if (!n) return verr(V, "expected an event type like agent.offline");
-  for (size_t i = 0; i < n; i++)
-    if (!((t[i] >= 'a' && t[i] <= 'z') || (t[i] >= '0' && t[i] <= '9') || t[i] == '_' ||
-          t[i] == '.' || t[i] == '-'))
-      return verr(V, "invalid event type '%s': expected [a-z0-9_.-] like agent.offline", qs(b, s));
+  if (!json_string_length(s)) return verr(V, "expected an event type like agent.offline");
+  /* k_walk_text let no NUL through: t is the whole of s */
+  if (!k_event_type_valid(t))
+    return verr(V, "invalid event type '%s': expected [a-z0-9_.-] like agent.offline", qs(b, s));
   if (!strncmp(t, "alert.", 6))
     return verr(V, "alert rules do not watch alert events (a rule could feed on its own)");
   return 0;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "keel/grow.h"
 #include "keel/json.h"
 #include "keel/time.h"
 #include "promql/promql.h"
@@ -154,13 +155,9 @@ static int add_sample(rule_t *r, samples_t *s, const json_t *src, int has_value,
   json_t *v;
   if (s->n == K_ALERT_MAX_PER_RULE)
     return keel_err_set(e, KEEL_ETOOBIG, "more than %d alerts", K_ALERT_MAX_PER_RULE);
-  if (s->n == s->cap) {
-    size_t ncap = s->cap ? s->cap * 2 : 8;
-    sample_t *p = realloc(s->v, ncap * sizeof *p);
-    if (!p) return keel_err_set(e, KEEL_ENOMEM, "out of memory");
-    s->v = p;
-    s->cap = ncap;
-  }
+  if (!(x = keel_grow(s->v, &s->cap, s->n, sizeof *x, 8)))
+    return keel_err_set(e, KEEL_ENOMEM, "out of memory");
+  s->v = x;
   x = &s->v[s->n++]; /* samples_free owns it from here */
   memset(x, 0, sizeof *x);
   x->labels = json_object();
@@ -274,22 +271,14 @@ typedef struct changes {
 } changes_t;
 
 static int push_change(changes_t *c, rule_t *r, inst_t *i, const char *ev, int del) {
-  if (c->n == c->cap) {
-    size_t ncap = c->cap ? c->cap * 2 : 16;
-    change_t *p = realloc(c->v, ncap * sizeof *p);
-    if (!p) return KEEL_ENOMEM;
-    c->v = p;
-    c->cap = ncap;
-  }
+  change_t *v = keel_grow(c->v, &c->cap, c->n, sizeof *v, 16);
+  if (!v) return KEEL_ENOMEM;
+  c->v = v;
   c->v[c->n++] = (change_t){r, i, ev, del};
   if (del) {
-    if (c->ndead == c->capdead) {
-      size_t ncap = c->capdead ? c->capdead * 2 : 16;
-      inst_t **p = realloc(c->dead, ncap * sizeof *p);
-      if (!p) return KEEL_ENOMEM;
-      c->dead = p;
-      c->capdead = ncap;
-    }
+    inst_t **d = keel_grow(c->dead, &c->capdead, c->ndead, sizeof *d, 16);
+    if (!d) return KEEL_ENOMEM;
+    c->dead = d;
     c->dead[c->ndead++] = i;
   }
   return 0;

@@ -12,6 +12,7 @@
 #include "automation/doc.h"
 #include "event/labels.h"
 #include "keel/crypto.h"
+#include "keel/grow.h"
 #include "keel/json.h"
 #include "keel/selector.h"
 #include "keel/template.h"
@@ -128,13 +129,9 @@ static void runs_trim(rstate_t *s, int64_t now_ms) {
 
 static int runs_add(rstate_t *s, int64_t t) {
   size_t i;
-  if (s->nruns == s->cap) {
-    size_t nc = s->cap ? s->cap * 2 : 16;
-    int64_t *nr = realloc(s->runs, nc * sizeof *nr);
-    if (!nr) return KEEL_ENOMEM;
-    s->runs = nr;
-    s->cap = nc;
-  }
+  int64_t *nr = keel_grow(s->runs, &s->cap, s->nruns, sizeof *nr, 16);
+  if (!nr) return KEEL_ENOMEM;
+  s->runs = nr;
   for (i = s->nruns; i > 0 && s->runs[i - 1] > t; i--) s->runs[i] = s->runs[i - 1];
   s->runs[i] = t;
   s->nruns++;
@@ -214,14 +211,11 @@ typedef struct rload {
 static int rule_row(void *ud, const k_val_t *c, int n) {
   rload_t *l = ud;
   k_auto_t *a = l->a;
+  rule_t *nr;
   if (n < 2) return 0;
-  if (a->nrules == l->cap) {
-    size_t nc = l->cap ? l->cap * 2 : 16;
-    rule_t *nr = realloc(a->rules, nc * sizeof *nr);
-    if (!nr) return keel_err_set(l->e, KEEL_ENOMEM, "out of memory");
-    a->rules = nr;
-    l->cap = nc;
-  }
+  if (!(nr = keel_grow(a->rules, &l->cap, a->nrules, sizeof *nr, 16)))
+    return keel_err_set(l->e, KEEL_ENOMEM, "out of memory");
+  a->rules = nr;
   a->nrules++;
   return rule_load(a, &a->rules[a->nrules - 1], txt(&c[0]), txt(&c[1]), l->e);
 }
@@ -262,16 +256,20 @@ static int run_row(void *ud, const k_val_t *c, int n) {
   return 0;
 }
 
-static int load(k_auto_t *a, int64_t now_ms, keel_err_t *e) {
+/* The stored rules into a->rules (dropped before). */
+static int rules_load(k_auto_t *a, keel_err_t *e) {
   rload_t rl = {a, 0, e};
+  return k_store_exec(a->d.store, "SELECT user, spec FROM automation_rules ORDER BY name", NULL, 0,
+                      rule_row, &rl, e);
+}
+
+static int load(k_auto_t *a, int64_t now_ms, keel_err_t *e) {
   sload_t sl = {a, now_ms};
   int rc;
   a->on = 1;
   a->sw_reason[0] = a->sw_by[0] = '\0';
   a->sw_at_ms = 0;
-  if ((rc = k_store_exec(a->d.store, "SELECT user, spec FROM automation_rules ORDER BY name", NULL,
-                         0, rule_row, &rl, e)))
-    return rc;
+  if ((rc = rules_load(a, e))) return rc;
   if ((rc = k_store_exec(a->d.store,
                          "SELECT enabled, reason, by_user, at_ms FROM automation_switch WHERE id = 1",
                          NULL, 0, switch_row, a, e)))
@@ -315,12 +313,10 @@ int k_auto_reload(k_auto_t *a, int64_t now_ms, keel_err_t *e) {
 }
 
 int k_auto_refresh(k_auto_t *a, keel_err_t *e) {
-  rload_t rl = {a, 0, e};
   if (!a->dirty) return 0;
   a->dirty = 0;
   rules_drop(a);
-  return k_store_exec(a->d.store, "SELECT user, spec FROM automation_rules ORDER BY name", NULL, 0,
-                      rule_row, &rl, e);
+  return rules_load(a, e);
 }
 
 /* ---- rules -------------------------------------------------------------------------- */

@@ -31,6 +31,7 @@
 #include <string.h>
 
 #include "keel/crypto.h"
+#include "keel/grow.h"
 #include "keel/json.h"
 #include "keel/time.h"
 
@@ -145,13 +146,9 @@ static int track(k_events_t *ev, uint64_t gen, int64_t seq) {
     ev->pend[ev->npend - 1].max_seq = seq;
     return 0;
   }
-  if (ev->npend == ev->cappend) {
-    size_t nc = ev->cappend ? ev->cappend * 2 : 16;
-    pend_t *p = realloc(ev->pend, nc * sizeof *p);
-    if (!p) return KEEL_ENOMEM;
-    ev->pend = p;
-    ev->cappend = nc;
-  }
+  pend_t *p = keel_grow(ev->pend, &ev->cappend, ev->npend, sizeof *p, 16);
+  if (!p) return KEEL_ENOMEM;
+  ev->pend = p;
   ev->pend[ev->npend++] = (pend_t){gen, seq};
   return 0;
 }

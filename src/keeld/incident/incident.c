@@ -21,6 +21,7 @@
 #include "incident/notify.h"
 #include "incident/send.h"
 #include "keel/crypto.h"
+#include "keel/grow.h"
 #include "keel/json.h"
 #include "keel/time.h"
 
@@ -330,13 +331,9 @@ static int emit_inc(k_incidents_t *x, const json_t *inc, const char *type, const
 /* ---- notifications ---------------------------------------------------------------------- */
 
 static void fresh_add(k_incidents_t *x, const char *id) {
-  if (x->nfresh == x->capfresh) {
-    size_t cap = x->capfresh ? x->capfresh * 2 : 64;
-    fresh_t *f = realloc(x->fresh, cap * sizeof *f);
-    if (!f) return; /* the periodic scan finds the row anyway, maybe a commit early */
-    x->fresh = f;
-    x->capfresh = cap;
-  }
+  fresh_t *f = keel_grow(x->fresh, &x->capfresh, x->nfresh, sizeof *f, 64);
+  if (!f) return; /* the periodic scan finds the row anyway, maybe a commit early */
+  x->fresh = f;
   snprintf(x->fresh[x->nfresh].id, ID_LEN, "%s", id);
   x->fresh[x->nfresh++].gen = k_store_visible_gen(x->d.store);
 }

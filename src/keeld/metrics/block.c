@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "keel/grow.h"
 #include "metrics/chunk.h"
 #include "metrics/enc.h"
 
@@ -430,26 +431,6 @@ struct k_bwriter {
 
 void k_bw_set_crash_point(k_bwriter_t *w, int step) { w->crash = step; }
 
-static int write_all(int fd, const void *p, size_t n) {
-  const uint8_t *q = p;
-  while (n) {
-    ssize_t w = write(fd, q, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return -1;
-    q += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
-static int dir_fsync(const char *dir) {
-  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc;
-  if (fd < 0) return -1;
-  rc = fsync(fd);
-  close(fd);
-  return rc;
-}
-
 static void bw_free(k_bwriter_t *w) {
   if (w->chfd >= 0) close(w->chfd);
   k_bytes_free(&w->chbuf);
@@ -557,7 +538,7 @@ static int posting_add(k_bwriter_t *w, uint32_t name, uint32_t value, uint32_t r
 
 static int ch_flush(k_bwriter_t *w) {
   if (!w->chbuf.len) return 0;
-  if (write_all(w->chfd, w->chbuf.p, w->chbuf.len)) return KEEL_EIO;
+  if (k_write_all(w->chfd, w->chbuf.p, w->chbuf.len)) return KEEL_EIO;
   w->chbuf.len = 0;
   return 0;
 }
@@ -573,13 +554,9 @@ int k_bw_add(k_bwriter_t *w, const uint32_t *lab, size_t nlab, const int64_t *t,
   if (nlab == 0 || nlab > MAX_LAB) return keel_err_set(e, KEEL_EINVAL, "block: bad label count");
   if (w->nser >= UINT32_MAX) return keel_err_set(e, KEEL_ETOOBIG, "block: too many series");
   ref = (uint32_t)w->nser;
-  if (w->nser == w->capser) {
-    size_t cap = w->capser ? w->capser * 2 : 4096;
-    uint64_t *o = realloc(w->seroff, cap * sizeof *o);
-    if (!o) return keel_err_set(e, KEEL_ENOMEM, "out of memory");
-    w->seroff = o;
-    w->capser = cap;
-  }
+  uint64_t *o = keel_grow(w->seroff, &w->capser, w->nser, sizeof *o, 4096);
+  if (!o) return keel_err_set(e, KEEL_ENOMEM, "out of memory");
+  w->seroff = o;
   nch = (n + K_BLOCK_CHUNK_SAMPLES - 1) / K_BLOCK_CHUNK_SAMPLES;
   if ((rc = k_bytes_reserve(&w->series, 20 + nlab * 10 + nch * 30)))
     return keel_err_set(e, rc, "out of memory");
@@ -733,7 +710,7 @@ static int write_file(const char *dir, const char *name, const void *p, size_t n
   snprintf(path, sizeof path, "%s/%s", dir, name);
   fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return -1;
-  if (write_all(fd, p, n) || fdatasync(fd)) rc = -1;
+  if (k_write_all(fd, p, n) || fdatasync(fd)) rc = -1;
   close(fd);
   return rc;
 }
@@ -767,7 +744,7 @@ int k_bw_finish(k_bwriter_t *w, char *path, size_t cap, keel_err_t *e) {
                VERSION, (long long)w->mint, (long long)w->maxt, w->level,
                (unsigned long long)w->nser, (unsigned long long)w->nchunks,
                (unsigned long long)w->nsamples);
-  if (write_file(w->tmp, "meta.json", meta, (size_t)n) || dir_fsync(w->tmp)) {
+  if (write_file(w->tmp, "meta.json", meta, (size_t)n) || k_dir_fsync(w->tmp)) {
     rc = keel_err_set(e, KEEL_EIO, "write %s/meta.json: %s", w->tmp, strerror(errno));
     goto out;
   }
@@ -777,7 +754,7 @@ int k_bw_finish(k_bwriter_t *w, char *path, size_t cap, keel_err_t *e) {
     goto out;
   }
   if ((crashed = w->crash == 3)) goto out;
-  if (dir_fsync(w->blocks_dir)) {
+  if (k_dir_fsync(w->blocks_dir)) {
     /* the block is complete; only its name may not survive a power cut,
      * and then the WAL still has its samples */
     keel_log(w->log, KEEL_LOG_WARN, "tsdb: fsync %s: %s", w->blocks_dir, strerror(errno));

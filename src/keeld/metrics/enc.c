@@ -1,8 +1,12 @@
-/* enc.c — the out-of-line parts of enc.h: the capped byte buffer and CRC32C. */
+/* enc.c — the out-of-line parts of enc.h: the capped byte buffer, CRC32C and
+ * the file helpers. */
 #include "metrics/enc.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 int k_bytes_reserve(k_bytes_t *b, size_t extra) {
   size_t need = b->len + extra, cap;
@@ -92,4 +96,24 @@ uint32_t k_crc32c(uint32_t crc, const void *p, size_t n) {
   if (__builtin_cpu_supports("sse4.2")) return crc_hw(crc, p, n);
 #endif
   return crc_sw(crc, p, n);
+}
+
+int k_write_all(int fd, const void *p, size_t n) {
+  const uint8_t *q = p;
+  while (n) {
+    ssize_t w = write(fd, q, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return -1;
+    q += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+int k_dir_fsync(const char *dir) {
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc;
+  if (fd < 0) return -1;
+  rc = fsync(fd);
+  close(fd);
+  return rc;
 }

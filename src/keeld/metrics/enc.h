@@ -175,4 +175,12 @@ static inline int k_bit_get(k_bitr_t *r) {
  * CPU has it. */
 uint32_t k_crc32c(uint32_t crc, const void *p, size_t n);
 
+/* ---- files ------------------------------------------------------------------------- */
+
+/* Writes all n bytes of p to fd (retrying on EINTR): 0, or -1 with errno. */
+int k_write_all(int fd, const void *p, size_t n);
+
+/* fsyncs the directory dir (so entries created in it last): 0, or -1 with errno. */
+int k_dir_fsync(const char *dir);
+
 #endif

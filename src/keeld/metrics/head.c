@@ -17,6 +17,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "keel/grow.h"
+
 #define HCF_SEG_MAX (UINT64_C(128) << 20) /* bytes of one head chunk file */
 #define HCF_BUF (1u << 20)                /* write buffer; flushed when full */
 #define HCF_BUF_MAX (64u << 20)           /* while flushes fail, at most this much waits */
@@ -334,24 +336,10 @@ static int names_grow(k_head_t *h) {
   return 0;
 }
 
-/* The pair (name, value), created when missing (with its name entry). */
-static int pair_get(k_head_t *h, uint32_t name, uint32_t value, uint32_t *out) {
-  uint32_t i = pair_find(h, name, value), ni, j;
+/* Adds pair index `pair` to the entry of name, created when missing. */
+static int name_link(k_head_t *h, uint32_t name, uint32_t pair) {
+  uint32_t ni = name_find(h, name), j;
   lname_t *ln;
-  if (i != UINT32_MAX) {
-    *out = i;
-    return 0;
-  }
-  if (!h->pair_slots || (h->npairs + 1) * 4 > (h->pair_mask + 1) * 3)
-    if (pairs_grow(h)) return KEEL_ENOMEM;
-  if (h->npairs == h->cappairs) {
-    uint32_t cap = h->cappairs ? h->cappairs * 2 : 256;
-    pair_t *p = realloc(h->pairs, cap * sizeof *p);
-    if (!p) return KEEL_ENOMEM;
-    h->pairs = p;
-    h->cappairs = cap;
-  }
-  ni = name_find(h, name);
   if (ni == UINT32_MAX) {
     if (!h->name_slots || (h->nnames + 1) * 2 > h->name_mask + 1)
       if (names_grow(h)) return KEEL_ENOMEM;
@@ -375,9 +363,30 @@ static int pair_get(k_head_t *h, uint32_t name, uint32_t value, uint32_t *out) {
     ln->pairs = p;
     ln->cap = cap;
   }
-  i = h->npairs++;
+  ln->pairs[ln->n++] = pair;
+  return 0;
+}
+
+/* The pair (name, value), created when missing (with its name entry). */
+static int pair_get(k_head_t *h, uint32_t name, uint32_t value, uint32_t *out) {
+  uint32_t i = pair_find(h, name, value), j;
+  if (i != UINT32_MAX) {
+    *out = i;
+    return 0;
+  }
+  if (!h->pair_slots || (h->npairs + 1) * 4 > (h->pair_mask + 1) * 3)
+    if (pairs_grow(h)) return KEEL_ENOMEM;
+  if (h->npairs == h->cappairs) {
+    uint32_t cap = h->cappairs ? h->cappairs * 2 : 256;
+    pair_t *p = realloc(h->pairs, cap * sizeof *p);
+    if (!p) return KEEL_ENOMEM;
+    h->pairs = p;
+    h->cappairs = cap;
+  }
+  i = h->npairs;
+  if (name_link(h, name, i)) return KEEL_ENOMEM;
+  h->npairs++;
   h->pairs[i] = (pair_t){name, value, {0}};
-  ln->pairs[ln->n++] = i;
   for (j = (uint32_t)pair_hash(name, value) & h->pair_mask; h->pair_slots[j];
        j = (j + 1) & h->pair_mask) {
   }
@@ -444,35 +453,8 @@ static int index_rebuild(k_head_t *h) {
   if (pairs_grow(h)) return KEEL_ENOMEM;
   while ((h->npairs + 1) * 4 > (h->pair_mask + 1) * 3)
     if (pairs_grow(h)) return KEEL_ENOMEM;
-  for (uint32_t i = 0; i < h->npairs; i++) {
-    uint32_t ni = name_find(h, h->pairs[i].name), j;
-    lname_t *ln;
-    if (ni == UINT32_MAX) {
-      if (!h->name_slots || (h->nnames + 1) * 2 > h->name_mask + 1)
-        if (names_grow(h)) return KEEL_ENOMEM;
-      if (h->nnames == h->capnames) {
-        uint32_t cap = h->capnames ? h->capnames * 2 : 32;
-        lname_t *l = realloc(h->names, cap * sizeof *l);
-        if (!l) return KEEL_ENOMEM;
-        h->names = l;
-        h->capnames = cap;
-      }
-      ni = h->nnames++;
-      h->names[ni] = (lname_t){h->pairs[i].name, NULL, 0, 0};
-      for (j = (uint32_t)mix64(h->pairs[i].name) & h->name_mask; h->name_slots[j];
-           j = (j + 1) & h->name_mask) {
-      }
-      h->name_slots[j] = ni + 1;
-    }
-    ln = &h->names[ni];
-    if (ln->n == ln->cap) {
-      uint32_t cap = ln->cap ? ln->cap * 2 : 4, *p = realloc(ln->pairs, cap * sizeof *p);
-      if (!p) return KEEL_ENOMEM;
-      ln->pairs = p;
-      ln->cap = cap;
-    }
-    ln->pairs[ln->n++] = i;
-  }
+  for (uint32_t i = 0; i < h->npairs; i++)
+    if (name_link(h, h->pairs[i].name, i)) return KEEL_ENOMEM;
   return 0;
 }
 
@@ -546,13 +528,9 @@ static int hcf_new_seg(k_head_t *h) {
   char path[4096];
   hseg_t s = {0};
   void *m;
-  if (h->nsegs == h->capsegs) {
-    size_t cap = h->capsegs ? h->capsegs * 2 : 8;
-    hseg_t *v = realloc(h->segs, cap * sizeof *v);
-    if (!v) return KEEL_ENOMEM;
-    h->segs = v;
-    h->capsegs = cap;
-  }
+  hseg_t *v = keel_grow(h->segs, &h->capsegs, h->nsegs, sizeof *v, 8);
+  if (!v) return KEEL_ENOMEM;
+  h->segs = v;
   s.seq = h->next_seq++;
   s.maxt = INT64_MIN;
   snprintf(path, sizeof path, "%s/%08u", h->hcf_dir, s.seq);
@@ -813,13 +791,9 @@ int k_head_get_or_create(k_head_t *h, const k_label_t *l, size_t n, uint32_t id,
   }
   if (!h->ser_slots || (h->ser_used + 1) * 4 > (h->ser_mask + 1) * 3)
     if (ser_grow(h)) goto oom;
-  if (h->nlist == h->caplist) {
-    size_t cap = h->caplist ? h->caplist * 2 : 4096;
-    k_hseries_t **v = realloc(h->list, cap * sizeof *v);
-    if (!v) goto oom;
-    h->list = v;
-    h->caplist = cap;
-  }
+  k_hseries_t **v = keel_grow(h->list, &h->caplist, h->nlist, sizeof *v, 4096);
+  if (!v) goto oom;
+  h->list = v;
   s = calloc(1, sizeof *s + 2 * n * sizeof(uint32_t));
   if (!s) goto oom;
   s->hash = hash;

@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "keel/grow.h"
+#include "metrics/idmap.h"
 #include "metrics/tsdb_int.h"
 
 #define MAX_LAB 256
@@ -93,9 +95,7 @@ typedef struct tq {
   size_t nents, capents;
   /* head symbol id -> its copy in the arena, for one select call only (a
    * cut between two calls may give an id to another string) */
-  uint32_t *symk; /* id + 1; 0: empty */
-  const char **symv;
-  size_t symn, symcap;
+  k_idmap_t syms; /* id + 1 -> its copy */
 } tq_t;
 
 static int labels_cmp(const k_label_t *a, size_t na, const k_label_t *b, size_t nb) {
@@ -118,13 +118,9 @@ static int ent_cmp(const void *x, const void *y) {
 }
 
 static int ent_push(tq_t *q, const ent_t *e) {
-  if (q->nents == q->capents) {
-    size_t cap = q->capents ? q->capents * 2 : 1024;
-    ent_t *v = realloc(q->ents, cap * sizeof *v);
-    if (!v) return KEEL_ENOMEM;
-    q->ents = v;
-    q->capents = cap;
-  }
+  ent_t *v = keel_grow(q->ents, &q->capents, q->nents, sizeof *v, 1024);
+  if (!v) return KEEL_ENOMEM;
+  q->ents = v;
   q->ents[q->nents++] = *e;
   return 0;
 }
@@ -133,35 +129,15 @@ static int ent_push(tq_t *q, const ent_t *e) {
  * every series that has it (NULL: out of memory). */
 static const char *sym_copy(tq_t *q, const k_head_t *h, uint32_t id) {
   size_t i;
-  if ((q->symn + 1) * 2 > q->symcap) {
-    size_t cap = q->symcap ? q->symcap * 2 : 1024;
-    uint32_t *k = calloc(cap, sizeof *k);
-    const char **v = malloc(cap * sizeof *v);
-    if (!k || !v) {
-      free(k);
-      free(v);
-      return NULL;
-    }
-    for (size_t j = 0; j < q->symcap; j++) {
-      if (!q->symk[j]) continue;
-      for (i = (q->symk[j] * UINT32_C(2654435761)) & (cap - 1); k[i]; i = (i + 1) & (cap - 1)) {
-      }
-      k[i] = q->symk[j];
-      v[i] = q->symv[j];
-    }
-    free(q->symk);
-    free(q->symv);
-    q->symk = k;
-    q->symv = v;
-    q->symcap = cap;
-  }
-  for (i = ((id + 1) * UINT32_C(2654435761)) & (q->symcap - 1); q->symk[i];
-       i = (i + 1) & (q->symcap - 1))
-    if (q->symk[i] == id + 1) return q->symv[i];
-  if (!(q->symv[i] = astrdup(&q->ar, k_head_sym(h, id)))) return NULL;
-  q->symk[i] = id + 1;
-  q->symn++;
-  return q->symv[i];
+  char *c;
+  if (k_idmap_reserve(&q->syms, 1024)) return NULL;
+  i = k_idmap_slot(&q->syms, id + 1);
+  if (q->syms.k[i]) return q->syms.v[i];
+  if (!(c = astrdup(&q->ar, k_head_sym(h, id)))) return NULL;
+  q->syms.k[i] = id + 1;
+  q->syms.v[i] = c;
+  q->syms.n++;
+  return c;
 }
 
 /* Moves the scratch samples into the arena as an entry. */
@@ -227,13 +203,9 @@ static int refresh(tq_t *q) {
     size_t k = 0;
     while (k < q->nheld && q->held[k] != db->blocks[i]) k++;
     if (k < q->nheld) continue;
-    if (q->nheld == q->capheld) {
-      size_t cap = q->capheld ? q->capheld * 2 : 16;
-      k_block_t **v = realloc(q->held, cap * sizeof *v);
-      if (!v) return KEEL_ENOMEM;
-      q->held = v;
-      q->capheld = cap;
-    }
+    k_block_t **v = keel_grow(q->held, &q->capheld, q->nheld, sizeof *v, 16);
+    if (!v) return KEEL_ENOMEM;
+    q->held = v;
     k_block_ref(db->blocks[i]);
     q->held[q->nheld++] = db->blocks[i];
   }
@@ -279,8 +251,8 @@ static int q_select(k_querier_t *qq, const k_matcher_t *m, size_t nm, int64_t mi
   if (head_overlaps(q->db->head, mint, maxt)) {
     const k_head_t *h = q->db->head;
     if ((rc = k_select_ids(k_head_lindex(), (void *)h, &cm, &ids))) goto oom;
-    if (q->symn) memset(q->symk, 0, q->symcap * sizeof *q->symk);
-    q->symn = 0;
+    if (q->syms.n) memset(q->syms.k, 0, q->syms.cap * sizeof *q->syms.k);
+    q->syms.n = 0;
     for (size_t i = 0; i < ids.n; i++) {
       const k_hseries_t *s = k_head_by_id(h, ids.v[i]);
       k_label_t *lab;
@@ -366,13 +338,9 @@ typedef struct strs {
 
 static int strs_push(void *ud, const char *s) {
   strs_t *x = ud;
-  if (x->n == x->cap) {
-    size_t cap = x->cap ? x->cap * 2 : 64;
-    const char **v = realloc(x->v, cap * sizeof *v);
-    if (!v) return KEEL_ENOMEM;
-    x->v = v;
-    x->cap = cap;
-  }
+  const char **v = keel_grow(x->v, &x->cap, x->n, sizeof *v, 64);
+  if (!v) return KEEL_ENOMEM;
+  x->v = v;
   x->v[x->n++] = s;
   return 0;
 }
@@ -484,8 +452,7 @@ static void q_close(k_querier_t *qq) {
   arena_free(&q->ar);
   k_samples_free(&q->scr);
   free(q->ents);
-  free(q->symk);
-  free(q->symv);
+  k_idmap_free(&q->syms);
   free(q);
 }
 

@@ -11,7 +11,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "keel/grow.h"
 #include "keel/time.h"
+#include "metrics/idmap.h"
 #include "metrics/tsdb_int.h"
 
 #define MAX_LAB 256
@@ -27,13 +29,9 @@ static int64_t floor_to(int64_t t, int64_t step) {
 
 static int blocks_insert(k_tsdb_t *db, k_block_t *b) {
   size_t i;
-  if (db->nblocks == db->capblocks) {
-    size_t cap = db->capblocks ? db->capblocks * 2 : 16;
-    k_block_t **v = realloc(db->blocks, cap * sizeof *v);
-    if (!v) return KEEL_ENOMEM;
-    db->blocks = v;
-    db->capblocks = cap;
-  }
+  k_block_t **v = keel_grow(db->blocks, &db->capblocks, db->nblocks, sizeof *v, 16);
+  if (!v) return KEEL_ENOMEM;
+  db->blocks = v;
   for (i = db->nblocks; i > 0 && k_block_meta(db->blocks[i - 1])->mint > k_block_meta(b)->mint; i--)
     db->blocks[i] = db->blocks[i - 1];
   db->blocks[i] = b;
@@ -131,50 +129,17 @@ static int load_blocks(k_tsdb_t *db, keel_err_t *e) {
 typedef struct replay {
   k_tsdb_t *db;
   uint64_t series, samples, skipped_old, skipped_unknown, skipped_order, conflicts;
-  uint32_t *alias_id; /* open addressing, 0 = empty */
-  k_hseries_t **alias_s;
-  size_t nalias, alias_cap; /* cap: power of two */
+  k_idmap_t alias; /* id -> its series */
 } replay_t;
 
-static k_hseries_t *alias_get(const replay_t *r, uint32_t id) {
-  if (!r->alias_cap) return NULL;
-  for (size_t j = (id * 2654435761u) & (r->alias_cap - 1);; j = (j + 1) & (r->alias_cap - 1)) {
-    if (!r->alias_id[j]) return NULL;
-    if (r->alias_id[j] == id) return r->alias_s[j];
-  }
-}
-
 static int alias_put(replay_t *r, uint32_t id, k_hseries_t *s) {
-  if ((r->nalias + 1) * 2 > r->alias_cap) {
-    size_t cap = r->alias_cap ? r->alias_cap * 2 : 64;
-    uint32_t *ids = calloc(cap, sizeof *ids);
-    k_hseries_t **ss = calloc(cap, sizeof *ss);
-    if (!ids || !ss) {
-      free(ids);
-      free(ss);
-      return KEEL_ENOMEM;
-    }
-    for (size_t i = 0; i < r->alias_cap; i++) {
-      size_t j;
-      if (!r->alias_id[i]) continue;
-      for (j = (r->alias_id[i] * 2654435761u) & (cap - 1); ids[j]; j = (j + 1) & (cap - 1)) {
-      }
-      ids[j] = r->alias_id[i];
-      ss[j] = r->alias_s[i];
-    }
-    free(r->alias_id);
-    free(r->alias_s);
-    r->alias_id = ids;
-    r->alias_s = ss;
-    r->alias_cap = cap;
-  }
-  for (size_t j = (id * 2654435761u) & (r->alias_cap - 1);; j = (j + 1) & (r->alias_cap - 1)) {
-    if (r->alias_id[j] && r->alias_id[j] != id) continue;
-    r->nalias += !r->alias_id[j];
-    r->alias_id[j] = id;
-    r->alias_s[j] = s;
-    return 0;
-  }
+  size_t j;
+  if (k_idmap_reserve(&r->alias, 64)) return KEEL_ENOMEM;
+  j = k_idmap_slot(&r->alias, id);
+  r->alias.n += !r->alias.k[j];
+  r->alias.k[j] = id;
+  r->alias.v[j] = s;
+  return 0;
 }
 
 static int on_series(void *ud, uint32_t id, const k_label_t *l, size_t n) {
@@ -209,7 +174,7 @@ static int on_samples(void *ud, const k_wsample_t *smp, size_t n) {
   for (size_t i = 0; i < n; i++) {
     k_hseries_t *s = k_head_by_id(db->head, smp[i].id);
     int rc;
-    if (!s && r->nalias) s = alias_get(r, smp[i].id);
+    if (!s && r->alias.n) s = k_idmap_get(&r->alias, smp[i].id);
     if (!s) {
       r->skipped_unknown++;
       continue;
@@ -264,8 +229,7 @@ int k_tsdb_open(const char *dir, const k_tsdb_opts_t *opts, const keel_log_t *lo
     goto out;
   r.db = db;
   rc = k_wal_replay(db->wal, &cb, e);
-  free(r.alias_id);
-  free(r.alias_s);
+  k_idmap_free(&r.alias);
   if (rc) goto out;
   k_head_gc(db->head, db->min_valid);
   refresh_future(db);

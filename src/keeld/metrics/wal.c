@@ -15,6 +15,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "keel/grow.h"
+
 #define HDR 9 /* u32 len, u32 crc, u8 type */
 #define NO_REC SIZE_MAX
 
@@ -125,14 +127,6 @@ struct k_wal {
   int efd;
 };
 
-static int dir_fsync(const char *dir) {
-  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc;
-  if (fd < 0) return -1;
-  rc = fsync(fd);
-  close(fd);
-  return rc;
-}
-
 static void *sync_main(void *arg) {
   k_wal_t *w = arg;
   uint64_t one = 1;
@@ -158,7 +152,7 @@ static void *sync_main(void *arg) {
       close(ret[i]);
     }
     free(ret);
-    if (dirty && dir_fsync(w->dir)) goto fatal;
+    if (dirty && k_dir_fsync(w->dir)) goto fatal;
     if (fd >= 0 && fdatasync(fd)) goto fatal;
 
     pthread_mutex_lock(&w->mu);
@@ -239,13 +233,9 @@ void k_wal_close(k_wal_t *w) {
 const char *k_wal_dir(const k_wal_t *w) { return w->dir; }
 
 static int segs_push(k_wal_t *w, uint32_t n, uint64_t size, int64_t maxt) {
-  if (w->nsegs == w->capsegs) {
-    size_t cap = w->capsegs ? w->capsegs * 2 : 16;
-    wseg_t *v = realloc(w->segs, cap * sizeof *v);
-    if (!v) return KEEL_ENOMEM;
-    w->segs = v;
-    w->capsegs = cap;
-  }
+  wseg_t *v = keel_grow(w->segs, &w->capsegs, w->nsegs, sizeof *v, 16);
+  if (!v) return KEEL_ENOMEM;
+  w->segs = v;
   w->segs[w->nsegs++] = (wseg_t){n, size, maxt};
   return 0;
 }
@@ -263,13 +253,9 @@ static int u32_cmp(const void *a, const void *b) {
 }
 
 static int names_push(names_t *s, uint32_t v) {
-  if (s->n == s->cap) {
-    size_t cap = s->cap ? s->cap * 2 : 16;
-    uint32_t *p = realloc(s->v, cap * sizeof *p);
-    if (!p) return -1;
-    s->v = p;
-    s->cap = cap;
-  }
+  uint32_t *p = keel_grow(s->v, &s->cap, s->n, sizeof *p, 16);
+  if (!p) return -1;
+  s->v = p;
   s->v[s->n++] = v;
   return 0;
 }
@@ -545,7 +531,7 @@ int k_wal_replay(k_wal_t *w, const k_wal_replay_cb_t *cb, keel_err_t *e) {
     }
     close(fd);
   }
-  if (dir_fsync(w->dir)) {
+  if (k_dir_fsync(w->dir)) {
     rc = keel_err_set(e, KEEL_EIO, "fsync %s: %s", w->dir, strerror(errno));
     goto out;
   }
@@ -611,16 +597,12 @@ static int retire_fd(k_wal_t *w) {
   int rc = 0;
   if (w->fd < 0) return 0;
   pthread_mutex_lock(&w->mu);
-  if (w->nretired == w->capretired) {
-    size_t cap = w->capretired ? w->capretired * 2 : 4;
-    int *v = realloc(w->retired, cap * sizeof *v);
-    if (!v) {
-      rc = KEEL_ENOMEM;
-      goto out;
-    }
-    w->retired = v;
-    w->capretired = cap;
+  int *v = keel_grow(w->retired, &w->capretired, w->nretired, sizeof *v, 4);
+  if (!v) {
+    rc = KEEL_ENOMEM;
+    goto out;
   }
+  w->retired = v;
   w->retired[w->nretired++] = w->fd;
   w->cur_fd = -1;
   w->fd = -1;
@@ -754,17 +736,6 @@ void k_wal_cut_end(k_wal_t *w, uint32_t upto) {
   w->ckpt_bytes = stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
 }
 
-static int write_all(int fd, const uint8_t *p, size_t n) {
-  while (n) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return -1;
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
 int k_wal_checkpoint(const char *waldir, uint32_t n, k_wal_series_next next, void *ud,
                      const keel_log_t *log, keel_err_t *e) {
   char path[4096], tmp[sizeof path + 8];
@@ -796,15 +767,15 @@ int k_wal_checkpoint(const char *waldir, uint32_t n, k_wal_series_next next, voi
     }
     if (r.b.len >= (4u << 20)) {
       rec_close(&r);
-      if (write_all(fd, r.b.p, r.b.len)) goto io;
+      if (k_write_all(fd, r.b.p, r.b.len)) goto io;
       recbuf_reset(&r);
     }
   }
   rec_close(&r);
-  if (write_all(fd, r.b.p, r.b.len) || fdatasync(fd)) goto io;
+  if (k_write_all(fd, r.b.p, r.b.len) || fdatasync(fd)) goto io;
   close(fd);
   fd = -1;
-  if (rename(tmp, path) || dir_fsync(waldir)) goto io;
+  if (rename(tmp, path) || k_dir_fsync(waldir)) goto io;
   /* the checkpoint is in place: what it replaces can go */
   if (wal_list(waldir, &segs, &ckpts) == 0) {
     for (size_t i = 0; i < segs.n && segs.v[i] <= n; i++) {

@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "keel/grow.h"
+#include "keel/metricbatch.h"
 #include "promql/internal.h"
 
 #define ENV "query execution"
@@ -49,13 +51,9 @@ int pq_account(pq_ctx_t *c, size_t n) {
 static void unaccount(pq_ctx_t *c, size_t n) { c->cur_samples -= n < c->cur_samples ? n : c->cur_samples; }
 
 int pq_vec_push(pq_ctx_t *c, pq_vector_t *v, const pq_lset_t *m, int64_t t, double val) {
-  if (v->n == v->cap) {
-    size_t nc = v->cap ? v->cap * 2 : 8;
-    pq_sample_t *ns = realloc(v->s, nc * sizeof *ns);
-    if (!ns) return nomem(c);
-    v->s = ns;
-    v->cap = nc;
-  }
+  pq_sample_t *ns = keel_grow(v->s, &v->cap, v->n, sizeof *ns, 8);
+  if (!ns) return nomem(c);
+  v->s = ns;
   v->s[v->n].m = m;
   v->s[v->n].t = t;
   v->s[v->n].v = val;
@@ -69,13 +67,9 @@ void pq_vec_free(pq_vector_t *v) {
 }
 
 int pq_series_push(pq_series_t *s, int64_t t, double v) {
-  if (s->n == s->cap) {
-    size_t nc = s->cap ? s->cap * 2 : 4;
-    pq_point_t *np = realloc(s->p, nc * sizeof *np);
-    if (!np) return KEEL_ENOMEM;
-    s->p = np;
-    s->cap = nc;
-  }
+  pq_point_t *np = keel_grow(s->p, &s->cap, s->n, sizeof *np, 4);
+  if (!np) return KEEL_ENOMEM;
+  s->p = np;
   s->p[s->n].t = t;
   s->p[s->n].v = v;
   s->n++;
@@ -83,13 +77,9 @@ int pq_series_push(pq_series_t *s, int64_t t, double v) {
 }
 
 static int matrix_add(pq_ctx_t *c, pq_matrix_t *m, const pq_lset_t *l, size_t *idx) {
-  if (m->n == m->cap) {
-    size_t nc = m->cap ? m->cap * 2 : 8;
-    pq_series_t *ns = realloc(m->s, nc * sizeof *ns);
-    if (!ns) return nomem(c);
-    m->s = ns;
-    m->cap = nc;
-  }
+  pq_series_t *ns = keel_grow(m->s, &m->cap, m->n, sizeof *ns, 8);
+  if (!ns) return nomem(c);
+  m->s = ns;
   memset(&m->s[m->n], 0, sizeof m->s[m->n]);
   m->s[m->n].m = l;
   *idx = m->n++;
@@ -452,25 +442,51 @@ static int eval(pq_ctx_t *c, const k_pq_node_t *n, value_t *out);
 /* Number of steps and the i-th step's time. */
 static int64_t step_ts(const pq_ctx_t *c, size_t i) { return c->start + (int64_t)i * c->interval; }
 
-/* Whether any two series share a label set (Matrix/Vector.ContainsSameLabelset). */
-static int dup_labels(pq_ctx_t *c, const pq_lset_t *const *ls, size_t n, size_t stride, int *dup) {
-  pq_map_t seen = {0};
-  int rc = 0;
-  *dup = 0;
-  if (n < 2) goto out;
+/* The error when any two of n label sets (the first at ls, one every
+ * stride bytes) are the same (Matrix/Vector.ContainsSameLabelset); seen is
+ * scratch, cleared here, the caller's to free. */
+static int unique_labels(pq_ctx_t *c, pq_map_t *seen, const pq_lset_t *const *ls, size_t n,
+                         size_t stride) {
+  if (n < 2) return 0;
+  pq_map_clear(seen);
   for (size_t i = 0; i < n; i++) {
     const pq_lset_t *l = *(const pq_lset_t *const *)((const char *)ls + i * stride);
-    if (pq_map_get(&seen, l->id, NULL)) {
-      *dup = 1;
-      goto out;
-    }
-    if (pq_map_put(&seen, l->id, 1)) {
-      rc = nomem(c);
-      goto out;
-    }
+    if (pq_map_get(seen, l->id, NULL))
+      return pq_errf(c, KEEL_EINVAL, "vector cannot contain metrics with the same labelset");
+    if (pq_map_put(seen, l->id, 1)) return nomem(c);
   }
-out:
+  return 0;
+}
+
+/* unique_labels over a matrix's series. */
+static int unique_series(pq_ctx_t *c, const pq_matrix_t *m) {
+  pq_map_t seen = {0};
+  int rc = m->n ? unique_labels(c, &seen, (const pq_lset_t *const *)&m->s[0].m, m->n,
+                                sizeof m->s[0])
+                : 0;
   pq_map_free(&seen);
+  return rc;
+}
+
+/* One more point of a series being built: counted against max_samples. */
+static int point_push(pq_ctx_t *c, pq_series_t *o, int64_t t, double v) {
+  int rc = pq_account(c, 1);
+  if (rc) return rc;
+  return pq_series_push(o, t, v) ? nomem(c) : 0;
+}
+
+/* Moves the built series *o, labelled l, into m; on failure (l NULL: out
+ * of memory) frees its points and gives their samples back. */
+static int matrix_take(pq_ctx_t *c, pq_matrix_t *m, const pq_lset_t *l, pq_series_t *o) {
+  size_t idx;
+  int rc = KEEL_ENOMEM;
+  if (l && !(rc = matrix_add(c, m, l, &idx))) {
+    o->m = l;
+    m->s[idx] = *o;
+    return 0;
+  }
+  unaccount(c, o->n);
+  free(o->p);
   return rc;
 }
 
@@ -504,31 +520,18 @@ static int eval_vsel(pq_ctx_t *c, const k_pq_node_t *vs, int sample_time, value_
   for (size_t i = 0; i < ns; i++) {
     const k_series_t *s = &ser[i];
     pq_series_t o = {0};
-    size_t j = 0, idx;
+    size_t j = 0;
     for (size_t k = 0; k < c->nsteps; k++) {
       int64_t ts = step_ts(c, k), ref = ts - off;
       while (j < s->n && s->t[j] <= ref) j++;
       if (j == 0) continue;
       if (s->t[j - 1] < ref - lb || pq_is_stale(s->v[j - 1])) continue;
-      if ((rc = pq_account(c, 1))) {
+      if ((rc = point_push(c, &o, ts, sample_time ? (double)s->t[j - 1] : s->v[j - 1]))) {
         free(o.p);
         goto out;
       }
-      if (pq_series_push(&o, ts, sample_time ? (double)s->t[j - 1] : s->v[j - 1])) {
-        free(o.p);
-        rc = nomem(c);
-        goto out;
-      }
     }
-    if (!o.n) continue;
-    o.m = lset_from(c, &s->labels);
-    if (!o.m || (rc = matrix_add(c, &out->mat, o.m, &idx))) {
-      unaccount(c, o.n);
-      free(o.p);
-      rc = rc ? rc : KEEL_ENOMEM;
-      goto out;
-    }
-    out->mat.s[idx] = o;
+    if (o.n && (rc = matrix_take(c, &out->mat, lset_from(c, &s->labels), &o))) goto out;
   }
 out:
   return rc;
@@ -563,28 +566,14 @@ static int eval_msel(pq_ctx_t *c, const k_pq_node_t *ms, value_t *out) {
   if (rc) goto out;
   for (size_t i = 0; i < ns; i++) {
     pq_series_t o = {0};
-    size_t idx;
     for (size_t j = 0; j < ser[i].n; j++) {
       if (ser[i].t[j] < mint || ser[i].t[j] > maxt || pq_is_stale(ser[i].v[j])) continue;
-      if ((rc = pq_account(c, 1))) {
+      if ((rc = point_push(c, &o, ser[i].t[j], ser[i].v[j]))) {
         free(o.p);
         goto out;
       }
-      if (pq_series_push(&o, ser[i].t[j], ser[i].v[j])) {
-        free(o.p);
-        rc = nomem(c);
-        goto out;
-      }
     }
-    if (!o.n) continue;
-    o.m = lset_from(c, &ser[i].labels);
-    if (!o.m || (rc = matrix_add(c, &out->mat, o.m, &idx))) {
-      unaccount(c, o.n);
-      free(o.p);
-      rc = rc ? rc : KEEL_ENOMEM;
-      goto out;
-    }
-    out->mat.s[idx] = o;
+    if (o.n && (rc = matrix_take(c, &out->mat, lset_from(c, &ser[i].labels), &o))) goto out;
   }
 out:
   return rc;
@@ -602,7 +591,7 @@ static int step_loop(pq_ctx_t *c, const k_pq_node_t *n, value_t *in, size_t nin,
                      void *ud, value_t *out) {
   pq_vector_t *args = calloc(nin ? nin : 1, sizeof *args), res = {0};
   size_t **cursor = calloc(nin ? nin : 1, sizeof *cursor);
-  pq_map_t where = {0};
+  pq_map_t where = {0}, seen = {0};
   int rc = 0;
   if (!args || !cursor) {
     rc = nomem(c);
@@ -617,7 +606,6 @@ static int step_loop(pq_ctx_t *c, const k_pq_node_t *n, value_t *in, size_t nin,
   }
   for (size_t k = 0; k < c->nsteps; k++) {
     int64_t ts = step_ts(c, k);
-    int dup;
     for (size_t i = 0; i < nin; i++) {
       args[i].n = 0;
       if (in[i].type == K_PQ_T_STRING) continue;
@@ -632,14 +620,9 @@ static int step_loop(pq_ctx_t *c, const k_pq_node_t *n, value_t *in, size_t nin,
     }
     res.n = 0;
     if ((rc = fn(c, n, args, ts, &res, ud))) goto out;
-    dup = 0;
     if (res.n > 1 &&
-        (rc = dup_labels(c, (const pq_lset_t *const *)&res.s[0].m, res.n, sizeof res.s[0], &dup)))
+        (rc = unique_labels(c, &seen, (const pq_lset_t *const *)&res.s[0].m, res.n, sizeof res.s[0])))
       goto out;
-    if (dup) {
-      rc = pq_errf(c, KEEL_EINVAL, "vector cannot contain metrics with the same labelset");
-      goto out;
-    }
     if ((rc = pq_account(c, res.n))) goto out;
     for (size_t r = 0; r < res.n; r++) {
       uint64_t idx;
@@ -667,6 +650,7 @@ out:
   free(cursor);
   pq_vec_free(&res);
   pq_map_free(&where);
+  pq_map_free(&seen);
   return rc;
 }
 
@@ -826,9 +810,10 @@ static int step_set(pq_ctx_t *c, const k_pq_node_t *n, pq_vector_t *a, int64_t t
   int rc = 0;
   (void)ts;
   pq_map_clear(&st->a);
-  switch (n->u.bin.op) {
-  case K_PQ_OP_AND:
-    if (!lhs->n || !rhs->n) return 0;
+  if (n->u.bin.op == K_PQ_OP_AND || n->u.bin.op == K_PQ_OP_UNLESS) {
+    /* the lhs samples whose signature the rhs has (and) or lacks (unless) */
+    int want = n->u.bin.op == K_PQ_OP_AND;
+    if (want && (!lhs->n || !rhs->n)) return 0;
     for (size_t i = 0; i < rhs->n; i++) {
       const pq_lset_t *s = signature(c, st, n, rhs->s[i].m);
       if (!s) return KEEL_ENOMEM;
@@ -837,41 +822,27 @@ static int step_set(pq_ctx_t *c, const k_pq_node_t *n, pq_vector_t *a, int64_t t
     for (size_t i = 0; i < lhs->n; i++) {
       const pq_lset_t *s = signature(c, st, n, lhs->s[i].m);
       if (!s) return KEEL_ENOMEM;
-      if (pq_map_get(&st->a, s->id, NULL) &&
-          (rc = pq_vec_push(c, out, lhs->s[i].m, lhs->s[i].t, lhs->s[i].v)))
-        return rc;
-    }
-    return 0;
-  case K_PQ_OP_OR:
-    for (size_t i = 0; i < lhs->n; i++) {
-      const pq_lset_t *s = signature(c, st, n, lhs->s[i].m);
-      if (!s) return KEEL_ENOMEM;
-      if (pq_map_put(&st->a, s->id, 1)) return nomem(c);
-      if ((rc = pq_vec_push(c, out, lhs->s[i].m, lhs->s[i].t, lhs->s[i].v))) return rc;
-    }
-    for (size_t i = 0; i < rhs->n; i++) {
-      const pq_lset_t *s = signature(c, st, n, rhs->s[i].m);
-      if (!s) return KEEL_ENOMEM;
-      if (!pq_map_get(&st->a, s->id, NULL) &&
-          (rc = pq_vec_push(c, out, rhs->s[i].m, rhs->s[i].t, rhs->s[i].v)))
-        return rc;
-    }
-    return 0;
-  default: /* unless */
-    for (size_t i = 0; i < rhs->n; i++) {
-      const pq_lset_t *s = signature(c, st, n, rhs->s[i].m);
-      if (!s) return KEEL_ENOMEM;
-      if (pq_map_put(&st->a, s->id, 1)) return nomem(c);
-    }
-    for (size_t i = 0; i < lhs->n; i++) {
-      const pq_lset_t *s = signature(c, st, n, lhs->s[i].m);
-      if (!s) return KEEL_ENOMEM;
-      if (!pq_map_get(&st->a, s->id, NULL) &&
+      if (pq_map_get(&st->a, s->id, NULL) == want &&
           (rc = pq_vec_push(c, out, lhs->s[i].m, lhs->s[i].t, lhs->s[i].v)))
         return rc;
     }
     return 0;
   }
+  /* or */
+  for (size_t i = 0; i < lhs->n; i++) {
+    const pq_lset_t *s = signature(c, st, n, lhs->s[i].m);
+    if (!s) return KEEL_ENOMEM;
+    if (pq_map_put(&st->a, s->id, 1)) return nomem(c);
+    if ((rc = pq_vec_push(c, out, lhs->s[i].m, lhs->s[i].t, lhs->s[i].v))) return rc;
+  }
+  for (size_t i = 0; i < rhs->n; i++) {
+    const pq_lset_t *s = signature(c, st, n, rhs->s[i].m);
+    if (!s) return KEEL_ENOMEM;
+    if (!pq_map_get(&st->a, s->id, NULL) &&
+        (rc = pq_vec_push(c, out, rhs->s[i].m, rhs->s[i].t, rhs->s[i].v)))
+      return rc;
+  }
+  return 0;
 }
 
 /* Prometheus' labels.MatchLabels, for the many-to-many error text. */
@@ -1013,13 +984,9 @@ static const pq_lset_t *group_of(pq_ctx_t *c, agg_state_t *st, const k_pq_node_t
 }
 
 static int heap_push(agg_group_t *g, const pq_sample_t *s) {
-  if (g->nheap == g->capheap) {
-    size_t nc = g->capheap ? g->capheap * 2 : 4;
-    pq_sample_t *nh = realloc(g->heap, nc * sizeof *nh);
-    if (!nh) return KEEL_ENOMEM;
-    g->heap = nh;
-    g->capheap = nc;
-  }
+  pq_sample_t *nh = keel_grow(g->heap, &g->capheap, g->nheap, sizeof *nh, 4);
+  if (!nh) return KEEL_ENOMEM;
+  g->heap = nh;
   g->heap[g->nheap++] = *s;
   return 0;
 }
@@ -1125,13 +1092,9 @@ static void go_g(double v, char *buf, size_t cap) {
 }
 
 static int agg_new_group(pq_ctx_t *c, agg_state_t *st, const pq_lset_t *labels, size_t *gi) {
-  if (st->ng == st->capg) {
-    size_t nc = st->capg ? st->capg * 2 : 8;
-    agg_group_t *ng = realloc(st->g, nc * sizeof *ng);
-    if (!ng) return nomem(c);
-    st->g = ng;
-    st->capg = nc;
-  }
+  agg_group_t *ng = keel_grow(st->g, &st->capg, st->ng, sizeof *ng, 8);
+  if (!ng) return nomem(c);
+  st->g = ng;
   memset(&st->g[st->ng], 0, sizeof st->g[st->ng]);
   st->g[st->ng].labels = labels;
   *gi = st->ng++;
@@ -1173,13 +1136,7 @@ static int step_agg(pq_ctx_t *c, const k_pq_node_t *n, pq_vector_t *a, int64_t t
     size_t l;
     value_label = n->u.agg.param->u.string;
     l = strlen(value_label);
-    int ok = l > 0;
-    for (size_t i = 0; i < l && ok; i++) {
-      char ch = value_label[i];
-      ok = ch == '_' || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-           (i && ch >= '0' && ch <= '9');
-    }
-    if (!ok) {
+    if (!keel_mb_label_name_ok(value_label, l)) {
       char qq[300];
       pq_quote(qq, sizeof qq, value_label, l);
       rc = pq_errf(c, KEEL_EINVAL, "invalid label name %s", qq);
@@ -1407,7 +1364,7 @@ static int eval_call_matrix(pq_ctx_t *c, const k_pq_node_t *n, size_t midx, valu
   }
   if ((rc = do_select(c, vs, c->start - off - range, c->end - off, &ser, &ns))) goto out;
   for (size_t si = 0; si < ns; si++) {
-    size_t np = 0, lo = 0, hi = 0, idx;
+    size_t np = 0, lo = 0, hi = 0;
     pq_series_t o = {0};
     free(pts);
     pts = NULL;
@@ -1435,33 +1392,19 @@ static int eval_call_matrix(pq_ctx_t *c, const k_pq_node_t *n, size_t midx, valu
         goto out;
       }
       if (!has) continue;
-      if ((rc = pq_account(c, 1)) || pq_series_push(&o, ts, v)) {
+      if ((rc = point_push(c, &o, ts, v))) {
         free(o.p);
-        rc = rc ? rc : nomem(c);
         goto out;
       }
     }
-    if (!o.n) continue;
-    o.m = f->keep_name ? lset_from(c, &ser[si].labels) : lset_without_name(c, &ser[si].labels);
-    if (!o.m || (rc = matrix_add(c, &out->mat, o.m, &idx))) {
-      unaccount(c, o.n);
-      free(o.p);
-      rc = rc ? rc : KEEL_ENOMEM;
+    if (o.n &&
+        (rc = matrix_take(c, &out->mat,
+                          f->keep_name ? lset_from(c, &ser[si].labels)
+                                       : lset_without_name(c, &ser[si].labels),
+                          &o)))
       goto out;
-    }
-    out->mat.s[idx] = o;
   }
-  {
-    int dup = 0;
-    if (out->mat.n > 1 &&
-        (rc = dup_labels(c, (const pq_lset_t *const *)&out->mat.s[0].m, out->mat.n,
-                         sizeof out->mat.s[0], &dup)))
-      goto out;
-    if (dup) {
-      rc = pq_errf(c, KEEL_EINVAL, "vector cannot contain metrics with the same labelset");
-      goto out;
-    }
-  }
+  if ((rc = unique_series(c, &out->mat))) goto out;
   if (!strcmp(f->name, "absent_over_time")) {
     /* One series {matcher labels} with 1 at the steps no series covers. */
     pq_map_t found = {0};
@@ -1482,10 +1425,9 @@ static int eval_call_matrix(pq_ctx_t *c, const k_pq_node_t *n, size_t midx, valu
       for (size_t k = 0; k < c->nsteps; k++) {
         int64_t ts = step_ts(c, k);
         if (pq_map_get(&found, (uint64_t)ts, NULL)) continue;
-        if ((rc = pq_account(c, 1)) || pq_series_push(&o, ts, 1)) {
+        if ((rc = point_push(c, &o, ts, 1))) {
           free(o.p);
           pq_map_free(&found);
-          rc = rc ? rc : nomem(c);
           goto out;
         }
       }
@@ -1534,7 +1476,7 @@ static int eval_call(pq_ctx_t *c, const k_pq_node_t *n, value_t *out) {
 /* ---- unary minus --------------------------------------------------------- */
 
 static int eval_unary(pq_ctx_t *c, const k_pq_node_t *n, value_t *out) {
-  int rc = eval(c, n->u.unary.expr, out), dup;
+  int rc = eval(c, n->u.unary.expr, out);
   if (rc || !n->u.unary.neg) return rc;
   for (size_t i = 0; i < out->mat.n; i++) {
     pq_series_t *s = &out->mat.s[i];
@@ -1542,14 +1484,7 @@ static int eval_unary(pq_ctx_t *c, const k_pq_node_t *n, value_t *out) {
     if (!s->m) return KEEL_ENOMEM;
     for (size_t j = 0; j < s->n; j++) s->p[j].v = -s->p[j].v;
   }
-  dup = 0;
-  if (out->mat.n > 1 &&
-      (rc = dup_labels(c, (const pq_lset_t *const *)&out->mat.s[0].m, out->mat.n,
-                       sizeof out->mat.s[0], &dup)))
-    return rc;
-  if (dup)
-    return pq_errf(c, KEEL_EINVAL, "vector cannot contain metrics with the same labelset");
-  return 0;
+  return unique_series(c, &out->mat);
 }
 
 static int eval(pq_ctx_t *c, const k_pq_node_t *n, value_t *out) {

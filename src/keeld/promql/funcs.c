@@ -10,6 +10,8 @@
 #include <strings.h>
 #include <time.h>
 
+#include "keel/grow.h"
+#include "keel/metricbatch.h"
 #include "promql/internal.h"
 
 /* ---- range-vector functions ------------------------------------------ */
@@ -659,16 +661,12 @@ static int f_histogram_quantile(pq_ctx_t *c, const k_pq_node_t *call, pq_vector_
       goto out;
     }
     if (!pq_map_get(&groups, sig->id, &gi)) {
-      if (ng == capg) {
-        size_t nc = capg ? capg * 2 : 8;
-        struct hgroup *ngp = realloc(g, nc * sizeof *ngp);
-        if (!ngp) {
-          rc = pq_errf(c, KEEL_ENOMEM, "out of memory");
-          goto out;
-        }
-        g = ngp;
-        capg = nc;
+      struct hgroup *ngp = keel_grow(g, &capg, ng, sizeof *ngp, 8);
+      if (!ngp) {
+        rc = pq_errf(c, KEEL_ENOMEM, "out of memory");
+        goto out;
       }
+      g = ngp;
       memset(&g[ng], 0, sizeof g[ng]);
       g[ng].metric = pq_lset_drop_name(c, sig);
       if (!g[ng].metric) {
@@ -681,16 +679,12 @@ static int f_histogram_quantile(pq_ctx_t *c, const k_pq_node_t *call, pq_vector_
         goto out;
       }
     }
-    if (g[gi].n == g[gi].cap) {
-      size_t nc = g[gi].cap ? g[gi].cap * 2 : 8;
-      bucket_t *nb = realloc(g[gi].b, nc * sizeof *nb);
-      if (!nb) {
-        rc = pq_errf(c, KEEL_ENOMEM, "out of memory");
-        goto out;
-      }
-      g[gi].b = nb;
-      g[gi].cap = nc;
+    bucket_t *nb = keel_grow(g[gi].b, &g[gi].cap, g[gi].n, sizeof *nb, 8);
+    if (!nb) {
+      rc = pq_errf(c, KEEL_ENOMEM, "out of memory");
+      goto out;
     }
+    g[gi].b = nb;
     g[gi].b[g[gi].n].upper = upper;
     g[gi].b[g[gi].n].count = in->s[i].v;
     g[gi].n++;
@@ -706,16 +700,7 @@ out:
 
 /* ---- label_replace / label_join -------------------------------------- */
 
-static int valid_label_name(const char *s) {
-  if (!*s) return 0;
-  for (size_t i = 0; s[i]; i++) {
-    char ch = s[i];
-    if (!(ch == '_' || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-          (i && ch >= '0' && ch <= '9')))
-      return 0;
-  }
-  return 1;
-}
+static int valid_label_name(const char *s) { return keel_mb_label_name_ok(s, strlen(s)); }
 
 static const char *str_arg(const k_pq_node_t *call, size_t i) {
   return pq_unwrap_parens(call->u.call.args[i])->u.string;

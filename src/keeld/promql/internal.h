@@ -18,6 +18,10 @@ k_pq_arena_t *pq_arena_new(void);
 void pq_arena_free(k_pq_arena_t *a);
 void *pq_alloc(k_pq_arena_t *a, size_t n); /* zeroed, 16-aligned; NULL on OOM */
 char *pq_strndup(k_pq_arena_t *a, const char *s, size_t n);
+/* keel_grow (keel/grow.h) in the arena: p itself while n < *cap, else a
+ * copy of p's n elements in room for twice *cap (`first` the first time),
+ * *cap updated; NULL on OOM with p and *cap unchanged. */
+void *pq_arena_grow(k_pq_arena_t *a, void *p, size_t *cap, size_t n, size_t elem, size_t first);
 
 /* ---- errors ---------------------------------------------------------- */
 

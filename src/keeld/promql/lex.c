@@ -59,6 +59,18 @@ void *pq_alloc(k_pq_arena_t *a, size_t n) {
   return p;
 }
 
+void *pq_arena_grow(k_pq_arena_t *a, void *p, size_t *cap, size_t n, size_t elem, size_t first) {
+  size_t nc;
+  void *np;
+  if (n < *cap) return p;
+  nc = *cap ? *cap * 2 : first;
+  if (nc <= *cap || (elem && nc > SIZE_MAX / elem)) return NULL;
+  if (!(np = pq_alloc(a, nc * elem))) return NULL;
+  if (n) memcpy(np, p, n * elem);
+  *cap = nc;
+  return np;
+}
+
 char *pq_strndup(k_pq_arena_t *a, const char *s, size_t n) {
   char *p = pq_alloc(a, n + 1);
   if (p) {
@@ -255,18 +267,13 @@ static void lx_accept_run(lexer_t *l, const char *set) {
 }
 
 static void lx_emit(lexer_t *l, pq_tok_type_t t) {
-  if (l->n == l->cap) {
-    size_t nc = l->cap ? l->cap * 2 : 32;
-    pq_tok_t *nt = pq_alloc(l->a, nc * sizeof *nt);
-    if (!nt) {
-      l->oom = 1;
-      l->done = 1;
-      return;
-    }
-    if (l->n) memcpy(nt, l->toks, l->n * sizeof *nt);
-    l->toks = nt;
-    l->cap = nc;
+  pq_tok_t *nt = pq_arena_grow(l->a, l->toks, &l->cap, l->n, sizeof *nt, 32);
+  if (!nt) {
+    l->oom = 1;
+    l->done = 1;
+    return;
   }
+  l->toks = nt;
   l->toks[l->n].type = t;
   l->toks[l->n].pos = l->start;
   l->toks[l->n].len = l->pos - l->start;
@@ -468,6 +475,19 @@ static void lex_escape(lexer_t *l) {
     lx_errorf(l, "escape sequence is an invalid Unicode code point");
 }
 
+/* Inside a string, past the multi-byte rune starting at at; -1 (and the
+ * error) when it is not valid UTF-8 or is U+FFFD, as Go's lexer sees it. */
+static int lx_rune(lexer_t *l, size_t at) {
+  unsigned cp;
+  size_t k = utf8_len((const unsigned char *)l->s + at, l->len - at, &cp);
+  if (!k || cp == 0xfffd) {
+    lx_errorf(l, "invalid UTF-8 rune");
+    return -1;
+  }
+  l->pos = at + k;
+  return 0;
+}
+
 static void lex_string(lexer_t *l) {
   for (;;) {
     size_t at = l->pos;
@@ -482,13 +502,7 @@ static void lex_string(lexer_t *l) {
       return;
     }
     if (c >= 0x80) {
-      unsigned cp;
-      size_t k = utf8_len((const unsigned char *)l->s + at, l->len - at, &cp);
-      if (!k || cp == 0xfffd) {
-        lx_errorf(l, "invalid UTF-8 rune");
-        return;
-      }
-      l->pos = at + k;
+      if (lx_rune(l, at)) return;
       continue;
     }
     if (c == l->string_open) break;
@@ -505,13 +519,7 @@ static void lex_raw_string(lexer_t *l) {
       return;
     }
     if (c >= 0x80) {
-      unsigned cp;
-      size_t k = utf8_len((const unsigned char *)l->s + at, l->len - at, &cp);
-      if (!k || cp == 0xfffd) {
-        lx_errorf(l, "invalid UTF-8 rune");
-        return;
-      }
-      l->pos = at + k;
+      if (lx_rune(l, at)) return;
       continue;
     }
     if (c == l->string_open) break;

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "keel/metricbatch.h"
 #include "promql/internal.h"
 
 typedef struct parser {
@@ -275,29 +276,14 @@ static int binop_prec(pq_tok_type_t t, k_pq_binop_t *op) {
   }
 }
 
-static int is_label_name(const char *s, size_t n) {
-  if (!n) return 0;
-  for (size_t i = 0; i < n; i++) {
-    char c = s[i];
-    if (!(c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (i && c >= '0' && c <= '9')))
-      return 0;
-  }
-  return 1;
-}
-
 /* Grows a string list in the arena. */
 static int list_push(parser_t *p, const char ***v, size_t *n, size_t *cap, const char *s) {
-  if (*n == *cap) {
-    size_t nc = *cap ? *cap * 2 : 4;
-    const char **nv = pq_alloc(p->a, nc * sizeof *nv);
-    if (!nv) {
-      oom(p);
-      return -1;
-    }
-    if (*n) memcpy(nv, *v, *n * sizeof *nv);
-    *v = nv;
-    *cap = nc;
+  const char **nv = pq_arena_grow(p->a, *v, cap, *n, sizeof *nv, 4);
+  if (!nv) {
+    oom(p);
+    return -1;
   }
+  *v = nv;
   (*v)[(*n)++] = s;
   return 0;
 }
@@ -323,7 +309,7 @@ static int parse_grouping(parser_t *p, const char ***out, size_t *nout) {
     if (!(t->type == T_IDENT || t->type == T_METRIC_IDENT || pq_tok_is_keyword(t->type) ||
           pq_tok_is_aggregator(t->type) || t->type == T_LAND || t->type == T_LOR ||
           t->type == T_LUNLESS || t->type == T_ATAN2) ||
-        !is_label_name(p->s + t->pos, t->len)) {
+        !keel_mb_label_name_ok(p->s + t->pos, t->len)) {
       unexpected(p, "grouping opts", "label");
       return -1;
     }
@@ -452,17 +438,12 @@ static k_pq_node_t *parse_vector_selector(parser_t *p, const pq_tok_t *name) {
           return NULL;
         }
       }
-      if (nm == cap) {
-        size_t nc = cap ? cap * 2 : 4;
-        k_matcher_t *nmv = pq_alloc(p->a, (nc + 1) * sizeof *nmv);
-        if (!nmv) {
-          oom(p);
-          return NULL;
-        }
-        if (nm) memcpy(nmv, m, nm * sizeof *m);
-        m = nmv;
-        cap = nc;
+      k_matcher_t *nmv = pq_arena_grow(p->a, m, &cap, nm, sizeof *nmv, 4);
+      if (!nmv) {
+        oom(p);
+        return NULL;
       }
+      m = nmv;
       m[nm++] = mm;
       if (peek(p)->type == T_COMMA) {
         next(p);
@@ -517,17 +498,12 @@ static int parse_call_body(parser_t *p, k_pq_node_t ***args, size_t *nargs, size
   for (;;) {
     k_pq_node_t *a = parse_expr(p, 0);
     if (!a) return -1;
-    if (*nargs == cap) {
-      size_t nc = cap ? cap * 2 : 4;
-      k_pq_node_t **nv = pq_alloc(p->a, nc * sizeof *nv);
-      if (!nv) {
-        oom(p);
-        return -1;
-      }
-      if (*nargs) memcpy(nv, *args, *nargs * sizeof *nv);
-      *args = nv;
-      cap = nc;
+    k_pq_node_t **nv = pq_arena_grow(p->a, *args, &cap, *nargs, sizeof *nv, 4);
+    if (!nv) {
+      oom(p);
+      return -1;
     }
+    *args = nv;
     (*args)[(*nargs)++] = a;
     if (peek(p)->type == T_COMMA) {
       pq_tok_t *comma = next(p);

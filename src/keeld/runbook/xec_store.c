@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "keel/grow.h"
 #include "keel/json.h"
 #include "keel/time.h"
 #include "runbook/xec_int.h"
@@ -250,13 +251,8 @@ static int target_row(void *ud, const k_val_t *c, int n) {
   k_xexe_t *ex = l->ex;
   k_xtarget_t *t;
   if (n < 11) return 0;
-  if (ex->nt == l->cap) {
-    size_t nc = l->cap ? l->cap * 2 : 16;
-    k_xtarget_t *nt = realloc(ex->t, nc * sizeof *nt);
-    if (!nt) return KEEL_ENOMEM;
-    ex->t = nt;
-    l->cap = nc;
-  }
+  if (!(t = keel_grow(ex->t, &l->cap, ex->nt, sizeof *t, 16))) return KEEL_ENOMEM;
+  ex->t = t;
   t = &ex->t[ex->nt++];
   memset(t, 0, sizeof *t);
   snprintf(t->agent_id, sizeof t->agent_id, "%s", txt(&c[0]));

@@ -19,6 +19,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "keel/grow.h"
+
 #define BLK_SIZE ((size_t)64 << 10)
 #define INTERN_MAX 128 /* longer strings are copied, not shared */
 #define FLOAT_MAX 256  /* longest float literal accepted, bytes */
@@ -155,13 +157,9 @@ void k_expfmt_set_free(k_expfmt_set_t *s) {
 int k_expfmt_set_add(k_expfmt_set_t *s, const k_label_t *labels, size_t n, int64_t t_ms,
                      double v) {
   if (s->sealed) return KEEL_EINVAL;
-  if (s->n == s->cap) {
-    size_t cap = s->cap ? s->cap * 2 : 256;
-    k_expfmt_sample_t *nv = realloc(s->v, cap * sizeof *nv);
-    if (!nv) return KEEL_ENOMEM;
-    s->v = nv;
-    s->cap = cap;
-  }
+  k_expfmt_sample_t *nv = keel_grow(s->v, &s->cap, s->n, sizeof *nv, 256);
+  if (!nv) return KEEL_ENOMEM;
+  s->v = nv;
   if (s->labcap - s->nlab < n) {
     size_t cap = s->labcap ? s->labcap : 1024;
     k_label_t *nl;
@@ -403,13 +401,9 @@ static int fam_add(P *p, const char *name, size_t len, fam_t **out) {
   uint64_t h = hash(p->key, name, len);
   int found;
   size_t j;
-  if (p->nfam == p->famcap) {
-    size_t cap = p->famcap ? p->famcap * 2 : 64;
-    fam_t *nf = realloc(p->fams, cap * sizeof *nf);
-    if (!nf) return KEEL_ENOMEM;
-    p->fams = nf;
-    p->famcap = cap;
-  }
+  fam_t *nf = keel_grow(p->fams, &p->famcap, p->nfam, sizeof *nf, 64);
+  if (!nf) return KEEL_ENOMEM;
+  p->fams = nf;
   if ((p->nfam + 1) * 2 > p->nftab) {
     size_t n = p->nftab ? p->nftab * 2 : 128;
     size_t *t = calloc(n, sizeof *t);
@@ -769,13 +763,9 @@ static int add_sample(P *p, size_t n, int64_t t, double v) {
       return perr(p, KEEL_EINVAL, "duplicate series %s (first on line %zu)",
                   series_text(b1, p->lab, n), p->si[i].line);
   }
-  if (o->n == p->sicap) {
-    size_t cap = p->sicap ? p->sicap * 2 : 256;
-    sinfo_t *ns = realloc(p->si, cap * sizeof *ns);
-    if (!ns) return keel_err_set(p->e, KEEL_ENOMEM, "out of memory");
-    p->si = ns;
-    p->sicap = cap;
-  }
+  sinfo_t *ns = keel_grow(p->si, &p->sicap, o->n, sizeof *ns, 256);
+  if (!ns) return keel_err_set(p->e, KEEL_ENOMEM, "out of memory");
+  p->si = ns;
   p->si[idx] = (sinfo_t){o->nlab, p->line, h};
   if ((rc = k_expfmt_set_add(o, p->lab, n, t, v))) return keel_err_set(p->e, rc, "out of memory");
   return 0;

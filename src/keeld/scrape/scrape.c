@@ -34,6 +34,7 @@
 #include "curlthread.h"
 #include "docwalk.h"
 #include "keel/buf.h"
+#include "keel/grow.h"
 #include "keel/http.h"
 #include "keel/json.h"
 #include "keel/time.h"
@@ -1053,16 +1054,12 @@ static int add_target(cfgv_t *V, const jobcfg_t *j, const char *addr, const json
   for (const char *c = d->job; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211u;
   for (const char *c = d->url; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211u;
   d->offset_ms = (int64_t)(h % (uint64_t)d->interval_ms);
-  if (V->n == V->cap) {
-    size_t cap = V->cap ? V->cap * 2 : 16;
-    tdesc_t **nv = realloc(V->v, cap * sizeof *nv);
-    if (!nv) {
-      rc = oom(V);
-      goto out;
-    }
-    V->v = nv;
-    V->cap = cap;
+  tdesc_t **nv = keel_grow(V->v, &V->cap, V->n, sizeof *nv, 16);
+  if (!nv) {
+    rc = oom(V);
+    goto out;
   }
+  V->v = nv;
   V->v[V->n++] = d;
   d = NULL;
 out:
