@@ -353,9 +353,25 @@ static void test_worker(void **state) {
     if (s % 40 == 0) tm_check(f->db, &f->m);
     k_work_poll(w);
   }
-  while (k_tsdb_maintain_busy(f->db)) {
-    usleep(1000);
-    k_work_poll(w);
+  /* A loaded machine's worker may still be behind the feed (a maintain
+   * call while a job runs starts nothing): catch up, one job at a time,
+   * until a call finds nothing more to do.  What is asserted is that every
+   * closed range got cut, not how fast. */
+  for (int round = 0; round < 64; round++) {
+    uint64_t before;
+    while (k_tsdb_maintain_busy(f->db)) {
+      usleep(1000);
+      k_work_poll(w);
+    }
+    k_tsdb_stats(f->db, &st);
+    before = st.cuts + st.compactions;
+    if (k_tsdb_maintain(f->db, 8 * 60 * 1000, w, &e)) fail_msg("maintain: %s", e.msg);
+    while (k_tsdb_maintain_busy(f->db)) {
+      usleep(1000);
+      k_work_poll(w);
+    }
+    k_tsdb_stats(f->db, &st);
+    if (st.cuts + st.compactions == before) break;
   }
   k_tsdb_stats(f->db, &st);
   print_message("jobs seen running: %d, cuts %llu, compactions %llu\n", jobs,
