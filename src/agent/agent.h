@@ -185,8 +185,14 @@ long ka_exec_next_ms(const ka_exec_t *x);
 /* Reads pipes, reaps, enforces timeouts; spools every finished run.
  * Returns the number of results spooled. */
 int ka_exec_step(ka_exec_t *x);
-/* Appends the running run ids to arr. */
+/* Appends the ids of the runs still running to arr (not those being
+ * cancelled). */
 void ka_exec_running(const ka_exec_t *x, json_t *arr);
+/* keeld withdrew run_id (poll answer "cancel"): SIGTERM to its process
+ * group, SIGKILL 5 s later if anything of it still runs; its result is
+ * then spooled with status "cancelled" (exit_code / signal as it ended).
+ * Returns 1 when it was running, 0 when unknown or already cancelled. */
+int ka_exec_cancel(ka_exec_t *x, const char *run_id);
 /* Test helper: steps until nothing runs or max_ms passes; returns what is
  * still running. */
 size_t ka_exec_wait(ka_exec_t *x, long max_ms);

@@ -52,6 +52,10 @@
 /* An http check's own deadline is this much later than the job's timeout,
  * so the group kill normally ends a hung check: one way to time out. */
 #define HTTP_GRACE_MS 1000
+/* A cancelled run's group gets SIGTERM, then SIGKILL this much later: time
+ * for a service script to stop cleanly, short enough that "cancel" means
+ * stopped within seconds. */
+#define CANCEL_GRACE_MS 5000
 
 struct ka_run {
   struct ka_run *next;
@@ -63,7 +67,9 @@ struct ka_run {
   int64_t started_at;   /* wall ms */
   int64_t deadline;     /* mono ms: the job's timeout */
   int64_t drain_until;  /* mono ms: after a kill, give up on the pipes */
+  int64_t kill_at;      /* mono ms: a cancelled run's SIGKILL, if still running */
   int reaped, wstatus, killed, timed_out;
+  int cancelled;        /* keeld withdrew it: SIGTERM sent, result "cancelled" */
   char *script;         /* owned: DIR/scripts/<id> to remove once the run ends; NULL if none */
 };
 
@@ -1007,13 +1013,22 @@ static void drain(int *fd, keel_buf_t *b, int *trunc) {
 }
 
 static int finish(ka_exec_t *x, ka_run_t *r) {
-  const char *status;
+  const char *status, *why = "";
   int code = -1, sig = -1, rc;
   keel_err_t e;
   char *body;
 
-  if (r->timed_out) {
+  if (r->cancelled) {
+    /* How it ended is told by exit_code / signal; the status says why. */
+    status = "cancelled";
+    why = r->killed ? "cancelled by keeld: SIGTERM to the process group, SIGKILL "
+                      KA_STR(CANCEL_GRACE_MS) " ms later"
+                    : "cancelled by keeld: SIGTERM to the process group";
+    if (WIFEXITED(r->wstatus)) code = WEXITSTATUS(r->wstatus);
+    else if (WIFSIGNALED(r->wstatus)) sig = WTERMSIG(r->wstatus);
+  } else if (r->timed_out) {
     status = "timeout";
+    why = "timed out: process group killed";
   } else if (WIFEXITED(r->wstatus)) {
     status = "exited";
     code = WEXITSTATUS(r->wstatus);
@@ -1022,8 +1037,7 @@ static int finish(ka_exec_t *x, ka_run_t *r) {
     sig = WTERMSIG(r->wstatus);
   }
   body = ka_result_json(r->run_id, status, code, sig, r->out.data, r->out.len, r->out_trunc,
-                        r->err.data, r->err.len, r->err_trunc, r->started_at, keel_now_ms(),
-                        r->timed_out ? "timed out: process group killed" : "");
+                        r->err.data, r->err.len, r->err_trunc, r->started_at, keel_now_ms(), why);
   if (!body) {
     keel_log(x->log, KEEL_LOG_ERROR, "run %s: out of memory building the result", r->run_id);
     return KEEL_ENOMEM;
@@ -1044,6 +1058,34 @@ static int finish(ka_exec_t *x, ka_run_t *r) {
   return 0;
 }
 
+/* SIGKILL to r's whole group: a shell's children go too.  After the leader
+ * exited, this ends whoever still holds its pipes. */
+static void kill_group(ka_run_t *r, int64_t now) {
+  kill(-r->pid, SIGKILL);
+  r->killed = 1;
+  r->drain_until = now + DRAIN_GRACE_MS;
+  if (!r->reaped) {
+    while (waitpid(r->pid, &r->wstatus, 0) < 0 && errno == EINTR) {
+    }
+    r->reaped = 1;
+  }
+}
+
+int ka_exec_cancel(ka_exec_t *x, const char *run_id) {
+  for (ka_run_t *r = x->runs; r; r = r->next) {
+    if (strcmp(r->run_id, run_id)) continue;
+    if (r->cancelled) return 0;
+    r->cancelled = 1;
+    r->kill_at = keel_mono_ms() + CANCEL_GRACE_MS;
+    /* Only while the group can still be ours: once the leader is reaped
+     * and the pipes are closed, its id may belong to someone else. */
+    if (!r->reaped || r->out_fd >= 0 || r->err_fd >= 0) kill(-r->pid, SIGTERM);
+    keel_log(x->log, KEEL_LOG_INFO, "run %s: cancelled by keeld: SIGTERM sent", r->run_id);
+    return 1;
+  }
+  return 0;
+}
+
 int ka_exec_step(ka_exec_t *x) {
   int64_t now = keel_mono_ms();
   ka_run_t **pp = &x->runs, *r;
@@ -1056,18 +1098,10 @@ int ka_exec_step(ka_exec_t *x) {
       pid_t p = waitpid(r->pid, &r->wstatus, WNOHANG);
       if (p == r->pid || (p < 0 && errno == ECHILD)) r->reaped = 1;
     }
-    if (!r->killed && now >= r->deadline && (!r->reaped || r->out_fd >= 0 || r->err_fd >= 0)) {
-      /* The whole group: a shell's children go too.  After the leader
-       * exited, this ends whoever still holds its pipes. */
-      kill(-r->pid, SIGKILL);
-      r->killed = 1;
-      r->timed_out = !r->reaped;
-      r->drain_until = now + DRAIN_GRACE_MS;
-      if (!r->reaped) {
-        while (waitpid(r->pid, &r->wstatus, 0) < 0 && errno == EINTR) {
-        }
-        r->reaped = 1;
-      }
+    if (!r->killed && (now >= r->deadline || (r->cancelled && now >= r->kill_at)) &&
+        (!r->reaped || r->out_fd >= 0 || r->err_fd >= 0)) {
+      r->timed_out = !r->reaped && now >= r->deadline;
+      kill_group(r, now);
     }
     if (r->killed && now >= r->drain_until) {
       /* Someone escaped the group (setsid) and holds the pipes: stop
@@ -1107,7 +1141,9 @@ size_t ka_exec_fds(const ka_exec_t *x, struct pollfd *fds, size_t max) {
 long ka_exec_next_ms(const ka_exec_t *x) {
   int64_t now = keel_mono_ms(), best = -1;
   for (const ka_run_t *r = x->runs; r; r = r->next) {
-    int64_t t = r->killed ? r->drain_until : r->deadline;
+    int64_t t = r->killed                               ? r->drain_until
+                : r->cancelled && r->kill_at < r->deadline ? r->kill_at
+                                                           : r->deadline;
     /* Done but not spooled (disk full?): retry each second, not in a spin. */
     if (r->reaped && r->out_fd < 0 && r->err_fd < 0) t = now + 1000;
     int64_t d = t > now ? t - now : 0;
@@ -1117,7 +1153,10 @@ long ka_exec_next_ms(const ka_exec_t *x) {
 }
 
 void ka_exec_running(const ka_exec_t *x, json_t *arr) {
-  for (const ka_run_t *r = x->runs; r; r = r->next) json_array_append_new(arr, json_string(r->run_id));
+  /* A run being stopped is left out: keeld answers a poll that lists a
+   * withdrawn run at once, so listing it would make the agent spin. */
+  for (const ka_run_t *r = x->runs; r; r = r->next)
+    if (!r->cancelled) json_array_append_new(arr, json_string(r->run_id));
 }
 
 size_t ka_exec_wait(ka_exec_t *x, long max_ms) {

@@ -320,6 +320,11 @@ static void handle_poll(struct agent *a) {
     if (ka_exec_submit(&a->exec, json_string_value(jt), json_string_length(jt), sig) != 0)
       a->spool_dirty = 1;
   }
+  /* Not signed, unlike jobs: whoever could forge it could as well withhold
+   * every job, and a cancel makes nothing run. */
+  json_array_foreach(json_object_get(ans, "cancel"), i, it) {
+    if (json_is_string(it)) ka_exec_cancel(&a->exec, json_string_value(it));
+  }
 out:
   json_decref(ans);
   keel_buf_reset(&x->resp);

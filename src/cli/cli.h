@@ -155,6 +155,7 @@ int cmd_agent_tag(cli_t *c, int argc, char **argv);
 int cmd_agent_retire(cli_t *c, int argc, char **argv);
 int cmd_run(cli_t *c, int argc, char **argv);
 int cmd_command_show(cli_t *c, int argc, char **argv);
+int cmd_command_cancel(cli_t *c, int argc, char **argv);
 int cmd_command_list(cli_t *c, int argc, char **argv);
 int cmd_apply(cli_t *c, int argc, char **argv);
 int cmd_policy_explain(cli_t *c, int argc, char **argv);

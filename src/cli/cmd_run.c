@@ -1,4 +1,4 @@
-/* cmd_run.c — keel run, keel command show/list. */
+/* cmd_run.c — keel run, keel command show/list/cancel. */
 #define _GNU_SOURCE
 #include <stdlib.h>
 #include <string.h>
@@ -197,10 +197,12 @@ int cmd_command_show(cli_t *c, int argc, char **argv) {
     printf("spec        %s\n", spec ? out_safe(spec) : "-");
     free(spec);
     printf("summary     %" JSON_INTEGER_FORMAT " total, %" JSON_INTEGER_FORMAT " succeeded, %" JSON_INTEGER_FORMAT
-           " failed, %" JSON_INTEGER_FORMAT " pending, %" JSON_INTEGER_FORMAT " skipped\n\n",
+           " failed, %" JSON_INTEGER_FORMAT " pending, %" JSON_INTEGER_FORMAT " skipped, %" JSON_INTEGER_FORMAT
+           " cancelled\n\n",
            json_integer_value(json_object_get(sum, "total")), json_integer_value(json_object_get(sum, "succeeded")),
            json_integer_value(json_object_get(sum, "failed")), json_integer_value(json_object_get(sum, "pending")),
-           json_integer_value(json_object_get(sum, "skipped")));
+           json_integer_value(json_object_get(sum, "skipped")),
+           json_integer_value(json_object_get(sum, "cancelled")));
     print_new(c, cmd, seen, &failed);
   }
 out:
@@ -208,6 +210,37 @@ out:
 done:
   json_decref(cmd);
   json_decref(seen);
+  return rc;
+}
+
+/* Withdraws the runs without a result; hosts running one stop it (SIGTERM,
+ * SIGKILL 5 s later) and report what it printed until then. */
+int cmd_command_cancel(cli_t *c, int argc, char **argv) {
+  const char *pos[1];
+  json_t *cmd = NULL;
+  keel_buf_t path;
+  char id[64];
+  int rc;
+
+  keel_buf_init(&path, 1);
+  if ((rc = cli_parse(c, argc, argv, NULL, pos, 1, 1)) != CLI_GO) goto out;
+  if ((rc = api_path(c, &path, "commands", pos[0]))) goto out;
+  if (keel_buf_puts(&path, "/cancel")) {
+    rc = cli_fail("out of memory");
+    goto out;
+  }
+  if ((rc = api_call(c, "POST", path.data, NULL, &cmd))) goto out;
+  snprintf(id, sizeof id, "%s", keel_json_str(cmd, "id") ? keel_json_str(cmd, "id") : pos[0]);
+  if (c->json) out_json(cmd, stdout);
+  else
+    printf("cancelled %s: %" JSON_INTEGER_FORMAT " of %" JSON_INTEGER_FORMAT
+           " run(s) cancelled; hosts running one stop it (SIGTERM, SIGKILL after 5 s)\n",
+           out_safe(id),
+           json_integer_value(json_object_get(json_object_get(cmd, "summary"), "cancelled")),
+           json_integer_value(json_object_get(json_object_get(cmd, "summary"), "total")));
+out:
+  keel_buf_free(&path);
+  json_decref(cmd);
   return rc;
 }
 

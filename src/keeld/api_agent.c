@@ -140,7 +140,9 @@ int k_api_enroll(k_server_t *srv, k_req_t *req) {
 }
 
 /* command.finished once no run of command id is pending (inside the
- * caller's unit): {"id", "status": succeeded | failed, "summary": counts}. */
+ * caller's unit): {"id", "status": succeeded | failed | cancelled,
+ * "summary": counts} — failed when any run failed, cancelled when none
+ * failed and some were cancelled. */
 static int command_finished(k_server_t *srv, const char *id, keel_err_t *e) {
   json_t *sum = NULL;
   int done = 0, rc = k_exec_summary(srv->store, id, &sum, &done, e);
@@ -151,7 +153,9 @@ static int command_finished(k_server_t *srv, const char *id, keel_err_t *e) {
   return k_event_emit_new(
       srv->events, "command.finished", id, NULL, NULL,
       json_pack("{s:s,s:s,s:o}", "id", id, "status",
-                json_integer_value(json_object_get(sum, "failed")) ? "failed" : "succeeded",
+                json_integer_value(json_object_get(sum, "failed"))      ? "failed"
+                : json_integer_value(json_object_get(sum, "cancelled")) ? "cancelled"
+                                                                        : "succeeded",
                 "summary", sum),
       e);
 }
@@ -159,22 +163,33 @@ static int command_finished(k_server_t *srv, const char *id, keel_err_t *e) {
 /* ---- the long-poll -------------------------------------------------------------- */
 
 /* Answers a's held poll (if any) with its pending jobs. */
+/* The poll's answer: {"jobs", "heartbeat_ms", "cancel"? (runs the agent
+ * listed as running that keeld withdrew; only when there are some, so an
+ * agent that predates it sees the answer it knows)}.  Takes jobs and
+ * cancel. */
+static json_t *poll_answer(k_server_t *srv, json_t *jobs, json_t *cancel) {
+  json_t *o = json_pack("{s:o,s:I}", "jobs", jobs, "heartbeat_ms",
+                        (json_int_t)k_fleet_heartbeat_ms(srv->fleet));
+  if (o && json_array_size(cancel)) json_object_set(o, "cancel", cancel);
+  json_decref(cancel);
+  return o;
+}
+
 static void answer_waiter(k_server_t *srv, k_agent_t *a) {
   k_req_t *req = a->waiter;
-  json_t *jobs = NULL;
+  json_t *jobs = NULL, *cancel = NULL;
   keel_err_t e = {0};
 
   a->waiter = NULL;
   a->wake = 0;
   if (!req) return;
   if (k_exec_jobs(srv->store, a->id, json_object_get(req->in, "running"), POLL_MAX_JOBS, &jobs,
-                  &e)) {
+                  &cancel, &e)) {
     keel_log(&srv->log, KEEL_LOG_ERROR, "poll of %s: %s", a->id, e.msg);
     k_req_fail_err(req, KEEL_EIO, &e);
   } else {
     req->status = 200;
-    req->out = json_pack("{s:o,s:I}", "jobs", jobs, "heartbeat_ms",
-                         (json_int_t)k_fleet_heartbeat_ms(srv->fleet));
+    req->out = poll_answer(srv, jobs, cancel);
   }
   if (srv->stopping) req->close = 1; /* the agent reconnects to the next keeld */
   /* The jobs may sit in the open batch: the answer leaves once durable, so
@@ -217,21 +232,23 @@ int k_api_agent_poll_decode(k_server_t *srv, k_req_t *req) {
 
 int k_api_agent_poll(k_server_t *srv, k_req_t *req) {
   k_agent_t *a = req->agent;
-  json_t *jobs = NULL;
+  json_t *jobs = NULL, *cancel = NULL;
   keel_err_t e = {0};
   int rc;
 
   k_fleet_seen(srv->fleet, a, keel_now_ms());
   if (a->waiter) answer_waiter(srv, a); /* a newer poll replaces a stale one */
   if ((rc = k_exec_jobs(srv->store, a->id, json_object_get(req->in, "running"), POLL_MAX_JOBS,
-                        &jobs, &e)))
+                        &jobs, &cancel, &e)))
     return k_req_fail_err(req, KEEL_EIO, &e);
-  if (json_array_size(jobs) || srv->stopping) {
-    req->out = json_pack("{s:o,s:I}", "jobs", jobs, "heartbeat_ms",
-                         (json_int_t)k_fleet_heartbeat_ms(srv->fleet));
+  /* An agent leaves a run it is stopping out of "running", so a cancel
+   * answered at once cannot make it poll in a loop. */
+  if (json_array_size(jobs) || json_array_size(cancel) || srv->stopping) {
+    req->out = poll_answer(srv, jobs, cancel);
     return 0;
   }
   json_decref(jobs);
+  json_decref(cancel);
   /* Hold it: answered by k_agent_wake when jobs arrive, or empty at the
    * heartbeat, which keeps the agent's liveness fresh. */
   a->waiter = req;
@@ -469,6 +486,54 @@ int k_api_command_create(k_server_t *srv, k_req_t *req) {
   snprintf(req->target.path, sizeof req->target.path, "command/%s", keel_json_str(req->out, "id"));
   srv->fleet_wake = 1;
   req->status = 201;
+  return 0;
+}
+
+static const keel_json_field_t no_fields[] = {{NULL, 0, 0, 0}};
+
+/* Stopping a command is judged as starting it, host by host: whoever may
+ * not run commands on a host may not stop one there either. */
+int k_api_command_cancel_decode(k_server_t *srv, k_req_t *req) {
+  json_t *runs = NULL, *r;
+  keel_err_t e = {0};
+  size_t i;
+  int rc;
+  if (req->body.len &&
+      (rc = keel_json_decode(req->body.data, req->body.len, no_fields, &req->in, &e)))
+    return k_req_fail_err(req, rc, &e);
+  /* judged on the collection as a new command is; an unknown id is the
+   * apply step's 404, after that judgement */
+  snprintf(req->target.path, sizeof req->target.path, "commands");
+  rc = k_exec_open_runs(srv->store, req->params[0], &runs, &e);
+  if (rc == KEEL_ENOENT) return 0;
+  if (rc) return k_req_fail_err(req, rc, &e);
+  json_array_foreach(runs, i, r) {
+    k_agent_t *a = k_fleet_find(srv->fleet, keel_json_str(r, "agent_id"));
+    char path[200];
+    if (!a) continue; /* retired: nobody to judge its host by, nobody to stop */
+    k_org_host_path(srv->org, a->id, a->hostname, a->tags, path, sizeof path);
+    if (!k_authz_req(srv, req, "exec:run", path, a->tags, 1)) {
+      json_decref(runs);
+      return -1;
+    }
+  }
+  json_decref(runs);
+  return 0;
+}
+
+int k_api_command_cancel(k_server_t *srv, k_req_t *req) {
+  const char *id = req->params[0];
+  char why[200];
+  size_t n = 0;
+  keel_err_t e = {0};
+  int rc;
+
+  snprintf(why, sizeof why, "cancelled by %s", req->actor);
+  if ((rc = k_exec_cancel(srv->store, srv->fleet, id, why, keel_now_ms(), &n, &e)) ||
+      (rc = command_finished(srv, id, &e)) || (rc = k_exec_get(srv->store, id, &req->out, &e)))
+    return k_req_fail_err(req, rc, &e);
+  keel_buf_printf(&req->detail, "command %s: %zu runs withdrawn", id, n);
+  srv->fleet_wake = 1;
   return 0;
 }
 

@@ -298,7 +298,9 @@ int k_api_execution_cancel(k_server_t *srv, k_req_t *req) {
   keel_err_t e = {0};
   int rc = k_xec_cancel(srv->xec, req->params[0], req->who.user, keel_now_ms(), &req->out,
                         &req->detail, &e);
-  return rc ? k_req_fail_err(req, rc, &e) : 0;
+  if (rc) return k_req_fail_err(req, rc, &e);
+  srv->fleet_wake = 1; /* agents running its steps hear of it now */
+  return 0;
 }
 
 /* ---- schedules ------------------------------------------------------------------------ */

@@ -136,6 +136,8 @@ const k_route_t k_routes[] = {
     {"GET", "/v1/commands", "exec:read", 0, q_page, NULL, k_api_command_list},
     {"GET", "/v1/commands/{id}", "exec:read", 0, NULL, k_api_command_one_decode,
      k_api_command_get},
+    {"POST", "/v1/commands/{id}/cancel", "exec:run", K_ROUTE_MUTATION | K_ROUTE_BODY, NULL,
+     k_api_command_cancel_decode, k_api_command_cancel},
     /* The agents' side (docs/agent-protocol.md). */
     {"POST", "/v1/agent/enroll", "agent:enroll", K_ROUTE_ENROLL | K_ROUTE_MUTATION | K_ROUTE_BODY,
      NULL, k_api_enroll_decode, k_api_enroll},

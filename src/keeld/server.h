@@ -385,6 +385,8 @@ int k_api_command_create(k_server_t *, k_req_t *);
 int k_api_command_list(k_server_t *, k_req_t *);
 int k_api_command_one_decode(k_server_t *, k_req_t *);
 int k_api_command_get(k_server_t *, k_req_t *);
+int k_api_command_cancel_decode(k_server_t *, k_req_t *);
+int k_api_command_cancel(k_server_t *, k_req_t *);
 
 /* api_events.c */
 /* Emits TYPE about host a inside the caller's unit: subject its id, path

@@ -2,7 +2,8 @@
 # commands.sh — keeld plus three real keel-agent processes on 127.0.0.1
 # running commands: keel run on a selector (text and --json), no match,
 # offline hosts skipped, timeouts killing the whole process group, the
-# output cap, hostile argv, kill -9 of an agent mid-command (interrupted,
+# output cap, hostile argv, cancel stopping running processes (SIGTERM, then
+# SIGKILL), kill -9 of an agent mid-command (interrupted,
 # once), a keeld restart under connected agents, a forged job refused by the
 # agent, and the audit of every run (argv, hosts, exit codes, BLAKE2b of the
 # output; env names but never values) with the chain intact.
@@ -183,6 +184,66 @@ wait_for 3 proc_gone "^sleep 30.${U}2" || fail "the background grandchild surviv
 check
 wait_for 3 proc_gone "^sleep 30.${U}3" || fail "the shell's child survived the timeout"
 check
+
+# ---- cancel stops what still runs on the hosts ---------------------------------------------------
+# procs_up PATTERN N — exactly N processes match (for wait_for)
+procs_up() { [ "$(pgrep -fc -- "$1")" = "$2" ]; }
+S6="^sleep 60.${U}5"
+post_cmd "{\"target\":\"env=prod\",\"shell\":\"echo started; sleep 60.${U}5\",\"timeout\":\"2m\"}"
+wait_for 10 procs_up "$S6" 2 || fail "the command did not start on both prod hosts: $(pgrep -af -- "$S6")"
+check
+T0=$(date +%s%3N)
+kc command cancel "$CMD"
+assert_eq "$KRC" 0 "keel command cancel: $KERR"
+assert_contains "$KOUT" "2 of 2 run(s) cancelled" "keel command cancel says how many"
+wait_for 5 proc_gone "$S6" || fail "cancelled command still running: $(pgrep -af -- "$S6")"
+check
+echo "cancel to both processes gone: $(($(date +%s%3N) - T0)) ms"
+# the hosts' outcome arrives after the withdrawal and is kept under "cancelled"
+host_outcomes() {
+  req GET "/v1/commands/$CMD"
+  [ "$(printf '%s' "$BODY" | jq '[.runs[] | select(.ended_at != null)] | length')" = 2 ]
+}
+wait_for 10 host_outcomes || fail "the hosts never reported the cancelled runs: $BODY"
+check
+assert_eq "$(printf '%s' "$BODY" | jq -c '[.runs[].status] | unique')" '["cancelled"]' "runs cancelled"
+assert_eq "$(printf '%s' "$BODY" | jq -c '[.runs[].stdout] | unique')" '["started\n"]' "output up to the cancel kept"
+assert_eq "$(printf '%s' "$BODY" | jq -c '[.runs[].signal] | unique')" '[15]' "ended by SIGTERM"
+assert_contains "$(printf '%s' "$BODY" | jq -r '.runs[0].error')" "cancelled by user:admin; on the host: cancelled: cancelled by keeld: SIGTERM to the process group" "the run says who cancelled and what the host did"
+assert_eq "$(printf '%s' "$BODY" | jq -c '[.summary.cancelled, .done]')" '[2,true]' "summary of the cancelled command"
+req POST "/v1/commands/$CMD/cancel" ''
+assert_error 409 conflict "cancelling a finished command"
+assert_contains "$BODY" "nothing to cancel" "the 409 says why"
+req POST "/v1/commands/cmd_nosuchcommand00/cancel" ''
+assert_status 404 "cancelling an unknown command"
+req POST "/v1/commands/$CMD/cancel" '{"force":true}'
+assert_status 400 "cancel takes no fields"
+req GET "/v1/events?type=command.finished&subject=$CMD"
+assert_eq "$(printf '%s' "$BODY" | jq -r '.items[0].data.status')" cancelled "command.finished says cancelled"
+req GET '/v1/audit?action=exec:run&limit=1000'
+assert_contains "$BODY" "command $CMD: 2 runs withdrawn" "the cancel is audited"
+req GET '/v1/audit?action=agent:report&limit=1000'
+assert_contains "$BODY" "withdrawn earlier; the host's outcome kept: status=cancelled" "the late outcome is audited"
+# a command that ignores SIGTERM is killed 5 s later
+S7="^sleep 60.${U}6"
+post_cmd "{\"target\":\"id=$A\",\"shell\":\"trap '' TERM; sleep 60.${U}6\",\"timeout\":\"2m\"}"
+wait_for 10 procs_up "$S7" 1 || fail "the TERM-proof command did not start"
+check
+T0=$(date +%s%3N)
+kc command cancel "$CMD"
+assert_eq "$KRC" 0 "keel command cancel (TERM ignored): $KERR"
+sleep 3
+assert_eq "$(pgrep -fc -- "$S7")" 1 "SIGTERM ignored: still running 3 s after the cancel"
+wait_for 8 proc_gone "$S7" || fail "TERM-proof command survived the cancel: $(pgrep -af -- "$S7")"
+check
+echo "cancel to SIGKILL'd process gone: $(($(date +%s%3N) - T0)) ms"
+killed_outcome() {
+  req GET "/v1/commands/$CMD"
+  [ "$(printf '%s' "$BODY" | jq -r '.runs[0].signal')" = 9 ]
+}
+wait_for 10 killed_outcome || fail "no SIGKILL outcome: $BODY"
+check
+assert_contains "$(printf '%s' "$BODY" | jq -r '.runs[0].error')" "SIGKILL 5000 ms later" "the run says it was killed"
 
 # ---- the output cap --------------------------------------------------------------------------
 post_cmd "{\"target\":\"id=$A\",\"shell\":\"yes abcdefgh | tr -d '\\\\n' | head -c 3000000\",\"timeout\":\"20s\"}"

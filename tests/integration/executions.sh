@@ -5,7 +5,8 @@
 # recorded timestamps); max_errors 1 with three failing hosts stops after
 # the second failure; batches [1, "50%", "100%"] run in order with manual
 # pauses; an approval gate blocks until approved, the requester cannot
-# approve, a rejection cancels; kill -9 of keeld mid-step resumes without
+# approve, a rejection cancels; a cancel stops the steps running on the
+# hosts; kill -9 of keeld mid-step resumes without
 # running a finished step twice and reports the step in flight as
 # interrupted; a schedule's missed run happens once at start, an overlapping
 # one is skipped and recorded; every decision is in the audit trail.
@@ -182,15 +183,22 @@ wait_final "$X"
 assert_eq "$(jget state)" failed "a step failing twice fails its target"
 assert_eq "$(printf '%s' "$BODY" | jq -c '[.targets[0].steps[] | .name + ":" + .status]')" '["prep:succeeded","check:succeeded","flaky:failed","prep:succeeded","check:succeeded","flaky:failed"]' "rollback-to ran prep again, once"
 assert_eq "$(printf '%s' "$BODY" | jq '.targets[0].rolled_back')" true "the target says it rolled back"
-apply_rb slow 'targets: "fleet=x"
+# a number unique to this run, so process checks see only our steps
+SLOW="^sleep 30.$$$RANDOM"
+apply_rb slow "targets: \"fleet=x\"
 steps:
   - name: wait
-    command: {argv: [sleep, "30"]}'
+    command: {argv: [sleep, \"${SLOW#^sleep }\"]}"
 start slow
 wait_for 20 x_is "$X" running || fail "slow did not start"
-sleep 0.5
+slow_up() { [ "$(pgrep -fc -- "$SLOW")" = 6 ]; }
+wait_for 10 slow_up || fail "the step did not start on all six hosts: $(pgrep -af -- "$SLOW")"
+T0=$(date +%s%3N)
 kc execution cancel "$X"
 assert_eq "$KRC" 0 "cancel: $KERR"
+wait_for 5 sh -c "! pgrep -f -- '$SLOW' >/dev/null" || fail "cancelled steps still run on the hosts: $(pgrep -af -- "$SLOW")"
+check
+echo "execution cancel to six processes gone: $(($(date +%s%3N) - T0)) ms"
 wait_final "$X"
 assert_eq "$(jget state)" cancelled "cancelled"
 assert_contains "$(jget reason)" "cancelled by admin" "the reason says who"

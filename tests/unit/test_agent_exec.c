@@ -279,6 +279,85 @@ static void test_timeout_kills_group(void **state) {
   json_decref(r);
 }
 
+/* Steps the runs until the job wrote file (its marker that it is set up:
+ * a signal before that would test the shell's start, not the cancel). */
+static void wait_marker(struct fx *f, const char *file) {
+  for (int i = 0; i < 200 && access(file, F_OK); i++) ka_exec_wait(&f->x, 50);
+  assert_int_equal(access(file, F_OK), 0);
+}
+
+/* keeld withdrew a running run: SIGTERM to the group ends it (grandchild
+ * included) and the result says "cancelled" with how it ended. */
+static void test_cancel_term(void **state) {
+  struct fx *f = *state;
+  char job[PATH_MAX + 128], mark[PATH_MAX];
+  const char *id;
+  json_t *arr = json_array(), *r;
+  char *out;
+  size_t n;
+  pid_t gc;
+  int dead = 0;
+
+  snprintf(mark, sizeof mark, "%s/up", f->dir);
+  snprintf(job, sizeof job,
+           "{\"shell\":\"sleep 30 & echo $!; touch %s; wait\",\"timeout_ms\":60000}", mark);
+  id = submit(f, job);
+  wait_marker(f, mark);
+  ka_exec_running(&f->x, arr);
+  assert_int_equal(json_array_size(arr), 1);
+  assert_int_equal(ka_exec_cancel(&f->x, "run_unknown"), 0);
+  assert_int_equal(ka_exec_cancel(&f->x, id), 1);
+  assert_int_equal(ka_exec_cancel(&f->x, id), 0); /* once */
+  json_array_clear(arr);
+  ka_exec_running(&f->x, arr); /* left out while it stops: no poll loop */
+  assert_int_equal(json_array_size(arr), 0);
+  json_decref(arr);
+  assert_int_equal(ka_exec_wait(&f->x, 3000), 0);
+  r = result(f, id);
+  assert_non_null(r);
+  assert_status(r, "cancelled");
+  assert_int_equal(json_integer_value(json_object_get(r, "signal")), SIGTERM);
+  assert_non_null(strstr(keel_json_str(r, "error"), "SIGTERM"));
+  assert_null(strstr(keel_json_str(r, "error"), "SIGKILL"));
+  out = b64field(r, "stdout_b64", &n);
+  gc = (pid_t)atoi(out);
+  free(out);
+  assert_true(gc > 1);
+  for (int i = 0; i < 100 && !dead; i++) {
+    dead = gone(gc);
+    if (!dead) usleep(10000);
+  }
+  assert_true(dead);
+  json_decref(r);
+}
+
+/* A group that ignores SIGTERM gets SIGKILL after the grace. */
+static void test_cancel_kill(void **state) {
+  struct fx *f = *state;
+  char job[PATH_MAX + 128], mark[PATH_MAX];
+  const char *id;
+  int64_t t0;
+  json_t *r;
+
+  snprintf(mark, sizeof mark, "%s/up", f->dir);
+  snprintf(job, sizeof job,
+           "{\"shell\":\"trap '' TERM; echo up; touch %s; sleep 30\",\"timeout_ms\":60000}",
+           mark);
+  id = submit(f, job);
+  wait_marker(f, mark);
+  t0 = keel_mono_ms();
+  assert_int_equal(ka_exec_cancel(&f->x, id), 1);
+  assert_int_equal(ka_exec_wait(&f->x, 10000), 0);
+  assert_true(keel_mono_ms() - t0 >= 4900);
+  r = result(f, id);
+  assert_non_null(r);
+  assert_status(r, "cancelled");
+  assert_int_equal(json_integer_value(json_object_get(r, "signal")), SIGKILL);
+  assert_non_null(strstr(keel_json_str(r, "error"), "SIGKILL"));
+  assert_stdout(r, "up\n");
+  json_decref(r);
+}
+
 static void test_background_holds_pipe(void **state) {
   struct fx *f = *state;
   int64_t t0 = keel_mono_ms();
@@ -886,6 +965,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_one_kind, setup, teardown),
       cmocka_unit_test_setup_teardown(test_nul_in_job_reported, setup, teardown),
       cmocka_unit_test_setup_teardown(test_result_spool_order, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_cancel_term, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_cancel_kill, setup, teardown),
       cmocka_unit_test_setup_teardown(test_identity_roundtrip, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -264,7 +264,7 @@ static void test_command_jobs_results(void **state) {
   char hdr[128], spk[65];
   sim_t a, b, c;
   keel_err_t e = {0};
-  json_t *spec = NULL, *out = NULL, *jobs = NULL, *job, *cmd = NULL;
+  json_t *spec = NULL, *out = NULL, *jobs = NULL, *job, *cmd = NULL, *cancel = NULL;
   keel_selector_t *sel = NULL;
   keel_buf_t detail;
   const char *body = "{\"target\":\"own=yes,hostname!=web-3\",\"argv\":[\"echo\",\"$(id)\"],"
@@ -291,8 +291,10 @@ static void test_command_jobs_results(void **state) {
   assert_int_equal(k_fleet_find(x->f, a.id)->wake, 1);
 
   /* a's job is signed by the server and names a */
-  assert_int_equal(k_exec_jobs(x->s, a.id, NULL, 64, &jobs, &e), 0);
+  assert_int_equal(k_exec_jobs(x->s, a.id, NULL, 64, &jobs, &cancel, &e), 0);
   assert_int_equal(json_array_size(jobs), 1);
+  assert_int_equal(json_array_size(cancel), 0);
+  json_decref(cancel);
   job = json_array_get(jobs, 0);
   {
     const char *text = keel_json_str(job, "job");
@@ -340,10 +342,115 @@ static void test_command_jobs_results(void **state) {
   }
   json_decref(jobs);
   /* no more jobs for a */
-  assert_int_equal(k_exec_jobs(x->s, a.id, NULL, 64, &jobs, &e), 0);
+  assert_int_equal(k_exec_jobs(x->s, a.id, NULL, 64, &jobs, &cancel, &e), 0);
   assert_int_equal(json_array_size(jobs), 0);
   json_decref(jobs);
+  json_decref(cancel);
   json_decref(cmd);
+  json_decref(out);
+  json_decref(spec);
+  keel_selector_free(sel);
+  keel_buf_free(&detail);
+}
+
+/* A command cancelled while its agent runs it: the next poll that lists
+ * the run answers "cancel"; the agent's later result keeps the host's
+ * output under the status "cancelled", once. */
+static void test_command_cancel(void **state) {
+  fx_t *x = *state;
+  char hdr[128], run[32], rbody[512];
+  sim_t a, b;
+  keel_err_t e = {0};
+  json_t *spec = NULL, *out = NULL, *jobs = NULL, *cancel = NULL, *cmd = NULL, *res = NULL;
+  json_t *running, *r;
+  keel_selector_t *sel = NULL;
+  keel_buf_t detail;
+  const char *body = "{\"target\":\"\",\"shell\":\"sleep 300\"}", *id;
+  size_t n = 0, i;
+  int dup = -1;
+
+  keel_buf_init(&detail, 1 << 20);
+  new_token(x, NULL, 2, NOW + 3600000, hdr, sizeof hdr);
+  assert_int_equal(enroll(x, hdr, "web-1", &a, &e), 0);
+  assert_int_equal(enroll(x, hdr, "web-2", &b, &e), 0);
+  assert_int_equal(k_exec_decode(body, strlen(body), &spec, &sel, &e), 0);
+  begin(x);
+  assert_int_equal(k_exec_create(x->s, x->f, &x->key, spec, sel, "user:test", NOW, &out, &detail, &e), 0);
+  end(x);
+  id = keel_json_str(out, "id");
+  assert_int_equal(k_exec_jobs(x->s, a.id, NULL, 64, &jobs, &cancel, &e), 0);
+  assert_int_equal(json_array_size(jobs), 1);
+  {
+    json_t *j = json_loads(keel_json_str(json_array_get(jobs, 0), "job"), 0, NULL);
+    snprintf(run, sizeof run, "%s", keel_json_str(j, "run_id"));
+    json_decref(j);
+  }
+  json_decref(jobs);
+  json_decref(cancel);
+  running = json_pack("[s,s]", run, "run_AAAAAAAAAAAAAAAA");
+
+  /* before the cancel: running, nothing to stop, nothing to deliver again */
+  assert_int_equal(k_exec_jobs(x->s, a.id, running, 64, &jobs, &cancel, &e), 0);
+  assert_int_equal(json_array_size(jobs), 0);
+  assert_int_equal(json_array_size(cancel), 0);
+  json_decref(jobs);
+  json_decref(cancel);
+
+  k_fleet_find(x->f, a.id)->wake = 0;
+  begin(x);
+  assert_int_equal(k_exec_cancel(x->s, x->f, id, "cancelled by user:test", NOW + 10, &n, &e), 0);
+  end(x);
+  assert_int_equal(n, 2);
+  assert_int_equal(k_fleet_find(x->f, a.id)->wake, 1);
+  /* twice: nothing left */
+  begin(x);
+  assert_int_equal(k_exec_cancel(x->s, x->f, id, "again", NOW + 11, &n, &e), KEEL_ECONFLICT);
+  assert_non_null(strstr(e.msg, "nothing to cancel"));
+  end(x);
+  assert_int_equal(k_exec_cancel(x->s, x->f, "cmd_nope", "x", NOW, &n, &e), KEEL_ENOENT);
+
+  /* a's poll lists the run: told to stop it (and only it); b's is not */
+  assert_int_equal(k_exec_jobs(x->s, a.id, running, 64, &jobs, &cancel, &e), 0);
+  assert_int_equal(json_array_size(jobs), 0);
+  assert_int_equal(json_array_size(cancel), 1);
+  assert_string_equal(json_string_value(json_array_get(cancel, 0)), run);
+  json_decref(jobs);
+  json_decref(cancel);
+  assert_int_equal(k_exec_jobs(x->s, b.id, running, 64, &jobs, &cancel, &e), 0);
+  assert_int_equal(json_array_size(cancel), 0);
+  json_decref(jobs);
+  json_decref(cancel);
+
+  /* the host's outcome, kept once; the status stays cancelled */
+  snprintf(rbody, sizeof rbody,
+           "{\"run_id\":\"%s\",\"status\":\"cancelled\",\"signal\":15,"
+           "\"stdout_b64\":\"aGFsZgo=\",\"stderr_b64\":\"\",\"started_at\":%lld,"
+           "\"ended_at\":%lld,\"error\":\"stopped: SIGTERM to the process group\"}",
+           run, NOW, NOW + 20);
+  assert_int_equal(k_exec_decode_result(rbody, strlen(rbody), &res, &e), 0);
+  begin(x);
+  assert_int_equal(k_exec_store_result(x->s, a.id, res, NOW + 20, &dup, &detail, &e), 0);
+  assert_int_equal(dup, 1);
+  assert_non_null(strstr(detail.data, "outcome kept"));
+  assert_int_equal(k_exec_store_result(x->s, a.id, res, NOW + 21, &dup, &detail, &e), 0);
+  assert_int_equal(dup, 1);
+  assert_non_null(strstr(detail.data, "already stored"));
+  end(x);
+  assert_int_equal(k_exec_get(x->s, id, &cmd, &e), 0);
+  assert_true(json_is_true(json_object_get(cmd, "done")));
+  assert_int_equal(json_integer_value(json_object_get(json_object_get(cmd, "summary"), "cancelled")), 2);
+  json_array_foreach(json_object_get(cmd, "runs"), i, r) {
+    assert_string_equal(keel_json_str(r, "status"), "cancelled");
+    if (strcmp(keel_json_str(r, "agent_id"), a.id)) continue;
+    assert_string_equal(keel_json_str(r, "stdout"), "half\n");
+    assert_int_equal(json_integer_value(json_object_get(r, "signal")), 15);
+    assert_string_equal(keel_json_str(r, "error"),
+                        "cancelled by user:test; on the host: cancelled: stopped: SIGTERM to the"
+                        " process group");
+  }
+  json_decref(cmd);
+  json_decref(res);
+  json_decref(running);
   json_decref(out);
   json_decref(spec);
   keel_selector_free(sel);
@@ -357,6 +464,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_tags_and_liveness, setup, teardown),
       cmocka_unit_test(test_command_decode_errors),
       cmocka_unit_test_setup_teardown(test_command_jobs_results, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_command_cancel, setup, teardown),
   };
   return cmocka_run_group_tests(tests, group_setup, NULL);
 }

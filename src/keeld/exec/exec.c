@@ -204,15 +204,29 @@ int k_exec_run_add(k_store_t *s, const k_serverkey_t *key, const char *owner_id,
   return 0;
 }
 
-int k_exec_run_withdraw(k_store_t *s, const char *run_id, const char *why, int64_t now_ms,
-                        int *withdrawn, keel_err_t *e) {
+static int agent_row(void *ud, const k_val_t *c, int n) {
+  if (n >= 1) snprintf(ud, 32, "%s", txt(&c[0]));
+  return 0;
+}
+
+int k_exec_run_withdraw(k_store_t *s, k_fleet_t *f, const char *run_id, const char *why,
+                        int64_t now_ms, int *withdrawn, keel_err_t *e) {
   k_val_t args[] = {K_TEXT(why), K_INT(now_ms), K_TEXT(run_id)};
-  int rc = k_store_exec(s,
-                        "UPDATE command_runs SET status = 'cancelled', error = ?, result_ms = ?"
-                        " WHERE id = ? AND status = 'pending'",
-                        args, 3, NULL, NULL, e);
-  if (withdrawn) *withdrawn = !rc && k_store_changes(s) > 0;
-  return rc;
+  char agent_id[32] = "";
+  k_agent_t *a;
+  int rc = k_store_exec(s, "SELECT agent_id FROM command_runs WHERE id = ? AND status = 'pending'",
+                        &args[2], 1, agent_row, agent_id, e);
+  if (withdrawn) *withdrawn = 0;
+  if (rc || !agent_id[0]) return rc;
+  if ((rc = k_store_exec(s,
+                         "UPDATE command_runs SET status = 'cancelled', error = ?, result_ms = ?"
+                         " WHERE id = ? AND status = 'pending'",
+                         args, 3, NULL, NULL, e)))
+    return rc;
+  if (withdrawn) *withdrawn = k_store_changes(s) > 0;
+  /* Its agent may be running it: the held poll answers with a cancel. */
+  if (f && (a = k_fleet_find(f, agent_id))) a->wake = 1;
+  return 0;
 }
 
 int k_exec_create(k_store_t *s, k_fleet_t *f, const k_serverkey_t *key, const json_t *spec,
@@ -331,22 +345,55 @@ static int job_row(void *ud, const k_val_t *c, int n) {
              : 0;
 }
 
+static int one_row(void *ud, const k_val_t *c, int n) {
+  (void)c;
+  if (n >= 1) *(int *)ud = 1;
+  return 0;
+}
+
+/* The runs of running (an agent's own list) that keeld withdrew. */
+static int withdrawn_of(k_store_t *s, const char *agent_id, const json_t *running, json_t *cancel,
+                        keel_err_t *e) {
+  size_t i;
+  json_t *v;
+  json_array_foreach(running, i, v) {
+    int hit = 0, rc;
+    k_val_t args[] = {K_TEXT(json_string_value(v)), K_TEXT(agent_id)};
+    if (!json_is_string(v)) continue;
+    if ((rc = k_store_exec(s,
+                           "SELECT 1 FROM command_runs WHERE id = ? AND agent_id = ?"
+                           " AND status = 'cancelled'",
+                           args, 2, one_row, &hit, e)))
+      return rc;
+    if (hit && json_array_append(cancel, v)) return keel_err_set(e, KEEL_ENOMEM, "out of memory");
+  }
+  return 0;
+}
+
 int k_exec_jobs(k_store_t *s, const char *agent_id, const json_t *running, int max,
-                json_t **jobs, keel_err_t *e) {
+                json_t **jobs, json_t **cancel, keel_err_t *e) {
   jobs_ctx_t j = {json_array(), json_is_array(running) ? running : NULL, max};
+  json_t *c = json_array();
   k_val_t args[] = {K_TEXT(agent_id)};
   int rc;
-  *jobs = NULL;
-  if (!j.jobs) return keel_err_set(e, KEEL_ENOMEM, "out of memory");
+  *jobs = *cancel = NULL;
+  if (!j.jobs || !c) {
+    rc = keel_err_set(e, KEEL_ENOMEM, "out of memory");
+    goto out;
+  }
   rc = k_store_exec(s,
                     "SELECT id, job, sig FROM command_runs WHERE agent_id = ? AND status = 'pending'",
                     args, 1, job_row, &j, e);
-  if (rc < 0) {
-    json_decref(j.jobs);
-    return rc;
-  }
+  if (rc < 0) goto out;
+  if (j.running && (rc = withdrawn_of(s, agent_id, j.running, c, e))) goto out;
   *jobs = j.jobs;
-  return 0;
+  *cancel = c;
+  j.jobs = c = NULL;
+  rc = 0;
+out:
+  json_decref(j.jobs);
+  json_decref(c);
+  return rc;
 }
 
 /* ---- results ------------------------------------------------------------------- */
@@ -366,8 +413,8 @@ static const keel_json_field_t result_fields[] = {
     {NULL, 0, 0, 0},
 };
 
-static const char *const result_statuses[] = {"exited",      "signaled", "timeout",
-                                              "interrupted", "failed",   "refused", NULL};
+static const char *const result_statuses[] = {"exited", "signaled", "timeout",  "interrupted",
+                                              "failed", "refused",  "cancelled", NULL};
 
 /* Decodes base64 into a new buffer (*out, *n); KEEL_EINVAL when malformed. */
 static int unb64(const char *s, uint8_t **out, size_t *n) {
@@ -403,7 +450,8 @@ int k_exec_decode_result(const char *body, size_t len, json_t **out, keel_err_t 
   for (const char *const *p = result_statuses; *p; p++) known |= !strcmp(*p, st);
   if (!known) {
     rc = keel_err_set(e, KEEL_EINVAL,
-                      "field 'status': expected exited, signaled, timeout, interrupted, failed or refused");
+                      "field 'status': expected exited, signaled, timeout, interrupted, failed,"
+                      " refused or cancelled");
     goto fail;
   }
   if (strncmp(rid, "run_", 4) || strlen(rid) != 20) {
@@ -500,7 +548,45 @@ int k_exec_store_result(k_store_t *s, const char *agent_id, const json_t *res, i
   }
   *dup = k_store_changes(s) == 0;
   keel_buf_reset(detail);
-  if (*dup) return keel_buf_printf(detail, "run %s: result already stored; ignored", rid) ? KEEL_ENOMEM : 0;
+  if (*dup) {
+    /* Withdrawn before its result came: its outcome stays "cancelled", but
+     * what the host did (the output up to the kill, how it ended) is kept
+     * — once, the first result the agent sends. */
+    const char *aerr = keel_json_str(res, "error") ? keel_json_str(res, "error") : "";
+    k_val_t args[] = {xc ? K_INT(json_integer_value(xc)) : K_NULLV,
+                      sg ? K_INT(json_integer_value(sg)) : K_NULLV,
+                      K_TEXT(out_b64 ? out_b64 : ""),
+                      K_TEXT(err_b64 ? err_b64 : ""),
+                      K_INT(json_is_true(json_object_get(res, "stdout_truncated"))),
+                      K_INT(json_is_true(json_object_get(res, "stderr_truncated"))),
+                      K_TEXT(dig[0]),
+                      K_TEXT(dig[1]),
+                      t0 ? K_INT(json_integer_value(t0)) : K_NULLV,
+                      K_INT(t1 ? json_integer_value(t1) : now_ms),
+                      K_TEXT(aerr),
+                      K_TEXT(st),
+                      K_TEXT(aerr),
+                      K_TEXT(rid),
+                      K_TEXT(agent_id)};
+    if ((rc = k_store_exec(s,
+                           "UPDATE command_runs SET exit_code = ?, signal = ?, stdout_b64 = ?,"
+                           " stderr_b64 = ?, stdout_truncated = ?, stderr_truncated = ?,"
+                           " stdout_digest = ?, stderr_digest = ?, started_ms = ?, ended_ms = ?,"
+                           " error = CASE WHEN ? = '' THEN error"
+                           " ELSE error || '; on the host: ' || ? || ': ' || ? END"
+                           " WHERE id = ? AND agent_id = ? AND status = 'cancelled'"
+                           " AND ended_ms IS NULL",
+                           args, 15, NULL, NULL, e)))
+      return rc;
+    if (k_store_changes(s) == 0)
+      rc = keel_buf_printf(detail, "run %s: result already stored; ignored", rid);
+    else
+      rc = keel_buf_printf(detail,
+                           "run %s: withdrawn earlier; the host's outcome kept: status=%s"
+                           " stdout_blake2b=%s stderr_blake2b=%s",
+                           rid, st, dig[0], dig[1]);
+    return rc ? KEEL_ENOMEM : 0;
+  }
   rc = keel_buf_printf(detail, "run %s: status=%s exit_code=%s%" JSON_INTEGER_FORMAT " signal=%s%" JSON_INTEGER_FORMAT
                        " stdout_blake2b=%s stderr_blake2b=%s",
                        rid, st, xc ? "" : "null/", xc ? json_integer_value(xc) : 0,
@@ -632,21 +718,23 @@ static int command_row(void *ud, const k_val_t *c, int n) {
 
 /* A command's summary counts runs by what became of them. */
 typedef struct counts {
-  size_t total, pending, ok, failed, skipped;
+  size_t total, pending, ok, failed, skipped, cancelled;
 } counts_t;
 
 static void count_run(counts_t *n, const char *st, int exit_zero) {
   n->total++;
   if (!strcmp(st, "pending")) n->pending++;
   else if (!strcmp(st, "skipped")) n->skipped++;
+  else if (!strcmp(st, "cancelled")) n->cancelled++;
   else if (!strcmp(st, "exited") && exit_zero) n->ok++;
   else n->failed++;
 }
 
 static json_t *counts_json(const counts_t *n) {
-  return json_pack("{s:I,s:I,s:I,s:I,s:I}", "total", (json_int_t)n->total, "pending",
+  return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "total", (json_int_t)n->total, "pending",
                    (json_int_t)n->pending, "succeeded", (json_int_t)n->ok, "failed",
-                   (json_int_t)n->failed, "skipped", (json_int_t)n->skipped);
+                   (json_int_t)n->failed, "skipped", (json_int_t)n->skipped, "cancelled",
+                   (json_int_t)n->cancelled);
 }
 
 static int count_row(void *ud, const k_val_t *c, int n) {
@@ -700,6 +788,59 @@ int k_exec_get(k_store_t *s, const char *id, json_t **out, keel_err_t *e) {
   json_object_set_new(cmd, "done", json_boolean(cnt.pending == 0));
   *out = cmd;
   return 0;
+}
+
+/* ---- cancelling a command ---------------------------------------------------------- */
+
+static int open_row(void *ud, const k_val_t *c, int n) {
+  if (n < 2) return 0;
+  return json_array_append_new(ud, json_pack("{s:s,s:s}", "run_id", txt(&c[0]), "agent_id",
+                                             txt(&c[1])))
+             ? KEEL_ENOMEM
+             : 0;
+}
+
+int k_exec_open_runs(k_store_t *s, const char *id, json_t **runs, keel_err_t *e) {
+  k_val_t args[] = {K_TEXT(id)};
+  int found = 0, rc;
+  *runs = json_array();
+  if (!*runs) return keel_err_set(e, KEEL_ENOMEM, "out of memory");
+  rc = k_store_exec(s, "SELECT 1 FROM commands WHERE id = ?", args, 1, one_row, &found, e);
+  if (!rc && !found) rc = keel_err_set(e, KEEL_ENOENT, "no command '%.32s'", id);
+  if (!rc)
+    rc = k_store_exec(s,
+                      "SELECT id, agent_id FROM command_runs WHERE command_id = ?"
+                      " AND status = 'pending' ORDER BY id",
+                      args, 1, open_row, *runs, e);
+  if (rc) {
+    json_decref(*runs);
+    *runs = NULL;
+    return rc < 0 ? rc : keel_err_set(e, KEEL_ENOMEM, "out of memory");
+  }
+  return 0;
+}
+
+int k_exec_cancel(k_store_t *s, k_fleet_t *f, const char *id, const char *why, int64_t now_ms,
+                  size_t *n, keel_err_t *e) {
+  json_t *runs = NULL, *r;
+  size_t i;
+  int rc;
+
+  *n = 0;
+  if ((rc = k_exec_open_runs(s, id, &runs, e))) goto out;
+  if (!json_array_size(runs)) {
+    rc = keel_err_set(e, KEEL_ECONFLICT, "command %.32s has finished: nothing to cancel", id);
+    goto out;
+  }
+  json_array_foreach(runs, i, r) {
+    int withdrawn = 0;
+    if ((rc = k_exec_run_withdraw(s, f, keel_json_str(r, "run_id"), why, now_ms, &withdrawn, e)))
+      goto out;
+    *n += (size_t)withdrawn;
+  }
+out:
+  json_decref(runs);
+  return rc;
 }
 
 typedef struct clist {

@@ -43,9 +43,12 @@ int k_exec_create(k_store_t *s, k_fleet_t *f, const k_serverkey_t *key, const js
                   json_t **out, keel_buf_t *detail, keel_err_t *e);
 
 /* Pending jobs of an agent, at most max, skipping run ids listed in running
- * (array of strings, may be NULL): [{"job": text, "sig": hex}, ...]. */
+ * (the agent's own list: array of strings, may be NULL): *jobs
+ * [{"job": text, "sig": hex}, ...]; *cancel the run ids of running that
+ * were withdrawn (k_exec_run_withdraw), which the agent must stop.  Both
+ * new arrays, possibly empty. */
 int k_exec_jobs(k_store_t *s, const char *agent_id, const json_t *running, int max,
-                json_t **jobs, keel_err_t *e);
+                json_t **jobs, json_t **cancel, keel_err_t *e);
 
 /* Decodes POST /v1/agent/results (one result); also used by the fuzzer. */
 int k_exec_decode_result(const char *body, size_t len, json_t **out, keel_err_t *e);
@@ -53,7 +56,9 @@ int k_exec_decode_result(const char *body, size_t len, json_t **out, keel_err_t 
 int k_exec_run_owner(k_store_t *s, const char *run_id, char agent_id[32], char command_id[32],
                      keel_err_t *e);
 /* Stores a decoded result of agent_id's run.  *dup is set when the run
- * already had a result (nothing changes).  detail: audit summary with the
+ * already had a result: nothing changes, except that a withdrawn run keeps
+ * the first result's output, times, exit code and signal (its status
+ * stays "cancelled").  detail: audit summary with the
  * exit code and the BLAKE2b of each output. */
 int k_exec_store_result(k_store_t *s, const char *agent_id, const json_t *res, int64_t now_ms,
                         int *dup, keel_buf_t *detail, keel_err_t *e);
@@ -65,18 +70,31 @@ int k_exec_store_result(k_store_t *s, const char *agent_id, const json_t *res, i
  * it and marks a to wake.  run_id receives the new run's id. */
 int k_exec_run_add(k_store_t *s, const k_serverkey_t *key, const char *owner_id, k_agent_t *a,
                    const json_t *spec, int64_t now_ms, char run_id[24], keel_err_t *e);
-/* Withdraws a run without a result: it is never delivered again and a late
- * result is ignored as a duplicate.  *withdrawn (may be NULL) says whether
- * it still had none. */
-int k_exec_run_withdraw(k_store_t *s, const char *run_id, const char *why, int64_t now_ms,
-                        int *withdrawn, keel_err_t *e);
+/* Withdraws a run without a result: status "cancelled" with error why; it
+ * is never delivered again, an agent that runs it is told to stop it at
+ * its next poll (f, may be NULL: its agent is marked to wake), and the
+ * first result the agent sends later only adds the host's outcome
+ * (k_exec_store_result).  *withdrawn (may be NULL) says whether it still
+ * had none. */
+int k_exec_run_withdraw(k_store_t *s, k_fleet_t *f, const char *run_id, const char *why,
+                        int64_t now_ms, int *withdrawn, keel_err_t *e);
 /* A run's stored result, or *out NULL while it has none: {"status",
  * "exit_code"|null, "signal"|null, "stdout", "stderr" (text of at most cap
  * bytes each, NUL and invalid UTF-8 replaced), "truncated", "started_ms",
  * "ended_ms", "error"}. */
 int k_exec_run_result(k_store_t *s, const char *run_id, size_t cap, json_t **out, keel_err_t *e);
 
-/* A command's run counts {"total","pending","succeeded","failed","skipped"}
+/* The runs of command id without a result: *runs [{"run_id", "agent_id"}]
+ * (new).  KEEL_ENOENT for an unknown command. */
+int k_exec_open_runs(k_store_t *s, const char *id, json_t **runs, keel_err_t *e);
+/* Withdraws every run of command id without a result (k_exec_run_withdraw,
+ * error why); *n how many.  KEEL_ENOENT unknown, KEEL_ECONFLICT when none
+ * was left. */
+int k_exec_cancel(k_store_t *s, k_fleet_t *f, const char *id, const char *why, int64_t now_ms,
+                  size_t *n, keel_err_t *e);
+
+/* A command's run counts {"total","pending","succeeded","failed","skipped",
+ * "cancelled"}
  * (as "summary" in k_exec_get) and whether no run is pending. */
 int k_exec_summary(k_store_t *s, const char *id, json_t **summary, int *done, keel_err_t *e);
 

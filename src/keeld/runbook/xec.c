@@ -378,7 +378,7 @@ static int abandon(k_xec_t *x, k_xexe_t *ex, size_t i, const char *status, const
   k_xtarget_t *t = &ex->t[i];
   int rc;
   if (t->open == O_RUNNING && t->run_id[0] &&
-      (rc = k_exec_run_withdraw(x->d.store, t->run_id, why, now_ms, NULL, e)))
+      (rc = k_exec_run_withdraw(x->d.store, x->d.fleet, t->run_id, why, now_ms, NULL, e)))
     return rc;
   if (t->open != O_NONE &&
       (rc = k_xs_step_close(x, ex, i, status, NULL, "", "", 0, now_ms, why, e)))
@@ -605,14 +605,15 @@ static int collect(k_xec_t *x, k_xexe_t *ex, size_t i, int64_t now_ms, keel_err_
     return rc;
   }
   if (t->interrupted) {
-    if ((rc = k_exec_run_withdraw(x->d.store, t->run_id, "keeld restarted while the step ran",
-                                  now_ms, NULL, e)))
+    if ((rc = k_exec_run_withdraw(x->d.store, x->d.fleet, t->run_id,
+                                  "keeld restarted while the step ran", now_ms, NULL, e)))
       return rc;
     return close_step(x, ex, i, "interrupted", NULL, "keeld restarted while the step ran", now_ms, e);
   }
   t->result_ready = 0;
   if (now_ms >= t->deadline_ms) {
-    if ((rc = k_exec_run_withdraw(x->d.store, t->run_id, "no result in time", now_ms, NULL, e)))
+    if ((rc = k_exec_run_withdraw(x->d.store, x->d.fleet, t->run_id, "no result in time", now_ms,
+                                  NULL, e)))
       return rc;
     return close_step(x, ex, i, "timed_out", NULL,
                       "no result from the agent within the step's timeout (agent lost?)", now_ms, e);
