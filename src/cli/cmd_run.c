@@ -1,5 +1,6 @@
 /* cmd_run.c — keel run, keel command show/list/cancel. */
 #define _GNU_SOURCE
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -9,6 +10,15 @@
 #include "keel/time.h"
 
 #define POLL_MS 150
+/* After a Ctrl-C cancel, how long keel run waits for the hosts to say how
+ * their runs ended: the agents' SIGKILL grace (5 s) and a poll round. */
+#define CANCEL_WAIT_MS 7000
+
+static volatile sig_atomic_t run_interrupts;
+static void on_interrupt(int sig) {
+  (void)sig;
+  run_interrupts++;
+}
 
 static int run_ok(const json_t *r) {
   return !strcmp(keel_json_str(r, "status") ? keel_json_str(r, "status") : "", "exited") &&
@@ -49,14 +59,16 @@ static void print_run(const json_t *r) {
   fflush(stdout);
 }
 
-/* Prints runs of cmd not printed yet (seen: object of run ids); counts. */
-static void print_new(cli_t *c, const json_t *cmd, json_t *seen, size_t *failed) {
+/* Prints runs of cmd not printed yet (seen: object of run ids); counts.
+ * hold: leave out cancelled runs whose host has not said how they ended. */
+static void print_new(cli_t *c, const json_t *cmd, json_t *seen, size_t *failed, int hold) {
   const json_t *runs = json_object_get(cmd, "runs");
   size_t i;
   json_t *r;
   json_array_foreach(runs, i, r) {
     const char *id = keel_json_str(r, "run_id"), *st = keel_json_str(r, "status");
     if (!id || !st || !strcmp(st, "pending") || json_object_get(seen, id)) continue;
+    if (hold && !strcmp(st, "cancelled") && json_is_null(json_object_get(r, "ended_at"))) continue;
     json_object_set_new(seen, id, json_true());
     if (!run_ok(r)) (*failed)++;
     if (c->json) out_json_line(r, stdout);
@@ -72,9 +84,10 @@ int cmd_run(cli_t *c, int argc, char **argv) {
   json_t *body = NULL, *res = NULL, *cmd = NULL, *seen = json_object(), *env = json_object();
   json_t *argvj = NULL;
   keel_buf_t path;
-  int dd = -1, rc;
+  struct sigaction sa, old_int;
+  int dd = -1, rc, sig_set = 0;
   size_t failed = 0, total, skipped;
-  int64_t tmo = 60000, deadline;
+  int64_t tmo = 60000, deadline, hold_until = 0;
   const char *id;
 
   keel_buf_init(&path, 1);
@@ -145,14 +158,43 @@ int cmd_run(cli_t *c, int argc, char **argv) {
     goto out;
   }
   if ((rc = api_path(c, &path, "commands", id))) goto out;
+  /* Ctrl-C cancels the command on every host (as ssh ends the remote
+   * command); a second one leaves at once, the command left as it is. */
+  run_interrupts = 0;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_interrupt; /* no SA_RESTART: a sleep ends at once */
+  sigemptyset(&sa.sa_mask);
+  /* ...unless started with SIGINT ignored (nohup, a script's "&"): then
+   * it stays ignored, as the one who started us meant. */
+  if (sigaction(SIGINT, NULL, &old_int) == 0 && old_int.sa_handler != SIG_IGN)
+    sig_set = sigaction(SIGINT, &sa, NULL) == 0;
   /* The server stops every run at its timeout; allow for delivery on top. */
   deadline = keel_mono_ms() + tmo + 30000;
   for (;;) {
     json_decref(cmd);
     cmd = NULL;
+    if (run_interrupts > 1) {
+      rc = cli_fail("interrupted again: left command %s as it is (keel command show %s)", id, id);
+      goto out;
+    }
+    if (run_interrupts == 1 && !hold_until) {
+      json_t *ans = NULL;
+      keel_buf_t cp;
+      keel_buf_init(&cp, path.len + 16);
+      if (!c->json)
+        fprintf(stderr, "keel: cancelling command %s on its hosts (Ctrl-C again to leave)\n", id);
+      hold_until = keel_mono_ms() + CANCEL_WAIT_MS;
+      /* a 409 (it had just finished) is no failure: nothing was left to stop */
+      if (keel_buf_printf(&cp, "%s/cancel", path.data) == 0)
+        api_call(c, "POST", cp.data, NULL, &ans);
+      json_decref(ans);
+      keel_buf_free(&cp);
+    }
     if ((rc = api_call(c, "GET", path.data, NULL, &cmd))) goto out;
-    print_new(c, cmd, seen, &failed);
-    if (json_is_true(json_object_get(cmd, "done"))) break;
+    print_new(c, cmd, seen, &failed, hold_until && keel_mono_ms() < hold_until);
+    if (json_is_true(json_object_get(cmd, "done")) &&
+        (!hold_until || json_object_size(seen) == total))
+      break;
     if (keel_mono_ms() > deadline) {
       rc = cli_fail("gave up waiting; %zu host(s) have not answered (keel command show %s)",
                     total - json_object_size(seen), id);
@@ -161,9 +203,11 @@ int cmd_run(cli_t *c, int argc, char **argv) {
     cli_sleep_ms(POLL_MS);
   }
   if (!c->json)
-    fprintf(stderr, "keel: %zu of %zu host(s) succeeded\n", total - failed, total);
-  rc = failed ? CLI_FAIL : CLI_OK;
+    fprintf(stderr, "keel: %zu of %zu host(s) succeeded%s\n", total - failed, total,
+            hold_until ? " (cancelled)" : "");
+  rc = failed || hold_until ? CLI_FAIL : CLI_OK;
 out:
+  if (sig_set) sigaction(SIGINT, &old_int, NULL);
   keel_buf_free(&path);
   json_decref(body);
   json_decref(res);
@@ -203,7 +247,7 @@ int cmd_command_show(cli_t *c, int argc, char **argv) {
            json_integer_value(json_object_get(sum, "failed")), json_integer_value(json_object_get(sum, "pending")),
            json_integer_value(json_object_get(sum, "skipped")),
            json_integer_value(json_object_get(sum, "cancelled")));
-    print_new(c, cmd, seen, &failed);
+    print_new(c, cmd, seen, &failed, 0);
   }
 out:
   keel_buf_free(&path);

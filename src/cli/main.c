@@ -41,7 +41,7 @@ static const cli_cmd_t commands[] = {
     {"agent", "retire", cmd_agent_retire, "ID", "retire an agent: its credentials stop working"},
     {"run", NULL, cmd_run,
      "--target SELECTOR [--timeout 30s] [--env K=V]... [--cwd DIR] [--user U] [--shell] -- CMD [ARGS...]",
-     "run a command on every matching host; exit 0 only if all succeed"},
+     "run a command on every matching host; exit 0 only if all succeed; Ctrl-C cancels it"},
     {"command", "show", cmd_command_show, "ID", "show a command and each host's result"},
     {"command", "list", cmd_command_list, "[--limit N]", "list commands, newest first"},
     {"command", "cancel", cmd_command_cancel, "ID",

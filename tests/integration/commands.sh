@@ -245,6 +245,26 @@ wait_for 10 killed_outcome || fail "no SIGKILL outcome: $BODY"
 check
 assert_contains "$(printf '%s' "$BODY" | jq -r '.runs[0].error')" "SIGKILL 5000 ms later" "the run says it was killed"
 
+# Ctrl-C on keel run cancels the command on its hosts and shows what they did
+S8="^sleep 60.${U}8"
+# (perl: a background job of a script starts with SIGINT ignored, which keel keeps)
+perl -e '$SIG{INT} = "DEFAULT"; exec @ARGV or die "exec: $!"' -- \
+  "$KEEL" --server "$URL" --token "$TOKEN" run --target env=prod --shell -- "echo hi; sleep 60.${U}8" \
+  >"$TMP/ctrlc.out" 2>"$TMP/ctrlc.err" &
+KR=$!
+_PIDS+=("$KR")
+wait_for 10 procs_up "$S8" 2 || fail "keel run did not start on both hosts: $(cat "$TMP/ctrlc.err")"
+check
+kill -INT "$KR"
+wait "$KR"
+assert_eq "$?" 1 "exit status of keel run after Ctrl-C"
+wait_for 3 proc_gone "$S8" || fail "Ctrl-C left the command running: $(pgrep -af -- "$S8")"
+check
+assert_contains "$(cat "$TMP/ctrlc.err")" "cancelling command" "keel run says it cancels"
+assert_contains "$(cat "$TMP/ctrlc.err")" "0 of 2 host(s) succeeded (cancelled)" "keel run's summary"
+assert_eq "$(grep -c '^=== .*: cancelled: cancelled by user:admin' "$TMP/ctrlc.out")" 2 "both hosts' runs shown cancelled: $(cat "$TMP/ctrlc.out")"
+assert_eq "$(grep -c '^hi$' "$TMP/ctrlc.out")" 2 "their output up to the cancel"
+
 # ---- the output cap --------------------------------------------------------------------------
 post_cmd "{\"target\":\"id=$A\",\"shell\":\"yes abcdefgh | tr -d '\\\\n' | head -c 3000000\",\"timeout\":\"20s\"}"
 wait_done "$CMD" 25
