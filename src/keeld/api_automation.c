@@ -137,6 +137,7 @@ static void act(k_server_t *srv, const k_event_t *ev, const k_auto_verdict_t *v,
       if (k_store_unit_end(srv->store, rc == 0, NULL) && !rc) rc = KEEL_EIO;
     }
     if (rc) keel_log(&srv->log, KEEL_LOG_ERROR, "automation rule %s: %s", v->rule, e.msg);
+    else k_auto_note(srv->automation, v, "skipped", NULL, NULL, now_ms);
     return;
   }
   snprintf(actor, sizeof actor, "user:%s (automation %s)", v->user, v->rule);
@@ -158,23 +159,23 @@ static void act(k_server_t *srv, const k_event_t *ev, const k_auto_verdict_t *v,
       snprintf(o.why, sizeof o.why, "%s", v->reason);
       o.outcome = "failed";
       o.status = 400;
-      k_runbook_start_record(srv, &s, &o);
+      rc = k_runbook_start_record(srv, &s, &o);
       goto out;
     }
     if (v->act == K_AUTO_START && !json_is_null(json_object_get(v->doc, "require_approval")) &&
         !(s.gate = gate = gate_of(srv, v, ev, o.why, sizeof o.why))) {
       o.outcome = "failed";
       o.status = 400;
-      k_runbook_start_record(srv, &s, &o);
+      rc = k_runbook_start_record(srv, &s, &o);
       goto out;
     }
     rc = k_runbook_start_as(srv, &s, &o);
   }
-  if (rc == 0) {
-    k_auto_note(srv->automation, v, outcome_of(o.outcome), o.exe_id, c.targets, now_ms);
-    if (o.exe_id[0]) srv->automation_started = 1;
-  }
+  if (rc == 0 && o.exe_id[0]) srv->automation_started = 1;
 out:
+  /* a refusal is kept as surely as a start: only KEEL_EIO/ENOMEM kept nothing */
+  if (rc == 0 || rc == KEEL_EPERM || rc == KEEL_EINVAL)
+    k_auto_note(srv->automation, v, outcome_of(o.outcome), o.exe_id, c.targets, now_ms);
   json_decref(gate);
   json_decref(c.targets);
 }

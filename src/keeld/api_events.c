@@ -229,7 +229,16 @@ typedef struct stream {
 struct k_event_streams {
   stream_t *head;
   int n;
+  uint64_t ended; /* streams keeld ended itself (k_api_events_stats) */
 };
+
+/* keeld ends st: how 1 after what is buffered, 2 at once.  Counted once
+ * per stream (keel_event_streams_cut_total): a stream its client closed
+ * never comes here. */
+static void stream_end(stream_t *st, int how) {
+  if (!st->end) st->srv->streams->ended++;
+  st->end = how;
+}
 
 static void stream_resume(stream_t *st) {
   if (!st->suspended) return;
@@ -254,18 +263,18 @@ static void stream_add(stream_t *st, const json_t *ev, int64_t seq) {
   stream_compact(st);
   text = json_dumps(ev, JSON_COMPACT);
   if (!text) {
-    st->end = 2;
+    stream_end(st, 2);
     return;
   }
   if (st->out.len - st->off + strlen(text) + 64 > STREAM_BUF_MAX) {
     keel_log(&st->srv->log, KEEL_LOG_WARN,
              "events: stream of %s cut off: more than %d bytes behind (it resumes with Last-Event-ID)",
              st->who.user, STREAM_BUF_MAX);
-    st->end = 2;
+    stream_end(st, 2);
     keel_buf_free(&st->out); /* never sent now */
     st->off = 0;
   } else if (keel_buf_printf(&st->out, "id: %lld\ndata: %s\n\n", (long long)seq, text)) {
-    st->end = 2;
+    stream_end(st, 2);
   }
   free(text);
 }
@@ -297,7 +306,7 @@ static void stream_catch_up(stream_t *st) {
   }
   if (k_events_list(st->srv->events, &kq, &page, &e)) {
     keel_log(&st->srv->log, KEEL_LOG_ERROR, "events: stream catch-up: %s", e.msg);
-    st->end = 2;
+    stream_end(st, 2);
     return;
   }
   if (json_array_size(page) < STREAM_PAGE) st->catching_up = 0;
@@ -444,7 +453,7 @@ static void on_event(void *ud, const k_event_t *ev) {
     st->last_seq = ev->seq;
     if (!stream_wants(st, ev->type, ev->subject, ev->time_ms, ev->path)) continue;
     if (!o && !(o = k_event_json(ev))) {
-      st->end = 2;
+      stream_end(st, 2);
     } else {
       stream_add(st, o, ev->seq);
     }
@@ -481,11 +490,11 @@ void k_api_events_cron(k_server_t *srv, int64_t mono_ms) {
       if (!stream_token_ok(st)) {
         stream_compact(st);
         keel_buf_puts(&st->out, ": token no longer valid: stream ended\n\n");
-        st->end = 1;
+        stream_end(st, 1);
       }
     }
     if (srv->stopping && !st->end) {
-      st->end = 1; /* or the drain would wait for it */
+      stream_end(st, 1); /* or the drain would wait for it */
     } else if (st->end || st->catching_up) {
       /* resumed to finish, or to read its next pages from the store */
     } else if (st->out.len == st->off && mono_ms - st->last_send_ms >= STREAM_HEARTBEAT_MS) {
@@ -497,6 +506,13 @@ void k_api_events_cron(k_server_t *srv, int64_t mono_ms) {
     }
     stream_resume(st);
   }
+}
+
+void k_api_events_stats(const k_server_t *srv, k_stream_stats_t *out) {
+  memset(out, 0, sizeof *out);
+  if (!srv->streams) return;
+  out->open = srv->streams->n;
+  out->ended = srv->streams->ended;
 }
 
 int k_api_events_start(k_server_t *srv, keel_err_t *e) {

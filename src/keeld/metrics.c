@@ -5,6 +5,8 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "alert/alert.h"
+#include "automation/automation.h"
 #include "keel/version.h"
 #include "metrics/tsdb.h"
 #include "server.h"
@@ -49,6 +51,120 @@ static int hist(keel_buf_t *b, const char *name, const char *labels, const k_his
 
 static int header(keel_buf_t *b, const char *name, const char *type, const char *help) {
   return keel_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static int sample(keel_buf_t *b, const char *name, const char *type, const char *help,
+                  unsigned long long v) {
+  int rc = header(b, name, type, help);
+  if (!rc) rc = keel_buf_printf(b, "%s %llu\n", name, v);
+  return rc;
+}
+
+/* Each engine says what it holds through its own stats accessor; nothing
+ * here reads another engine's tables.  Labels are fixed sets (states,
+ * results): no rule, subject or host ever becomes one. */
+static int engine_metrics(k_server_t *srv, keel_buf_t *b) {
+  int rc = 0;
+
+  if (srv->events) {
+    k_events_stats_t es;
+    k_stream_stats_t ss;
+    k_events_stats(srv->events, &es);
+    k_api_events_stats(srv, &ss);
+    if (!rc) rc = sample(b, "keel_events_emitted_total", "counter",
+                         "Events given a sequence number (one rolled back with its change is "
+                         "counted and leaves a gap).",
+                         es.emitted);
+    if (!rc) rc = sample(b, "keel_events_last_seq", "gauge",
+                         "Sequence number of the last event given one.",
+                         (unsigned long long)(es.last_seq > 0 ? es.last_seq : 0));
+    if (!rc) rc = sample(b, "keel_event_streams", "gauge",
+                         "Event streams (GET /v1/events/stream) open.", (unsigned long long)ss.open);
+    if (!rc) rc = sample(b, "keel_event_streams_cut_total", "counter",
+                         "Event streams keeld ended itself: a client too far behind, its token no "
+                         "longer valid, an error, shutdown.",
+                         ss.ended);
+  }
+  if (srv->alerts) {
+    k_alert_stats_t as;
+    k_alerts_stats(srv->alerts, &as);
+    if (!rc) rc = sample(b, "keel_alert_rules", "gauge", "Alert rules loaded.", as.rules);
+    if (!rc) rc = header(b, "keel_alerts", "gauge", "Alerts pending or firing, by state.");
+    if (!rc) rc = keel_buf_printf(b, "keel_alerts{state=\"pending\"} %zu\n"
+                                     "keel_alerts{state=\"firing\"} %zu\n",
+                                  as.pending, as.firing);
+    if (!rc) rc = sample(b, "keel_alert_evaluations_total", "counter", "Alert rule evaluations.",
+                         as.evaluations);
+    if (!rc) rc = sample(b, "keel_alert_evaluation_failures_total", "counter",
+                         "Alert rule evaluations that left their rule in error.",
+                         as.evaluation_failures);
+    if (!rc) rc = header(b, "keel_alert_evaluation_duration_seconds", "histogram",
+                         "Time to evaluate one alert rule (query and state machine; the write of "
+                         "the tick's transitions excluded).");
+    if (!rc) rc = hist(b, "keel_alert_evaluation_duration_seconds", "", &as.evaluation_seconds);
+  }
+  if (srv->incidents) {
+    k_incident_stats_t is;
+    keel_err_t e = {0};
+    /* a failed read leaves out the gauges it feeds, not the whole answer */
+    int got = k_incidents_stats(srv->incidents, &is, &e) == 0;
+    if (!got) keel_log(&srv->log, KEEL_LOG_ERROR, "metrics: incidents: %s", e.msg);
+    if (!rc && got) rc = header(b, "keel_incidents", "gauge", "Unresolved incidents, by state.");
+    if (!rc && got)
+      rc = keel_buf_printf(b, "keel_incidents{state=\"open\"} %lld\n"
+                              "keel_incidents{state=\"acked\"} %lld\n",
+                           (long long)is.open, (long long)is.acked);
+    if (!rc) rc = header(b, "keel_notifications_total", "counter",
+                         "Notifications by outcome, once kept: sent, failed for good, or "
+                         "suppressed by a maintenance window.");
+    if (!rc) rc = keel_buf_printf(b, "keel_notifications_total{result=\"sent\"} %llu\n"
+                                     "keel_notifications_total{result=\"failed\"} %llu\n"
+                                     "keel_notifications_total{result=\"suppressed\"} %llu\n",
+                                  (unsigned long long)is.sent, (unsigned long long)is.failed,
+                                  (unsigned long long)is.suppressed);
+    if (!rc) rc = sample(b, "keel_notification_attempts_total", "counter",
+                         "HTTP requests made for notifications, answered or not, retries included.",
+                         is.attempts);
+    if (!rc && got) rc = sample(b, "keel_notification_outbox", "gauge",
+                                "Notifications not sent or failed yet (retries waiting included).",
+                                (unsigned long long)is.outbox);
+  }
+  if (srv->automation) {
+    k_auto_stats_t au;
+    k_auto_stats(srv->automation, &au);
+    if (!rc) rc = header(b, "keel_automation_triggered_total", "counter",
+                         "Automation rule outcomes, once kept: run (a runbook started), dry_run, "
+                         "skipped (a guard held, or the start was refused or failed).");
+    if (!rc) rc = keel_buf_printf(b, "keel_automation_triggered_total{result=\"run\"} %llu\n"
+                                     "keel_automation_triggered_total{result=\"dry_run\"} %llu\n"
+                                     "keel_automation_triggered_total{result=\"skipped\"} %llu\n",
+                                  (unsigned long long)au.runs, (unsigned long long)au.dry_runs,
+                                  (unsigned long long)au.skips);
+    if (!rc) rc = sample(b, "keel_automation_queue", "gauge",
+                         "Events waiting for automation rules to judge them.", au.queued);
+    if (!rc) rc = sample(b, "keel_automation_enabled", "gauge",
+                         "1 while automation runs, 0 while its kill switch is off.",
+                         (unsigned long long)(au.enabled != 0));
+  }
+  if (srv->fleet) {
+    size_t n = k_fleet_count(srv->fleet), online = 0;
+    for (size_t i = 0; i < n; i++)
+      online += !strcmp(k_fleet_status(srv->fleet, k_fleet_at(srv->fleet, i)), "online");
+    if (!rc) rc = header(b, "keel_agents", "gauge", "Enrolled agents, by liveness.");
+    if (!rc) rc = keel_buf_printf(b, "keel_agents{state=\"online\"} %zu\n"
+                                     "keel_agents{state=\"offline\"} %zu\n",
+                                  online, n - online);
+  }
+  if (srv->xec) {
+    k_xec_stats_t xs;
+    k_xec_stats(srv->xec, &xs);
+    if (!rc) rc = header(b, "keel_executions", "gauge", "Unfinished runbook executions, by state.");
+    if (!rc) rc = keel_buf_printf(b, "keel_executions{state=\"running\"} %zu\n"
+                                     "keel_executions{state=\"waiting_approval\"} %zu\n"
+                                     "keel_executions{state=\"paused\"} %zu\n",
+                                  xs.running, xs.waiting_approval, xs.paused);
+  }
+  return rc;
 }
 
 static int process_metrics(k_server_t *srv, keel_buf_t *b) {
@@ -180,6 +296,7 @@ int k_metrics_render(k_server_t *srv, keel_buf_t *b) {
                                   (unsigned long long)srv->metrics_accepted,
                                   (unsigned long long)srv->metrics_refused);
   }
+  if (!rc) rc = engine_metrics(srv, b);
   if (!rc) rc = process_metrics(srv, b);
   return rc;
 }

@@ -398,6 +398,14 @@ int k_api_events_start(k_server_t *srv, keel_err_t *e);
 void k_api_events_stop(k_server_t *srv);
 /* Heartbeats of idle streams; ends them all once stopping. */
 void k_api_events_cron(k_server_t *srv, int64_t mono_ms);
+/* For /metrics: streams open now, and those keeld ended itself since it
+ * started (a client too far behind, its token no longer valid, an error,
+ * shutdown) — not those their clients closed. */
+typedef struct k_stream_stats {
+  int open;
+  uint64_t ended;
+} k_stream_stats_t;
+void k_api_events_stats(const k_server_t *srv, k_stream_stats_t *out);
 int k_api_events_decode(k_server_t *, k_req_t *);
 int k_api_event_list(k_server_t *, k_req_t *);
 int k_api_event_stream_decode(k_server_t *, k_req_t *);

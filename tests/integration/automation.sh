@@ -16,6 +16,9 @@
 #      restarted while the alert fires: no second notification for it;
 #   D. a rule with require_approval: its execution waits for the owning
 #      team (the rule's owner may not approve), then runs.
+# All along, keeld's own /metrics (valid for promtool) counts what happened:
+# the run, the notifications, alerts and incidents back to 0, the skips, the
+# kill switch, an event stream, the execution waiting for its approval.
 . "$(dirname "$0")/lib.sh" "${1:-}"
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
 now_ms() { date +%s%3N; }
@@ -192,6 +195,55 @@ assert_eq "$(notifications resolved)" 1 "exactly one resolved notification"
 req GET "/v1/events?type=automation.triggered"
 assert_eq "$(printf '%s' "$BODY" | jq '.items | length')" 1 "one automation.triggered event"
 
+# keeld's own /metrics: every engine's families, and what A did to them
+curl -s -N --max-time 60 -H "Authorization: Bearer $TOKEN" "$URL/v1/events/stream" >"$TMP/sse.out" 2>&1 &
+SSE=$!
+_PIDS+=("$SSE")
+wait_for 5 metric_is keel_event_streams 1 || fail "keel_event_streams: $(metric keel_event_streams), want 1"
+check
+check_metrics
+M=$(cat "$TMP/metrics.txt")
+for f in keel_events_emitted_total:counter keel_events_last_seq:gauge keel_event_streams:gauge \
+  keel_event_streams_cut_total:counter keel_alert_rules:gauge keel_alerts:gauge \
+  keel_alert_evaluations_total:counter keel_alert_evaluation_failures_total:counter \
+  keel_alert_evaluation_duration_seconds:histogram keel_incidents:gauge \
+  keel_notifications_total:counter keel_notification_attempts_total:counter \
+  keel_notification_outbox:gauge keel_automation_triggered_total:counter \
+  keel_automation_queue:gauge keel_automation_enabled:gauge keel_agents:gauge keel_executions:gauge; do
+  assert_match "$M" "^# TYPE ${f%%:*} ${f##*:}\$" "/metrics: # TYPE of ${f%%:*}"
+  assert_match "$M" "^# HELP ${f%%:*} [^ ]" "/metrics: # HELP of ${f%%:*}"
+done
+wait_for 5 metric_ge 'keel_notifications_total{result="sent"}' 2 ||
+  fail "notifications sent: $(metric 'keel_notifications_total{result="sent"}'), want >= 2 (firing, resolved)"
+check
+assert_eq "$(metric 'keel_automation_triggered_total{result="run"}')" 1 "automation runs on /metrics"
+assert_eq "$(metric 'keel_automation_triggered_total{result="skipped"}')" 0 "automation skips on /metrics"
+assert_eq "$(metric 'keel_automation_triggered_total{result="dry_run"}')" 0 "automation dry runs on /metrics"
+assert_eq "$(metric 'keel_alerts{state="firing"}')" 0 "firing alerts on /metrics, after the resolve"
+assert_eq "$(metric 'keel_alerts{state="pending"}')" 0 "pending alerts on /metrics"
+assert_eq "$(metric 'keel_incidents{state="open"}')" 0 "open incidents on /metrics"
+assert_eq "$(metric keel_notification_outbox)" 0 "notification outbox on /metrics"
+metric_ge keel_notification_attempts_total 2 ||
+  fail "notification attempts: $(metric keel_notification_attempts_total)"
+check
+assert_eq "$(metric keel_alert_rules)" 1 "alert rules on /metrics"
+metric_ge keel_alert_evaluations_total 1 || fail "alert evaluations: $(metric keel_alert_evaluations_total)"
+check
+metric_ge keel_alert_evaluation_duration_seconds_count 1 || fail "no evaluation observed by the histogram"
+check
+assert_eq "$(metric 'keel_agents{state="online"}')" 1 "online agents on /metrics"
+assert_eq "$(metric 'keel_agents{state="offline"}')" 0 "offline agents on /metrics"
+assert_eq "$(metric keel_automation_enabled)" 1 "the kill switch on /metrics"
+assert_eq "$(metric 'keel_executions{state="running"}')" 0 "running executions on /metrics: the restart is over"
+metric_ge keel_events_emitted_total 10 || fail "events emitted: $(metric keel_events_emitted_total)"
+check
+metric_ge keel_events_last_seq "$(metric keel_events_emitted_total)" || fail "last seq below the events emitted"
+check
+assert_contains "$(cat "$TMP/sse.out")" ": keel events" "the stream answered"
+# a parked stream learns its client left at its next event (B has some)
+kill "$SSE" 2>/dev/null
+wait "$SSE" 2>/dev/null
+
 # ---- B. inside a maintenance window: detection goes on, nothing else -------------------
 cat >"$TMP/window.yaml" <<EOF
 kind: MaintenanceWindow
@@ -243,6 +295,19 @@ wait_for 5 runs_are '.guard == "kill_switch"' 1 || fail "the rule did not record
 wait_for 10 n_is firing 2 || fail "no firing notification for the new incident: $(cat "$TMP/rx.log")"
 svc_down || fail "automation restarted the service with the kill switch off"
 check
+assert_eq "$(metric keel_automation_enabled)" 0 "the kill switch off on /metrics"
+assert_eq "$(metric 'keel_automation_triggered_total{result="skipped"}')" \
+  "$(runs_where '.outcome == "skipped" or .outcome == "denied" or .outcome == "failed"')" \
+  "skips on /metrics (maintenance, kill switch) as the runs record them"
+assert_eq "$(metric 'keel_automation_triggered_total{result="run"}')" 1 "still one run on /metrics"
+wait_for 5 metric_is keel_event_streams 0 || fail "the stream its client closed: $(metric keel_event_streams) open"
+check
+assert_eq "$(metric keel_event_streams_cut_total)" 0 "a stream its client closed is not one keeld cut"
+metric_ge 'keel_notifications_total{result="suppressed"}' 1 ||
+  fail "suppressed notifications (B): $(metric 'keel_notifications_total{result="suppressed"}')"
+check
+assert_eq "$(metric 'keel_alerts{state="firing"}')" 1 "the alert fires again on /metrics"
+assert_eq "$(metric 'keel_incidents{state="open"}')" 1 "an open incident on /metrics"
 PORT=${URL##*:}
 stop_keeld
 start_keeld_args "$D" --data "$D" --listen "127.0.0.1:$PORT" --heartbeat 1s
@@ -288,6 +353,7 @@ req GET "/v1/automation/runs?rule=gated"
 GX=$(printf '%s' "$BODY" | jq -r '.items[0].execution_id')
 req GET "/v1/executions/$GX"
 assert_eq "$(jget state)" waiting_approval "the execution waits for an approval"
+assert_eq "$(metric 'keel_executions{state="waiting_approval"}')" 1 "an execution waiting for its approval on /metrics"
 assert_eq "$(printf '%s' "$BODY" | jq -c '.approval.approvers')" '["team:shopteam"]' "approvers: the owner team"
 assert_contains "$(printf '%s' "$BODY" | jq -r '.approval.message')" "automation rule gated: service.down" "the message names rule and event"
 assert_eq "$(printf '%s' "$BODY" | jq '[.targets[].steps[] | select(.name == "restart")] | length')" 0 "nothing ran before the approval"
@@ -297,6 +363,7 @@ req POST "/v1/executions/$GX/approve" '{"comment":"go"}' "$BOB"
 assert_status 200 "a member of the owner team approves"
 gx_final() { case "$(jget state "$(curl -s -H "Authorization: Bearer $TOKEN" "$URL/v1/executions/$GX")")" in succeeded | failed) return 0 ;; esac; return 1; }
 wait_for 10 gx_final || fail "the approved execution did not run to its end"
+assert_eq "$(metric 'keel_executions{state="waiting_approval"}')" 0 "no execution waiting on /metrics any more"
 req GET "/v1/executions/$GX"
 assert_eq "$(printf '%s' "$BODY" | jq '[.targets[].steps[] | select(.name == "restart")] | length')" 1 "the restart ran once, after the approval"
 finish

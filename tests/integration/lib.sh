@@ -386,3 +386,33 @@ areq() {
   BODY=$(cat "$TMP/req.body")
   HEADERS=$(tr -d '\r' <"$TMP/req.hdr")
 }
+
+# ---- keeld's own /metrics (public: no token) ---------------------------------------
+
+# metric SERIES — the value of SERIES, written as keeld writes it (name and
+# labels: 'keel_alerts{state="firing"}'), in keeld's /metrics now; "" when absent.
+metric() {
+  curl -s --max-time 5 "$URL/metrics" | awk -v s="$1" '$1 == s { print $2; exit }'
+}
+# for wait_for: metric_is SERIES VALUE, metric_ge SERIES MIN
+metric_is() { [ "$(metric "$1")" = "$2" ]; }
+metric_ge() {
+  local v
+  v=$(metric "$1")
+  [ -n "$v" ] && awk -v v="$v" -v m="$2" 'BEGIN { exit !(v + 0 >= m + 0) }'
+}
+# check_metrics — GET /metrics into $TMP/metrics.txt and through promtool: a
+# format error (exit 1) fails the test; lint remarks (exit 3: names, units)
+# are printed, not failed.
+check_metrics() {
+  local rc=0
+  command -v promtool >/dev/null || fail "promtool not installed (package prometheus)"
+  curl -sf --max-time 5 -o "$TMP/metrics.txt" "$URL/metrics" || fail "GET /metrics"
+  promtool check metrics <"$TMP/metrics.txt" >"$TMP/promtool.out" 2>&1 || rc=$?
+  case $rc in
+  0) ;;
+  3) echo "promtool check metrics, lint remarks only: $(cat "$TMP/promtool.out")" ;;
+  *) fail "promtool check metrics (exit $rc): $(cat "$TMP/promtool.out")" ;;
+  esac
+  check
+}

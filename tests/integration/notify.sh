@@ -13,6 +13,8 @@
 # channel hears "resolved" exactly once.  Then: a 4xx fails at once;
 # ack / comment / resolve (409 twice, 403 for a viewer); a maintenance
 # window suppresses the notifications of a new incident (recorded, not sent).
+# keeld's own /metrics counts every HTTP attempt (retries too) and each
+# outcome (sent, failed, suppressed) once.
 . "$(dirname "$0")/lib.sh" "$1"
 
 AM_BIN=$(command -v prometheus-alertmanager || command -v alertmanager) ||
@@ -148,6 +150,19 @@ assert_eq "$(printf '%s' "$BODY" | jq '[.notifications[] | select(.status == "se
 assert_contains "$BODY" '"kind":"notification.sent"' "timeline"
 req GET "/v1/events?type=notification.sent&subject=$INC"
 assert_eq "$(jcount specversion)" 3 "notification.sent events"
+# /metrics: 3 sent, and every attempt the rows count (flaky's 500, 500, 200 among them)
+wait_for 5 metric_is 'keel_notifications_total{result="sent"}' 3 ||
+  fail "notifications sent on /metrics: $(metric 'keel_notifications_total{result="sent"}'), want 3"
+check
+req GET "/v1/incidents/$INC"
+ATTEMPTS=$(printf '%s' "$BODY" | jq '[.notifications[].attempts] | add')
+[ "$ATTEMPTS" -ge 5 ] || fail "the notifications' attempts: $ATTEMPTS, want >= 5"
+assert_eq "$(metric keel_notification_attempts_total)" "$ATTEMPTS" "notification attempts on /metrics, retries included"
+assert_eq "$(metric 'keel_notifications_total{result="failed"}')" 0 "no failed notification on /metrics"
+assert_eq "$(metric keel_notification_outbox)" 0 "nothing left in the outbox"
+assert_eq "$(metric 'keel_incidents{state="open"}')" 1 "one open incident on /metrics"
+assert_eq "$(metric 'keel_alerts{state="firing"}')" 1 "one firing alert on /metrics"
+check_metrics
 
 # ---- a restart while the incident is open: nothing is sent again ------------------------------------
 N_HOOK=$(nhooks /hook)
@@ -200,6 +215,9 @@ check
 assert_contains "$BODY" 'HTTP 400' "failed with the receiver's status"
 assert_eq "$(nhooks /status/400)" 1 "a 400 is not retried"
 RINC=$(jget subject)
+wait_for 5 metric_is 'keel_notifications_total{result="failed"}' 1 ||
+  fail "failed notifications on /metrics: $(metric 'keel_notifications_total{result="failed"}'), want 1"
+check
 
 # ---- ack, comment, resolve; a viewer only reads ----------------------------------------------------------
 kc incident list --state open
@@ -210,6 +228,8 @@ assert_eq "$KRC" 0 "comment: $KERR"
 kc incident ack "$RINC"
 assert_eq "$KRC" 0 "ack: $KERR"
 assert_contains "$KOUT" "acked $RINC: acked"
+assert_eq "$(metric 'keel_incidents{state="acked"}')" 1 "the acked incident on /metrics"
+assert_eq "$(metric 'keel_incidents{state="open"}')" 0 "no open incident left on /metrics"
 req POST "/v1/incidents/$RINC/ack" ""
 assert_error 409 conflict "ack twice"
 make_user vera viewer
@@ -262,6 +282,9 @@ check
 assert_contains "$BODY" "maintenance window payments-upgrade" "suppressed names the window"
 sleep 2
 assert_eq "$(wc -l <"$HOOKLOG" | tr -d ' ')" "$N_ALL" "nothing sent under the window"
+assert_eq "$(metric 'keel_notifications_total{result="suppressed"}')" \
+  "$(curl -s -H "Authorization: Bearer $TOKEN" "$URL/v1/events?type=notification.suppressed" | jcount specversion)" \
+  "suppressed notifications on /metrics, as their events"
 req GET "/v1/incidents?state=open"
 assert_contains "$BODY" "always-again" "the incident opened all the same"
 

@@ -3,7 +3,9 @@
  * in a temporary directory: `for`, `keep_firing_for`, flapping, resolved
  * alerts and their removal, a restart keeping active_since and not firing
  * again, expr rules over appended samples, event rules (type, clear,
- * match, by, without clear), templates, fingerprints and $value. */
+ * match, by, without clear), templates, fingerprints and $value; an
+ * expr parsed once for all its evaluations, its tree replaced only when
+ * the expr changes (ASan's leak check sees every replaced tree freed). */
 #include "keeld_testutil.h"
 
 #include <math.h>
@@ -18,6 +20,7 @@
 #include <cmocka.h>
 
 #include "alert/alert.h"
+#include "alert/alert_int.h" /* the parsed trees, to see that they are kept and replaced */
 #include "alert/doc.h"
 #include "event/event.h"
 #include "keel/json.h"
@@ -413,6 +416,99 @@ static void test_expr_errors_change_nothing(void **state) {
   fx_close(&x);
 }
 
+static const k_promql_expr_t *tree_of(fx_t *x, const char *rule) {
+  const rule_t *r = k_alert_find_rule(x->a, rule);
+  assert_non_null(r);
+  return r->pexpr;
+}
+
+/* The one alert's labels, value and state: what must not change from one
+ * evaluation of the same tree to the next. */
+static char *alert_text(fx_t *x) {
+  json_t *items = alerts(x, NULL), *it = json_array_get(items, 0);
+  json_t *o = json_pack("{s:O,s:O,s:O}", "labels", json_object_get(it, "labels"), "value",
+                        json_object_get(it, "value"), "state", json_object_get(it, "state"));
+  char *t = keel_json_canonical(o);
+  assert_int_equal(json_array_size(items), 1);
+  json_decref(o);
+  json_decref(items);
+  return t;
+}
+
+static void test_expr_parsed_once(void **state) {
+  fx_t x;
+  const k_promql_expr_t *tree;
+  k_alert_stats_t st;
+  char *first, *now;
+  json_t *r = NULL;
+  keel_err_t e = {0};
+  (void)state;
+  fx_open(&x);
+  apply(&x, RULE(""));
+  sample(&x, "m", "a", 0, 3);
+  tick(&x, 0);
+  tree = tree_of(&x, "load");
+  assert_non_null(tree);
+  first = alert_text(&x);
+  for (int i = 1; i < 60; i++) {
+    tick(&x, i * 1000);
+    assert_ptr_equal(tree_of(&x, "load"), tree); /* never parsed again */
+    now = alert_text(&x);
+    assert_string_equal(now, first);
+    free(now);
+  }
+  free(first);
+  expect_history(&x, "firing@0");
+  k_alerts_stats(x.a, &st);
+  assert_int_equal(st.rules, 1);
+  assert_int_equal(st.firing, 1);
+  assert_int_equal(st.pending, 0);
+  assert_int_equal(st.evaluations, 60);
+  assert_int_equal(st.evaluation_failures, 0);
+  assert_int_equal(st.evaluation_seconds.count, 60);
+
+  /* re-applied with the same expr: every rule is reloaded, the tree kept */
+  apply(&x, RULE("for: 1s\n"));
+  tick(&x, 60000);
+  assert_ptr_equal(tree_of(&x, "load"), tree);
+  /* a new expr: a new tree, the old one freed with its rule */
+  apply(&x, "kind: AlertRule\nname: load\nteam: ops\nseverity: warning\nexpr: m > 2\ninterval: 1s\n");
+  tick(&x, 61000);
+  assert_ptr_not_equal(tree_of(&x, "load"), tree);
+  tree = tree_of(&x, "load");
+  assert_non_null(tree);
+  expect_one(&x, NULL, "firing", 0, 0); /* 3 > 2: the same alert */
+  /* a stored expr that no longer parses: the rule stays, in error */
+  if (k_store_unit_begin(x.s, &e) ||
+      k_store_exec(x.s, "UPDATE alert_rules SET spec = json_set(spec, '$.expr', 'm >')", NULL, 0,
+                   NULL, NULL, &e) ||
+      k_store_unit_end(x.s, 1, &e))
+    fail_msg("update: %s", e.msg);
+  commit(&x);
+  assert_int_equal(k_alerts_reload(x.a, &e), 0);
+  assert_null(tree_of(&x, "load"));
+  tick(&x, 62000);
+  assert_int_equal(k_alerts_rule_get(x.a, "load", &r, &e), 0);
+  assert_string_equal(keel_json_str(r, "health"), "error");
+  assert_non_null(strstr(keel_json_str(r, "last_error"), "parse error"));
+  json_decref(r);
+  k_alerts_stats(x.a, &st);
+  assert_int_equal(st.evaluation_failures, 1);
+  expect_one(&x, NULL, "firing", 0, 0); /* a failed evaluation changes no alert */
+  /* removed: the rule and its tree go (fx_close frees nothing of it) */
+  if (k_store_unit_begin(x.s, &e) || k_alerts_rule_delete(x.a, "load", x.t0 + 62500, &r, &e) ||
+      k_store_unit_end(x.s, 1, &e))
+    fail_msg("delete: %s", e.msg);
+  json_decref(r);
+  commit(&x);
+  assert_int_equal(tick(&x, 63000), -1);
+  assert_null(k_alert_find_rule(x.a, "load"));
+  k_alerts_stats(x.a, &st);
+  assert_int_equal(st.rules, 0);
+  assert_int_equal(st.firing, 0);
+  fx_close(&x);
+}
+
 /* ---- event rules --------------------------------------------------------------------------- */
 
 #define H1 "{\"instance\": \"web-1\", \"agent_id\": \"agt_1\", \"env\": \"prod\"}"
@@ -567,6 +663,7 @@ int main(void) {
       cmocka_unit_test(test_restart_keeps_state),
       cmocka_unit_test(test_expr_labels_and_templates),
       cmocka_unit_test(test_expr_errors_change_nothing),
+      cmocka_unit_test(test_expr_parsed_once),
       cmocka_unit_test(test_event_type_and_clear),
       cmocka_unit_test(test_event_by),
       cmocka_unit_test(test_event_without_clear),

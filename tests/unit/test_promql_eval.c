@@ -118,12 +118,23 @@ static void render(const json_t *d, char *b, size_t cap) {
 
 static void check_eval(memq_t *m, const char *q, double t, const char *want) {
   k_promql_err_t e;
+  k_promql_expr_t *x = NULL;
   json_t *d = NULL;
   char b[4096];
   int rc = k_promql_instant(&m->q, q, (int64_t)llround(t * 1000), &d, &e);
   if (rc) fail_msg("%s @%g: %s", q, t, e.msg);
   render(d, b, sizeof b);
   if (strcmp(b, want)) fail_msg("%s @%g:\n got  %s\n want %s", q, t, b, want);
+  /* parsed once and evaluated twice (as alert rules do): the same answer */
+  if (k_promql_parse(q, strlen(q), NULL, &x, &e)) fail_msg("%s: %s", q, e.msg);
+  for (int i = 0; i < 2; i++) {
+    json_t *again = NULL;
+    if (k_promql_instant_expr(&m->q, x, (int64_t)llround(t * 1000), NULL, &again, &e))
+      fail_msg("%s @%g, parsed: %s", q, t, e.msg);
+    if (!json_equal(again, d)) fail_msg("%s @%g: the parsed tree answers otherwise", q, t);
+    json_decref(again);
+  }
+  k_promql_free(x);
   json_decref(d);
 }
 #define EQ(q, t, want) check_eval(m, q, t, want)
@@ -145,12 +156,22 @@ static void check_err(memq_t *m, const char *q, double t, k_promql_errtype_t typ
                       const char *msg) {
   k_promql_err_t e;
   json_t *d = (json_t *)1;
+  k_promql_expr_t *x = NULL;
   int rc = k_promql_instant(&m->q, q, (int64_t)llround(t * 1000), &d, &e);
   if (!rc) fail_msg("%s: no error", q);
   assert_null(d);
   assert_int_equal(e.code, rc);
   assert_int_equal(e.type, type);
   if (strcmp(e.msg, msg)) fail_msg("%s:\n got  %s\n want %s", q, e.msg, msg);
+  /* an evaluation error is the same from a tree parsed beforehand */
+  if (k_promql_parse(q, strlen(q), NULL, &x, &e) == 0) {
+    d = (json_t *)1;
+    assert_int_equal(k_promql_instant_expr(&m->q, x, (int64_t)llround(t * 1000), NULL, &d, &e), rc);
+    assert_null(d);
+    assert_int_equal(e.type, type);
+    if (strcmp(e.msg, msg)) fail_msg("%s, parsed:\n got  %s\n want %s", q, e.msg, msg);
+    k_promql_free(x);
+  }
 }
 
 /* The single value of a vector or scalar result. */

@@ -52,6 +52,8 @@ static void rule_free(rule_t *r) {
   tmpls_free(&r->labels);
   tmpls_free(&r->annotations);
   keel_selector_free(r->match);
+  k_promql_free(r->pexpr);
+  free(r->expr_err);
   json_decref(r->doc);
   free(r->name);
   free(r);
@@ -115,6 +117,24 @@ static int rule_new(json_t *doc, rule_t **out, keel_err_t *e) {
   }
   *out = r;
   return 0;
+}
+
+/* Parses r's expr once for all its evaluations.  An expression that does
+ * not parse (the document check parsed it, so only a parser that changed
+ * since) keeps the rule, in error; only running out of memory fails. */
+static int rule_parse(rule_t *r, keel_err_t *e) {
+  k_promql_err_t pe;
+  memset(&pe, 0, sizeof pe);
+  if (!r->expr || r->pexpr) return 0;
+  if (!k_promql_parse(r->expr, strlen(r->expr), NULL, &r->pexpr, &pe)) return 0;
+  if (pe.code == KEEL_ENOMEM || !(r->expr_err = strdup(pe.msg)))
+    return keel_err_set(e, KEEL_ENOMEM, "out of memory");
+  return 0;
+}
+
+/* old's tree serves r too: the same text parses to the same tree. */
+static int same_expr(const rule_t *old, const rule_t *r) {
+  return old && old->pexpr && r->expr && !strcmp(old->expr, r->expr);
 }
 
 static int cmp_rule(const void *x, const void *y) {
@@ -307,6 +327,8 @@ static int load(k_alerts_t *a, keel_err_t *e) {
   /* Runtime carried over from the rules as they were. */
   for (size_t k = 0; k < l.n; k++) {
     rule_t *r = l.rules[k], *old = k_alert_find_rule(a, r->name);
+    /* an apply reloads every rule: only a new or changed expr is parsed */
+    if (!same_expr(old, r) && (rc = rule_parse(r, e))) goto fail;
     if (old) {
       r->last_eval = old->last_eval;
       r->last_ns = old->last_ns;
@@ -324,6 +346,15 @@ static int load(k_alerts_t *a, keel_err_t *e) {
     if (conds_from_alerts(r)) {
       rc = keel_err_set(e, KEEL_ENOMEM, "out of memory");
       goto fail;
+    }
+  }
+  /* Trees move only now that nothing can fail: a failed load leaves the
+   * rules as they were, trees included. */
+  for (size_t k = 0; k < l.n; k++) {
+    rule_t *r = l.rules[k], *old = k_alert_find_rule(a, r->name);
+    if (same_expr(old, r)) {
+      r->pexpr = old->pexpr;
+      old->pexpr = NULL;
     }
   }
   for (size_t k = 0; k < a->nrules; k++) rule_free(a->rules[k]);
@@ -431,6 +462,22 @@ void k_alerts_close(k_alerts_t *a) {
   for (size_t k = 0; k < a->nrules; k++) rule_free(a->rules[k]);
   free(a->rules);
   free(a);
+}
+
+void k_alerts_stats(const k_alerts_t *a, k_alert_stats_t *out) {
+  memset(out, 0, sizeof *out);
+  if (!a) return;
+  out->rules = a->nrules;
+  for (size_t k = 0; k < a->nrules; k++) {
+    const rule_t *r = a->rules[k];
+    for (size_t j = 0; j < r->ninst; j++) {
+      if (r->inst[j]->state == ST_PENDING) out->pending++;
+      else if (r->inst[j]->state == ST_FIRING) out->firing++;
+    }
+  }
+  out->evaluations = a->evaluations;
+  out->evaluation_failures = a->evaluation_failures;
+  out->evaluation_seconds = a->evaluation_seconds;
 }
 
 int64_t k_alerts_held(const k_alerts_t *a) {

@@ -38,6 +38,7 @@
 #include <stdint.h>
 
 #include "event/event.h"
+#include "hist.h"
 #include "keel/buf.h"
 #include "keel/err.h"
 #include "keel/log.h"
@@ -81,6 +82,18 @@ int64_t k_alerts_wait_ms(const k_alerts_t *a, int64_t now_ms);
  * yet (0 = none): delivery after a restart starts again there
  * (k_events_save). */
 int64_t k_alerts_held(const k_alerts_t *a);
+
+/* What keeld's /metrics says of the engine: the rules and alerts in
+ * memory now, and the evaluations since the engine opened (a failure is
+ * an evaluation that left its rule with an error: the query failed, or
+ * its result could not become alerts). */
+typedef struct k_alert_stats {
+  size_t rules;
+  size_t pending, firing;
+  uint64_t evaluations, evaluation_failures;
+  k_hist_t evaluation_seconds; /* one observation per rule evaluated */
+} k_alert_stats_t;
+void k_alerts_stats(const k_alerts_t *a, k_alert_stats_t *out);
 
 /* Stores a normalized rule (alert/doc.h) unless dry_run, inside the
  * caller's unit; it takes effect at the next tick.  *report has the shape

@@ -7,6 +7,7 @@
 #include "alert/alert.h"
 #include "keel/selector.h"
 #include "keel/template.h"
+#include "promql/promql.h"
 
 enum { ST_PENDING = 0, ST_FIRING, ST_RESOLVED };
 
@@ -47,6 +48,10 @@ typedef struct rule {
   char path[192];
   const char *app, *team; /* owner, borrowed from doc (one is NULL) */
   const char *expr;       /* borrowed from doc, or NULL */
+  /* expr parsed (owned), NULL for event rules and when it does not parse
+   * (expr_err, owned, says why: the rule's error at every evaluation). */
+  k_promql_expr_t *pexpr;
+  char *expr_err;
   const char *type, *clear;
   keel_selector_t *match;
   const json_t *by;       /* array of names or NULL (borrowed) */
@@ -72,6 +77,9 @@ struct k_alerts {
   int dirty;      /* rules changed in the store: reload before the next tick */
   int64_t retry_ms; /* a reload failed: not again before this (ms) */
   int64_t min_due;
+  /* since open, across reloads (k_alerts_stats) */
+  uint64_t evaluations, evaluation_failures;
+  k_hist_t evaluation_seconds;
 };
 
 /* alert.c */

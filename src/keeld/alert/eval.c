@@ -184,7 +184,8 @@ nomem:
   return keel_err_set(e, KEEL_ENOMEM, "out of memory");
 }
 
-/* An instant query at now: each result series is a sample. */
+/* An instant query at now of the tree parsed when the rule was loaded:
+ * each result series is a sample. */
 static int expr_samples(k_alerts_t *a, rule_t *r, int64_t now, k_querier_t **q, samples_t *s,
                         keel_buf_t *b, keel_err_t *e) {
   k_promql_err_t pe;
@@ -194,11 +195,12 @@ static int expr_samples(k_alerts_t *a, rule_t *r, int64_t now, k_querier_t **q, 
   int rc = 0;
 
   memset(&pe, 0, sizeof pe);
+  if (!r->pexpr) return keel_err_set(e, KEEL_EINVAL, "%.*s", 200, r->expr_err ? r->expr_err : "");
   if (!*q) {
     if (!a->d.querier) return keel_err_set(e, KEEL_EIO, "no metrics store");
     if ((rc = a->d.querier(a->d.querier_ud, q, e))) return rc;
   }
-  if (k_promql_instant(*q, r->expr, now, &res, &pe))
+  if (k_promql_instant_expr(*q, r->pexpr, now, NULL, &res, &pe))
     return keel_err_set(e, pe.code ? pe.code : KEEL_EIO, "%.*s", 200, pe.msg);
   type = keel_json_str(res, "resultType");
   item = json_object_get(res, "result");
@@ -502,6 +504,9 @@ static void eval_rule(k_alerts_t *a, rule_t *r, int64_t now, k_querier_t **q, ch
   r->last_eval = now;
   r->last_ns = keel_mono_ns() - t0;
   r->next_due = now + r->interval_ms;
+  a->evaluations++;
+  if (r->err[0]) a->evaluation_failures++;
+  k_hist_observe(&a->evaluation_seconds, (double)r->last_ns / 1e9);
 }
 
 int64_t k_alerts_tick(k_alerts_t *a, int64_t now_ms) {

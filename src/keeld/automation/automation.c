@@ -64,6 +64,7 @@ struct k_auto {
   int dirty;        /* rules changed in the store: k_auto_refresh reads them again */
   json_t *queue;    /* events to judge: [{"view", "seq", "time_ms", "path"}], oldest first */
   size_t qhead;     /* queue[0..qhead) are done */
+  uint64_t runs, dry_runs, skips; /* outcomes kept since open (k_auto_note) */
 };
 
 static const char *txt(const k_val_t *c) { return c->type == K_VAL_TEXT ? c->s : ""; }
@@ -641,6 +642,16 @@ void k_auto_pop(k_auto_t *a) {
 
 size_t k_auto_queued(const k_auto_t *a) { return json_array_size(a->queue) - a->qhead; }
 
+void k_auto_stats(const k_auto_t *a, k_auto_stats_t *out) {
+  memset(out, 0, sizeof *out);
+  if (!a) return;
+  out->runs = a->runs;
+  out->dry_runs = a->dry_runs;
+  out->skips = a->skips;
+  out->queued = k_auto_queued(a);
+  out->enabled = a->on;
+}
+
 void k_auto_verdict_clear(k_auto_verdict_t *v) {
   json_decref(v->params);
   memset(v, 0, sizeof *v);
@@ -925,8 +936,13 @@ out:
 
 void k_auto_note(k_auto_t *a, const k_auto_verdict_t *v, const char *outcome, const char *exe_id,
                  const json_t *targets, int64_t now_ms) {
-  rstate_t *s = state_of(a, v->rule);
-  int64_t cool = json_integer_value(json_object_get(v->doc, "cooldown_ms"));
+  rstate_t *s;
+  int64_t cool;
+  if (!strcmp(outcome, "triggered")) a->runs++;
+  else if (!strcmp(outcome, "dry_run")) a->dry_runs++;
+  else a->skips++;
+  s = state_of(a, v->rule);
+  cool = json_integer_value(json_object_get(v->doc, "cooldown_ms"));
   if (!s || (strcmp(outcome, "triggered") && strcmp(outcome, "dry_run"))) return;
   last_set(s, v->target, now_ms);
   last_trim(s, now_ms, cool);

@@ -119,6 +119,17 @@ int k_auto_next(k_auto_t *a, k_event_t *ev, const json_t **view);
 void k_auto_pop(k_auto_t *a);
 size_t k_auto_queued(const k_auto_t *a);
 
+/* What keeld's /metrics says of the engine: outcomes kept since open
+ * (k_auto_note) as their automation.* event names them — triggered,
+ * dry_run, and skipped (skipped, denied, failed) —, the events queued,
+ * and the kill switch (1: automation runs). */
+typedef struct k_auto_stats {
+  uint64_t runs, dry_runs, skips;
+  size_t queued;
+  int enabled;
+} k_auto_stats_t;
+void k_auto_stats(const k_auto_t *a, k_auto_stats_t *out);
+
 /* Maintenance: 1 (and the window's name) when an active window matches
  * labels. */
 typedef int (*k_auto_maint_fn)(void *ud, const json_t *labels, int64_t now_ms, char *window,
@@ -155,9 +166,10 @@ int k_auto_judge(k_auto_t *a, size_t i, const k_event_t *ev, const json_t *view,
 int k_auto_record(k_auto_t *a, const k_auto_verdict_t *v, const k_event_t *ev, const char *outcome,
                   const char *exe_id, const json_t *targets, const char *why, int64_t now_ms,
                   keel_err_t *e);
-/* After the unit that recorded a triggered or dry_run outcome was kept:
- * it counts for cooldown and the hourly limit, and a started execution
- * (with its target agents) for the loop guard. */
+/* After the unit that recorded an outcome was kept (every outcome, so
+ * k_auto_stats counts what was kept, not what was tried): a triggered or
+ * dry_run one counts for cooldown and the hourly limit, and a started
+ * execution (with its target agents) for the loop guard. */
 void k_auto_note(k_auto_t *a, const k_auto_verdict_t *v, const char *outcome, const char *exe_id,
                  const json_t *targets, int64_t now_ms);
 

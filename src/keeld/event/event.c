@@ -52,6 +52,7 @@ struct k_events {
   int64_t delivered; /* every event with seq <= this was delivered (or never will be) */
   int64_t saved;     /* delivered, as event_cursor holds it */
   int64_t ready;     /* every event with seq <= this is in a durable generation */
+  uint64_t emitted;  /* seqs given since open (k_events_stats) */
   pend_t *pend;      /* generations not durable yet, oldest first */
   size_t npend, cappend;
   struct {
@@ -129,6 +130,13 @@ void k_events_close(k_events_t *ev) {
 
 int64_t k_events_delivered(const k_events_t *ev) { return ev ? ev->delivered : 0; }
 
+void k_events_stats(const k_events_t *ev, k_events_stats_t *out) {
+  memset(out, 0, sizeof *out);
+  if (!ev) return;
+  out->emitted = ev->emitted;
+  out->last_seq = ev->next_seq - 1;
+}
+
 /* ---- emitting ------------------------------------------------------------------- */
 
 int k_event_type_valid(const char *t) {
@@ -200,6 +208,7 @@ int k_event_emit(k_events_t *ev, const k_event_t *in, int64_t *seq_out, keel_err
   }
   /* Taken only once stored: a failed insert leaves no gap to explain. */
   ev->next_seq++;
+  ev->emitted++;
   if ((rc = track(ev, k_store_visible_gen(ev->s), seq))) {
     keel_err_set(e, rc, "out of memory");
     goto out;

@@ -111,6 +111,16 @@ void k_events_dispatch(k_events_t *ev, uint64_t durable_gen);
  * with Last-Event-ID) reads up to here and takes the rest from delivery. */
 int64_t k_events_delivered(const k_events_t *ev);
 
+/* What keeld's /metrics says of the engine.  emitted: events given a seq
+ * since open — stored in their change's unit, so one rolled back with it
+ * is counted and leaves a gap; last_seq: the last seq given (at open, the
+ * highest stored).  ev NULL: zeros. */
+typedef struct k_events_stats {
+  uint64_t emitted;
+  int64_t last_seq;
+} k_events_stats_t;
+void k_events_stats(const k_events_t *ev, k_events_stats_t *out);
+
 /* Saves how far delivery got, for the next start (in a unit of its own,
  * so it MUST be called outside any unit, after k_events_dispatch and after
  * subscribers handled what they queued).  held: the oldest seq a

@@ -47,6 +47,11 @@ struct k_incidents {
   int64_t last_esc_ms, next_esc_ms; /* the last look for due steps; the earliest due then */
   int esc_dirty;                     /* an incident changed since */
   uint64_t rows_read;                /* rows the engine's queries returned (tests) */
+  /* k_incidents_stats: outcomes as their notification.* events are
+   * delivered, of events after seq0 (the last one stored at open: a
+   * restart delivers again events an earlier keeld counted) */
+  int64_t seq0;
+  uint64_t sent, failed, suppressed, attempts;
 };
 
 static const char *txt(const k_val_t *c) { return c->type == K_VAL_TEXT ? c->s : ""; }
@@ -943,10 +948,21 @@ static int on_execution(k_incidents_t *x, const k_event_t *ev, int64_t now, keel
   return rc;
 }
 
+/* An outcome is written in one unit with its notification.* event — the
+ * engine's own, or an API request's (a resolve that notifies) — so its
+ * delivery is the one place that sees exactly the outcomes that were kept. */
+static void count_outcome(k_incidents_t *x, const k_event_t *ev) {
+  if (ev->seq <= x->seq0 || strncmp(ev->type, "notification.", 13)) return;
+  if (!strcmp(ev->type + 13, "sent")) x->sent++;
+  else if (!strcmp(ev->type + 13, "failed")) x->failed++;
+  else if (!strcmp(ev->type + 13, "suppressed")) x->suppressed++;
+}
+
 void k_incidents_event(k_incidents_t *x, const k_event_t *ev, int64_t now_ms) {
   keel_err_t e = {0};
   int rc, alert = !strcmp(ev->type, "alert.firing") || !strcmp(ev->type, "alert.resolved");
   int exe = !strcmp(ev->type, "execution.started") || !strcmp(ev->type, "execution.finished");
+  count_outcome(x, ev);
   if (!alert && !exe) return;
   if ((rc = k_store_unit_begin(x->d.store, &e))) goto fail;
   rc = alert ? on_alert(x, ev, now_ms, &e) : on_execution(x, ev, now_ms, &e);
@@ -1138,6 +1154,7 @@ void k_incidents_result(k_incidents_t *x, const char *id, long status, const cha
                         int64_t now_ms) {
   keel_err_t e = {0};
   int rc;
+  x->attempts++; /* an answer or a transport failure: an attempt whatever is kept of it */
   inflight_del(x, id);
   if ((rc = k_store_unit_begin(x->d.store, &e))) goto fail;
   rc = record(x, id, status, error, now_ms, &e);
@@ -1210,6 +1227,11 @@ int k_incidents_open(const k_incidents_deps_t *d, k_incidents_t **out, keel_err_
     return oom(e);
   }
   x->d = *d;
+  {
+    k_events_stats_t es;
+    k_events_stats(d->events, &es);
+    x->seq0 = es.last_seq;
+  }
   if ((d->sender && (rc = k_send_new(d->log, &x->send, e))) ||
       (rc = k_events_subscribe(d->events, on_event, x, e))) {
     k_incidents_close(x);
@@ -1228,6 +1250,31 @@ void k_incidents_close(k_incidents_t *x) {
 }
 
 /* ---- the API's side -------------------------------------------------------------------- */
+
+static int state_count_row(void *ud, const k_val_t *c, int n) {
+  k_incident_stats_t *o = ud;
+  if (n < 2 || c[1].type != K_VAL_INT) return 0;
+  if (!strcmp(txt(&c[0]), "open")) o->open = c[1].i;
+  else if (!strcmp(txt(&c[0]), "acked")) o->acked = c[1].i;
+  return 0;
+}
+
+int k_incidents_stats(k_incidents_t *x, k_incident_stats_t *out, keel_err_t *e) {
+  int rc;
+  memset(out, 0, sizeof *out);
+  out->sent = x->sent;
+  out->failed = x->failed;
+  out->suppressed = x->suppressed;
+  out->attempts = x->attempts;
+  /* both walk a partial index: live incidents, pending rows */
+  if ((rc = sql(x, "SELECT state, COUNT(*) FROM incidents WHERE state <> 'resolved' GROUP BY state",
+                NULL, 0, state_count_row, out, e)))
+    goto out;
+  rc = sql(x, "SELECT COUNT(*) FROM notification_outbox WHERE status = 'pending'", NULL, 0, min_row,
+           &out->outbox, e);
+out:
+  return rc;
+}
 
 typedef struct rows {
   json_t *items;

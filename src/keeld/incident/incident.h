@@ -86,6 +86,19 @@ void k_incidents_event(k_incidents_t *x, const k_event_t *ev, int64_t now_ms);
 /* Rows the engine's queries have read so far (tests: what an event costs). */
 uint64_t k_incidents_rows_read(const k_incidents_t *x);
 
+/* What keeld's /metrics says of the engine.  Counters since the engine
+ * opened: outcomes once they are kept (their notification.* event
+ * delivered; suppressed rows were never to be sent), and attempts, every
+ * HTTP request that ended (answered or not), retries included.  Gauges
+ * read from the store through partial indexes, so their cost grows with
+ * live incidents and pending rows only. */
+typedef struct k_incident_stats {
+  int64_t open, acked; /* unresolved incidents by state */
+  int64_t outbox;      /* notifications pending: neither sent nor failed yet */
+  uint64_t sent, failed, suppressed, attempts;
+} k_incident_stats_t;
+int k_incidents_stats(k_incidents_t *x, k_incident_stats_t *out, keel_err_t *e);
+
 /* Escalation steps that are due (each incident in a unit of its own), then
  * hands durable pending notifications that are due to the sender.  Returns
  * how many ms until it has work again (0..1000). */

@@ -1562,44 +1562,32 @@ static void opts_fill(k_promql_opts_t *o, const k_promql_opts_t *in) {
   if (!o->max_points) o->max_points = K_PROMQL_DEFAULT_MAX_POINTS;
 }
 
-/* One query: parse, evaluate over [start, end], build the JSON.  instant
- * decides the result shape. */
-static int run(k_querier_t *q, const char *expr, int64_t start, int64_t end, int64_t step,
-               int instant, const k_promql_opts_t *in_opts, json_t **out, k_promql_err_t *e) {
-  k_promql_opts_t o;
-  k_promql_expr_t *x = NULL;
+static void err_clear(k_promql_err_t *e) {
+  e->code = 0;
+  e->type = K_PROMQL_ERR_NONE;
+  e->msg[0] = '\0';
+}
+
+/* Keeps every t - offset - range - lookback far from int64 overflow. */
+static int times_ok(int64_t start, int64_t end, k_promql_err_t *e) {
+  if (start < -(INT64_C(1) << 62) || end > (INT64_C(1) << 62))
+    return pq_err(e, KEEL_EINVAL, K_PROMQL_ERR_BAD_DATA, "timestamp out of range");
+  return 0;
+}
+
+/* One parsed query x (only read), evaluated over [start, end]; the JSON.
+ * instant decides the result shape.  o: filled (opts_fill). */
+static int run_expr(k_querier_t *q, const k_promql_expr_t *x, int64_t start, int64_t end,
+                    int64_t step, int instant, const k_promql_opts_t *o, json_t **out,
+                    k_promql_err_t *e) {
   pq_ctx_t c;
   value_t v;
-  k_promql_err_t scratch_err;
   json_t *res = NULL;
   int rc;
 
   memset(&c, 0, sizeof c);
   memset(&v, 0, sizeof v);
   *out = NULL;
-  if (!e) e = &scratch_err;
-  e->code = 0;
-  e->type = K_PROMQL_ERR_NONE;
-  e->msg[0] = '\0';
-  opts_fill(&o, in_opts);
-  if (!expr) {
-    rc = pq_err(e, KEEL_EINVAL, K_PROMQL_ERR_BAD_DATA, "no query given");
-    goto out;
-  }
-  /* Keeps every t - offset - range - lookback far from int64 overflow. */
-  if (start < -(INT64_C(1) << 62) || end > (INT64_C(1) << 62)) {
-    rc = pq_err(e, KEEL_EINVAL, K_PROMQL_ERR_BAD_DATA, "timestamp out of range");
-    goto out;
-  }
-  if ((rc = k_promql_parse(expr, strlen(expr), &o, &x, e))) {
-    /* Prometheus' API names the parameter of a parse error */
-    if (e->type == K_PROMQL_ERR_BAD_DATA) {
-      char m[sizeof e->msg];
-      snprintf(m, sizeof m, "%s", e->msg);
-      snprintf(e->msg, sizeof e->msg, "invalid parameter \"query\": %.990s", m);
-    }
-    goto out;
-  }
   if (!instant) {
     k_pq_type_t t = x->root->type;
     if (t != K_PQ_T_VECTOR && t != K_PQ_T_SCALAR) {
@@ -1611,7 +1599,7 @@ static int run(k_querier_t *q, const char *expr, int64_t start, int64_t end, int
   }
   c.q = q;
   c.e = e;
-  c.o = &o;
+  c.o = o;
   c.start = start;
   c.end = end;
   c.interval = instant ? 1 : step;
@@ -1667,6 +1655,37 @@ out:
   free(c.tab);
   free(c.scratch);
   pq_arena_free(c.arena);
+  return rc;
+}
+
+/* One query from its text: parse, then run_expr. */
+static int run(k_querier_t *q, const char *expr, int64_t start, int64_t end, int64_t step,
+               int instant, const k_promql_opts_t *in_opts, json_t **out, k_promql_err_t *e) {
+  k_promql_opts_t o;
+  k_promql_expr_t *x = NULL;
+  k_promql_err_t scratch_err;
+  int rc;
+
+  *out = NULL;
+  if (!e) e = &scratch_err;
+  err_clear(e);
+  opts_fill(&o, in_opts);
+  if (!expr) {
+    rc = pq_err(e, KEEL_EINVAL, K_PROMQL_ERR_BAD_DATA, "no query given");
+    goto out;
+  }
+  if ((rc = times_ok(start, end, e))) goto out;
+  if ((rc = k_promql_parse(expr, strlen(expr), &o, &x, e))) {
+    /* Prometheus' API names the parameter of a parse error */
+    if (e->type == K_PROMQL_ERR_BAD_DATA) {
+      char m[sizeof e->msg];
+      snprintf(m, sizeof m, "%s", e->msg);
+      snprintf(e->msg, sizeof e->msg, "invalid parameter \"query\": %.990s", m);
+    }
+    goto out;
+  }
+  rc = run_expr(q, x, start, end, step, instant, &o, out, e);
+out:
   k_promql_free(x);
   return rc;
 }
@@ -1674,6 +1693,20 @@ out:
 int k_promql_instant_opts(k_querier_t *q, const char *expr, int64_t t_ms,
                           const k_promql_opts_t *opts, json_t **out, k_promql_err_t *e) {
   return run(q, expr, t_ms, t_ms, 1, 1, opts, out, e);
+}
+
+int k_promql_instant_expr(k_querier_t *q, const k_promql_expr_t *x, int64_t t_ms,
+                          const k_promql_opts_t *opts, json_t **out, k_promql_err_t *e) {
+  k_promql_opts_t o;
+  k_promql_err_t scratch_err;
+  int rc;
+  if (!e) e = &scratch_err;
+  err_clear(e);
+  opts_fill(&o, opts);
+  *out = NULL;
+  if (!x || !x->root) return pq_err(e, KEEL_EINVAL, K_PROMQL_ERR_BAD_DATA, "no query given");
+  if ((rc = times_ok(t_ms, t_ms, e))) return rc;
+  return run_expr(q, x, t_ms, t_ms, 1, 1, &o, out, e);
 }
 
 int k_promql_instant(k_querier_t *q, const char *expr, int64_t t_ms, json_t **out,

@@ -198,6 +198,16 @@ int k_promql_instant(k_querier_t *q, const char *expr, int64_t t_ms, json_t **ou
                      k_promql_err_t *e);
 int k_promql_instant_opts(k_querier_t *q, const char *expr, int64_t t_ms,
                           const k_promql_opts_t *opts, json_t **out, k_promql_err_t *e);
+/* The same over an expression k_promql_parse gave, for callers that run
+ * one query many times (alert rules): x is borrowed and only read, so it
+ * may be evaluated any number of times, and stays the caller's to free
+ * with k_promql_free — never before the call returns.  The parse-time
+ * limits (max_expr_len, max_depth) are those x was parsed with; opts
+ * bounds the evaluation.  Errors are evaluation errors only: no
+ * `invalid parameter "query"` prefix, since there is no text to blame;
+ * x NULL is "no query given". */
+int k_promql_instant_expr(k_querier_t *q, const k_promql_expr_t *x, int64_t t_ms,
+                          const k_promql_opts_t *opts, json_t **out, k_promql_err_t *e);
 
 /* Range query over [start_ms, end_ms] every step_ms.  *out is
  * {"resultType": "matrix", "result": [{"metric": {...}, "values": [[t, "v"], ...]}, ...]}

@@ -125,6 +125,13 @@ void k_xec_on_result(k_xec_t *x, const char *exe_id, const char *run_id);
  * Returns how long the loop may sleep before a timer is due (ms, -1: none). */
 int64_t k_xec_tick(k_xec_t *x, int64_t now_ms, int *moved);
 
+/* Unfinished executions by state, from memory (xec_stats.c), for
+ * keeld's /metrics; pending ones (not ticked yet) are in none. */
+typedef struct k_xec_stats {
+  size_t running, waiting_approval, paused;
+} k_xec_stats_t;
+void k_xec_stats(const k_xec_t *x, k_xec_stats_t *out);
+
 /* ---- schedules ---- */
 /* Runbooks changed (apply/delete): schedules are re-read on the next
  * k_xec_due. */
