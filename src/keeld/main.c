@@ -73,6 +73,8 @@ static const opt_t opts_table[] = {
      "agents' heartbeat interval; offline after 3 silent intervals (default 5s)"},
     {"event-retention", O_DUR, SO(event_retention_ms), 0,
      "how long events are kept (default 7d; pruned hourly)"},
+    {"alertmanager-resend", O_DUR, SO(am_resend_ms), 0,
+     "re-send firing alerts to alertmanager channels this often; endsAt 4x ahead (default 1m)"},
     {"admin", O_STR, offsetof(cli_opts_t, admin), sizeof(((cli_opts_t *)0)->admin),
      "init: name of the first admin user (default admin)"},
     {NULL, 0, 0, 0, NULL},
@@ -435,7 +437,8 @@ static int serve(cli_opts_t *o) {
   if (k_maint_open(srv.store, &srv.log, &srv.maint, &e)) goto fail;
   {
     /* srv.url is filled by k_http_start below, before any payload is built */
-    k_incidents_deps_t id = {srv.store, srv.events, srv.maint, &srv.log, srv.url, 1};
+    k_incidents_deps_t id = {srv.store, srv.events,           srv.maint, &srv.log,
+                             srv.url,   srv.opts.am_resend_ms, 1};
     if (k_incidents_open(&id, &srv.incidents, &e)) goto fail;
   }
   if (k_api_automation_start(&srv, &e)) goto fail;
@@ -643,6 +646,7 @@ int main(int argc, char **argv) {
   o.srv.shutdown_grace_ms = 10000;
   o.srv.heartbeat_ms = 5000;
   o.srv.event_retention_ms = 7LL * 86400 * 1000;
+  o.srv.am_resend_ms = 60 * 1000;
 
   if (argc > 1 && strncmp(argv[1], "--", 2)) {
     cmd = argv[1];

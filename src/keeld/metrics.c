@@ -125,6 +125,13 @@ static int engine_metrics(k_server_t *srv, keel_buf_t *b) {
     if (!rc) rc = sample(b, "keel_notification_attempts_total", "counter",
                          "HTTP requests made for notifications, answered or not, retries included.",
                          is.attempts);
+    if (!rc) rc = sample(b, "keel_alertmanager_resends_total", "counter",
+                         "Re-sends of firing alerts to alertmanager channels that ended (not "
+                         "notifications: an Alertmanager merges them).",
+                         is.resends);
+    if (!rc) rc = sample(b, "keel_alertmanager_resend_failures_total", "counter",
+                         "Re-sends to alertmanager channels not answered 2xx, or not made.",
+                         is.resend_failures);
     if (!rc && got) rc = sample(b, "keel_notification_outbox", "gauge",
                                 "Notifications not sent or failed yet (retries waiting included).",
                                 (unsigned long long)is.outbox);

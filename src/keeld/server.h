@@ -130,6 +130,7 @@ typedef struct k_server_opts {
   int64_t shutdown_grace_ms;
   int64_t heartbeat_ms;
   int64_t event_retention_ms;
+  int64_t am_resend_ms; /* incidents: Alertmanager re-send delay */
 } k_server_opts_t;
 
 struct k_server {

@@ -7,8 +7,10 @@
 # (prometheus-alertmanager), whose own webhook delivers them to the same
 # receiver: Keel -> Alertmanager /api/v2/alerts -> Alertmanager's webhook,
 # and Keel's alertmanager-webhook payload has the shape of the real one.
-# A keeld restart (SIGTERM, then kill -9) while the incident is open sends
-# nothing again; deleting
+# The Alertmanager is told again each re-send delay, endsAt four delays
+# ahead, so the alert stays active there as long as Keel fires it, also
+# across restarts. A keeld restart (SIGTERM, then kill -9) while the
+# incident is open sends no notification again; deleting
 # the rule resolves the alert, the incident resolves by itself and every
 # channel hears "resolved" exactly once.  Then: a 4xx fails at once;
 # ack / comment / resolve (409 twice, 403 for a viewer); a maintenance
@@ -54,7 +56,7 @@ has_hooks() { [ "$(nhooks "$1" "${3:-}")" -ge "$2" ]; } # PATH N [FILTER]
 
 # ---- keeld with a policy and a rule that always fires ------------------------------------------
 init_data "$TMP/d"
-start_keeld "$TMP/d" --heartbeat 1s
+start_keeld "$TMP/d" --heartbeat 1s --alertmanager-resend 1s
 cat >"$TMP/policy.yaml" <<EOF
 kind: NotificationPolicy
 channels:
@@ -136,6 +138,22 @@ assert_eq "$(printf '%s' "$AMO" | jq -r .body.status)" firing "Alertmanager's we
 assert_eq "$(printf '%s' "$AMO" | jq -r '.body.alerts[0].labels.alertname')" always "Alertmanager's webhook: alertname"
 assert_eq "$(printf '%s' "$AMO" | jq -r '.body.alerts[0].labels.team')" payments "Alertmanager's webhook: team"
 assert_eq "$(printf '%s' "$AMO" | jq -r '.body.alerts[0].annotations.keel_incident')" "$INC" "Alertmanager's webhook: incident"
+# the Alertmanager is told again each re-send delay (1 s here) with endsAt four
+# delays ahead, as Prometheus does: a firing alert never ends there by itself
+am_alert() { curl -s --max-time 5 "$AMURL/api/v2/alerts" | jq -c '[.[] | select(.labels.alertname == "always")][0]'; }
+E1=$(am_alert | jq -r .endsAt)
+sleep 2.5
+A2=$(am_alert)
+E2=$(printf '%s' "$A2" | jq -r .endsAt)
+[ "$(date -d "$E2" +%s%3N)" -gt "$(date -d "$E1" +%s%3N)" ] || fail "endsAt in the Alertmanager did not move: $E1, then $E2"
+check
+LEFT=$(($(date -d "$E2" +%s%3N) - $(date +%s%3N)))
+[ "$LEFT" -gt 0 ] && [ "$LEFT" -le 4500 ] || fail "endsAt $LEFT ms ahead, want (0, 4 s] (4 re-send delays)"
+check
+assert_eq "$(printf '%s' "$A2" | jq -r .status.state)" active "the alert is active in the Alertmanager"
+wait_for 5 metric_ge keel_alertmanager_resends_total 2 || fail "re-sends on /metrics: $(metric keel_alertmanager_resends_total)"
+check
+assert_eq "$(metric keel_alertmanager_resend_failures_total)" 0 "no failed re-send"
 # Keel's alertmanager-webhook payload has the real one's shape, key for key
 FL=$(hooks /flaky | tail -n 1)
 assert_eq "$(printf '%s' "$FL" | jq -c '.body | keys')" "$(printf '%s' "$AMO" | jq -c '.body | keys')" "webhook payload keys"
@@ -169,7 +187,7 @@ N_HOOK=$(nhooks /hook)
 N_ALL=$(wc -l <"$HOOKLOG")
 stop_keeld TERM
 assert_eq "$KEELD_RC" 0 "keeld exit"
-start_keeld "$TMP/d" --heartbeat 1s
+start_keeld "$TMP/d" --heartbeat 1s --alertmanager-resend 1s
 sleep 4
 assert_eq "$(nhooks /hook)" "$N_HOOK" "no second notification after a restart"
 assert_eq "$(wc -l <"$HOOKLOG" | tr -d ' ')" "$N_ALL" "no request at all after a restart"
@@ -178,9 +196,14 @@ assert_eq "$(jget state)" open "still open after the restart"
 assert_eq "$(printf '%s' "$BODY" | jq '.notifications | length')" 3 "no new notification rows"
 # ... and after kill -9
 stop_keeld KILL
-start_keeld "$TMP/d" --heartbeat 1s
+start_keeld "$TMP/d" --heartbeat 1s --alertmanager-resend 1s
 sleep 3
 assert_eq "$(wc -l <"$HOOKLOG" | tr -d ' ')" "$N_ALL" "no request at all after kill -9 and a restart"
+# more than four re-send delays went by across the restarts: still firing there
+assert_eq "$(am_alert | jq -r .status.state)" active "the alert is still active in the Alertmanager after the restarts"
+LEFT=$(($(date -d "$(am_alert | jq -r .endsAt)" +%s%3N) - $(date +%s%3N)))
+[ "$LEFT" -gt 0 ] || fail "the Alertmanager's endsAt is $LEFT ms ago after the restarts"
+check
 
 # ---- resolve by itself: delete the rule --------------------------------------------------------------
 req DELETE /v1/alert-rules/always

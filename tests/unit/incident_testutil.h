@@ -42,7 +42,7 @@ static inline int ifx_setup(void **state) {
     print_error("setup: %s\n", e.msg);
     return -1;
   }
-  d = (k_incidents_deps_t){f->s, f->ev, f->m, NULL, "http://keel.test", 0};
+  d = (k_incidents_deps_t){f->s, f->ev, f->m, NULL, "http://keel.test", 0, 0};
   if (k_incidents_open(&d, &f->x, &e)) {
     print_error("setup: %s\n", e.msg);
     return -1;

@@ -52,6 +52,8 @@ struct k_incidents {
    * restart delivers again events an earlier keeld counted) */
   int64_t seq0;
   uint64_t sent, failed, suppressed, attempts;
+  int64_t next_resend_ms;           /* the next Alertmanager re-send (0: not set yet) */
+  uint64_t resends, resend_failures;
 };
 
 static const char *txt(const k_val_t *c) { return c->type == K_VAL_TEXT ? c->s : ""; }
@@ -426,36 +428,60 @@ static int note(k_incidents_t *x, json_t *inc, const char *type, const char *ntf
  * channel object, "step": k}).  The payload carries the first
  * K_INCIDENT_NOTIFY_ALERTS alerts of the incident (firing first) and how
  * many were left out; they are read only when there is a target. */
+/* What a notification about inc says of its alerts: *nalerts the first
+ * K_INCIDENT_NOTIFY_ALERTS with team and application merged into their
+ * labels (new), *truncated how many were left out. */
+static int notice_alerts(k_incidents_t *x, const json_t *inc, json_t **nalerts,
+                         int64_t *truncated, keel_err_t *e) {
+  json_t *a;
+  size_t i;
+  int rc = first_alerts(x, jstr(inc, "id"), 1, K_INCIDENT_NOTIFY_ALERTS, nalerts, e);
+  if (rc) return rc;
+  json_array_foreach(*nalerts, i, a)
+      json_object_set_new(a, "labels", merged_labels(json_object_get(a, "labels"), jstr(inc, "team"),
+                                                     jstr(inc, "application")));
+  *truncated = left_out(inc, json_array_size(*nalerts));
+  return 0;
+}
+
+static int64_t am_resend_ms(const k_incidents_t *x) {
+  return x->d.am_resend_ms > 0 ? x->d.am_resend_ms : K_NOTIFY_AM_RESEND_MS;
+}
+
 static int queue(k_incidents_t *x, json_t *inc, const char *transition, const json_t *targets,
                  const char *cause, int64_t now, keel_err_t *e) {
   int resolved = !strcmp(transition, "resolved");
   const char *status = resolved ? "resolved" : "firing";
-  json_t *nalerts = NULL, *pub = NULL, *a, *t;
+  json_t *nalerts = NULL, *pub = NULL, *t;
   char window[K_MAINT_NAME_MAX];
   size_t i;
   int rc = 0, muted;
   int64_t truncated;
 
   if (!json_array_size(targets)) return 0;
-  if ((rc = first_alerts(x, jstr(inc, "id"), 1, K_INCIDENT_NOTIFY_ALERTS, &nalerts, e)) ||
+  if ((rc = notice_alerts(x, inc, &nalerts, &truncated, e)) ||
       (rc = all_muted(x, inc, resolved, now, &muted, window, sizeof window, e)))
     goto out;
   if (!(pub = public_of(inc))) {
     rc = oom(e);
     goto out;
   }
-  json_array_foreach(nalerts, i, a)
-      json_object_set_new(a, "labels", merged_labels(json_object_get(a, "labels"), jstr(inc, "team"),
-                                                     jstr(inc, "application")));
-  truncated = left_out(inc, json_array_size(nalerts));
   json_array_foreach(targets, i, t) {
     const json_t *ch = json_object_get(t, "channel");
     int step = (int)jint(t, "step"), sup = muted;
     char id[ID_LEN], url[2200], why[K_MAINT_NAME_MAX + 64] = "";
     char *body = NULL, *hdrs = NULL;
     json_t *b;
-    k_notice_t n = {pub, nalerts, status, id, jstr(ch, "name"), step,
-                    x->d.external_url ? x->d.external_url : "", now, truncated};
+    k_notice_t n = {pub,
+                    nalerts,
+                    status,
+                    id,
+                    jstr(ch, "name"),
+                    step,
+                    x->d.external_url ? x->d.external_url : "",
+                    now,
+                    truncated,
+                    4 * am_resend_ms(x)};
 
     if (sup) snprintf(why, sizeof why, "maintenance window %s", window);
     if (resolved && !sup) {
@@ -1178,6 +1204,102 @@ static void dispatch(k_incidents_t *x, int64_t now) {
   json_decref(rows);
 }
 
+/* ---- Alertmanager re-sends -------------------------------------------------------------
+ * Not notifications: no outbox row, no event, nothing to dedupe (an
+ * Alertmanager merges the same alert told again).  A lost one is the next
+ * one's job, so nothing here is durable or retried. */
+
+typedef struct amctx {
+  json_t *rows;
+  char last[ID_LEN + 80];
+} amctx_t;
+
+/* One row per (incident, channel): the newest firing notification the
+ * channel took (rows come newest first per pair). */
+static int am_row(void *ud, const k_val_t *c, int n) {
+  amctx_t *a = ud;
+  char key[sizeof a->last];
+  if (n < 5) return 0;
+  snprintf(key, sizeof key, "%s/%s", txt(&c[0]), txt(&c[1]));
+  if (!strcmp(key, a->last)) return 0;
+  snprintf(a->last, sizeof a->last, "%s", key);
+  if (json_array_size(a->rows) >= K_INCIDENT_AM_RESEND_MAX) return 1;
+  return json_array_append_new(a->rows,
+                               json_pack("{s:s,s:s,s:s,s:o,s:I}", "incident", txt(&c[0]), "channel",
+                                         txt(&c[1]), "url", txt(&c[2]), "headers",
+                                         parse_or(&c[3], json_object()), "timeout_ms",
+                                         (json_int_t)c[4].i))
+             ? KEEL_ENOMEM
+             : 0;
+}
+
+static int am_resend_one(k_incidents_t *x, const json_t *r, int64_t now, keel_err_t *e) {
+  json_t *inc = NULL, *nalerts = NULL, *pub = NULL, *b = NULL;
+  char id[ID_LEN];
+  char *body = NULL;
+  int64_t truncated = 0;
+  int rc;
+
+  if ((rc = load(x, jstr(r, "incident"), &inc, e)) ||
+      (rc = notice_alerts(x, inc, &nalerts, &truncated, e)))
+    goto out;
+  if (!(pub = public_of(inc))) {
+    rc = oom(e);
+    goto out;
+  }
+  keel_random_id(id, sizeof id, "rsd_");
+  {
+    k_notice_t n = {pub,
+                    nalerts,
+                    "firing",
+                    id,
+                    jstr(r, "channel"),
+                    0,
+                    x->d.external_url ? x->d.external_url : "",
+                    now,
+                    truncated,
+                    4 * am_resend_ms(x)};
+    b = k_notify_body_amapi(&n);
+  }
+  if (!b || !(body = keel_json_canonical(b))) {
+    rc = oom(e);
+    goto out;
+  }
+  rc = k_send_submit(x->send, id, jstr(r, "url"), json_object_get(r, "headers"), body,
+                     jint(r, "timeout_ms"), e);
+out:
+  free(body);
+  json_decref(b);
+  json_decref(pub);
+  json_decref(nalerts);
+  json_decref(inc);
+  return rc;
+}
+
+static void am_resend(k_incidents_t *x, int64_t now) {
+  amctx_t a = {json_array(), ""};
+  keel_err_t e = {0};
+  json_t *r;
+  size_t i;
+  if (!a.rows) return;
+  if (sql(x,
+          "SELECT o.incident_id, o.channel, o.url, o.headers, o.timeout_ms"
+          " FROM incidents i JOIN notification_outbox o ON o.incident_id = i.id"
+          " WHERE i.state <> 'resolved' AND o.type = 'alertmanager' AND o.status = 'sent'"
+          " AND o.transition <> 'resolved'"
+          " ORDER BY o.incident_id, o.channel, o.created_ms DESC",
+          NULL, 0, am_row, &a, &e) < 0)
+    keel_log(x->d.log, KEEL_LOG_ERROR, "incidents: reading what to re-send: %s", e.msg);
+  json_array_foreach(a.rows, i, r) {
+    if (am_resend_one(x, r, now, &e)) {
+      x->resend_failures++;
+      keel_log(x->d.log, KEEL_LOG_ERROR, "incidents: re-sending %s to %s: %s",
+               jstr(r, "incident"), jstr(r, "channel"), e.msg);
+    }
+  }
+  json_decref(a.rows);
+}
+
 int64_t k_incidents_tick(k_incidents_t *x, int64_t now_ms) {
   int64_t wait;
   /* a look when a step is due, an incident changed, or a second passed
@@ -1191,9 +1313,16 @@ int64_t k_incidents_tick(k_incidents_t *x, int64_t now_ms) {
     x->next_scan_ms = now_ms + SCAN_EVERY_MS;
     dispatch(x, now_ms);
   }
+  /* the first round one delay after start: what an earlier keeld told
+   * the Alertmanager is still valid for three more */
+  if (x->send && now_ms >= x->next_resend_ms) {
+    if (x->next_resend_ms) am_resend(x, now_ms);
+    x->next_resend_ms = now_ms + am_resend_ms(x);
+  }
   /* fresh rows go out as soon as their batch is durable (the sync wakes
    * the loop); otherwise the next retry or the periodic scan */
   wait = x->next_scan_ms - now_ms;
+  if (x->send && x->next_resend_ms - now_ms < wait) wait = x->next_resend_ms - now_ms;
   return wait < 0 ? 0 : wait > SCAN_EVERY_MS ? SCAN_EVERY_MS : wait;
 }
 
@@ -1206,6 +1335,18 @@ typedef struct pollctx {
 
 static void on_result(void *ud, const k_send_result_t *r) {
   pollctx_t *p = ud;
+  if (!strncmp(r->id, "rsd_", 4)) {
+    /* a re-send: counted, never retried (the next round tells it again) */
+    p->x->resends++;
+    if (r->status < 200 || r->status >= 300) {
+      p->x->resend_failures++;
+      if (r->status)
+        keel_log(p->x->d.log, KEEL_LOG_WARN, "Alertmanager re-send %s: HTTP %ld", r->id, r->status);
+      else
+        keel_log(p->x->d.log, KEEL_LOG_WARN, "Alertmanager re-send %s: %s", r->id, r->error);
+    }
+    return;
+  }
   if (r->status < 200 || r->status >= 300)
     keel_log(p->x->d.log, KEEL_LOG_WARN, "notification %s: %s", r->id, r->error);
   k_incidents_result(p->x, r->id, r->status, r->error, p->now);
@@ -1265,6 +1406,8 @@ int k_incidents_stats(k_incidents_t *x, k_incident_stats_t *out, keel_err_t *e) 
   out->sent = x->sent;
   out->failed = x->failed;
   out->suppressed = x->suppressed;
+  out->resends = x->resends;
+  out->resend_failures = x->resend_failures;
   out->attempts = x->attempts;
   /* both walk a partial index: live incidents, pending rows */
   if ((rc = sql(x, "SELECT state, COUNT(*) FROM incidents WHERE state <> 'resolved' GROUP BY state",

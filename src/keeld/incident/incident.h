@@ -62,6 +62,9 @@ typedef struct k_incidents k_incidents_t;
 #define K_INCIDENT_EVENT_ALERTS 50
 #define K_INCIDENT_EVENT_ALERT_BYTES 8192
 #define K_INCIDENT_NOTIFY_ALERTS 100
+/* Alertmanager re-sends per round (one per unresolved incident and
+ * channel): past this many, the rest wait for the next round. */
+#define K_INCIDENT_AM_RESEND_MAX 1000
 
 typedef struct k_incidents_deps {
   k_store_t *store;
@@ -70,6 +73,7 @@ typedef struct k_incidents_deps {
   const keel_log_t *log;
   const char *external_url; /* keeld's URL, for links in payloads ("" none); borrowed for
                                the engine's life and read when a payload is built */
+  int64_t am_resend_ms;     /* re-send to Alertmanager this often (<= 0: K_NOTIFY_AM_RESEND_MS) */
   int sender;               /* 1: start the sender thread; 0: nothing is sent
                                (tests drive k_incidents_due / _result) */
 } k_incidents_deps_t;
@@ -96,6 +100,9 @@ typedef struct k_incident_stats {
   int64_t open, acked; /* unresolved incidents by state */
   int64_t outbox;      /* notifications pending: neither sent nor failed yet */
   uint64_t sent, failed, suppressed, attempts;
+  /* re-sends of firing alerts to Alertmanager (not notifications): made,
+   * and of those not answered 2xx (or not made) */
+  uint64_t resends, resend_failures;
 } k_incident_stats_t;
 int k_incidents_stats(k_incidents_t *x, k_incident_stats_t *out, keel_err_t *e);
 

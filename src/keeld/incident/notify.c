@@ -21,7 +21,6 @@
 #define HEADER_VALUE_MAX 1024
 static const k_walk_range_t after_range = {0, 7 * 86400000LL, "0s", "7d"};
 static const k_walk_range_t timeout_range = {1000, 60000, "1s", "60s"};
-#define AM_FIRING_ENDS_MS (24 * 3600 * 1000LL)
 
 static const k_idoc_table_t table = {"notification_policies", "team", 0, "notification_policy"};
 
@@ -464,7 +463,8 @@ json_t *k_notify_body_amapi(const k_notice_t *n) {
   char url[512], ends[KEEL_TIME_STRLEN], now[KEEL_TIME_STRLEN];
   size_t i;
   incident_url(n, url, sizeof url);
-  keel_time_format(ends, n->now_ms + AM_FIRING_ENDS_MS);
+  keel_time_format(ends, n->now_ms + (n->am_valid_ms > 0 ? n->am_valid_ms
+                                                        : 4LL * K_NOTIFY_AM_RESEND_MS));
   keel_time_format(now, n->now_ms);
   json_array_foreach(n->alerts, i, a) {
     const char *st = keel_json_str(a, "state"), *resolved = keel_json_str(a, "ends_at");

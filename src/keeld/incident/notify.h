@@ -79,7 +79,16 @@ typedef struct k_notice {
   const char *external_url; /* keeld's URL ("" when unknown) */
   int64_t now_ms;
   int64_t truncated;        /* alerts left out of alerts (0: none) */
+  int64_t am_valid_ms;      /* type alertmanager: a firing alert's endsAt is this far
+                               ahead (<= 0: K_NOTIFY_AM_RESEND_MS * 4) */
 } k_notice_t;
+
+/* Alertmanager ends an alert at its endsAt unless told again: the engine
+ * re-sends the firing alerts of every unresolved incident to the
+ * alertmanager channels that took its firing notification, each resend
+ * delay (default, as Prometheus' --rules.alert.resend-delay), with endsAt
+ * four delays ahead (as Prometheus). */
+#define K_NOTIFY_AM_RESEND_MS (60 * 1000)
 
 /* Format keel: {"version": "1", "notification_id", "status", "channel",
  * "step", "incident": {...}, "alerts": [...], "alerts_truncated", "url"}. */
@@ -89,8 +98,8 @@ json_t *k_notify_body_keel(const k_notice_t *n);
  * commonAnnotations are of the alerts sent, as Alertmanager's are. */
 json_t *k_notify_body_amwebhook(const k_notice_t *n);
 /* Type alertmanager: the body of POST /api/v2/alerts, one object per
- * alert; firing ones end 24 h ahead (so Alertmanager's resolve_timeout
- * does not end them), resolved ones at their resolved time. */
+ * alert; firing ones end am_valid_ms ahead (told again before: see
+ * K_NOTIFY_AM_RESEND_MS), resolved ones at their resolved time. */
 json_t *k_notify_body_amapi(const k_notice_t *n);
 /* The body for channel ch (normalized channel object): one of the above. */
 json_t *k_notify_body(const json_t *ch, const k_notice_t *n);
