@@ -245,6 +245,21 @@ static int gone(pid_t pid) {
   return rp && rp[1] == ' ' && rp[2] == 'Z'; /* a zombie is dead */
 }
 
+/* The job printed a grandchild's pid: it must be dead within a second. */
+static void assert_stdout_pid_gone(json_t *r) {
+  size_t n;
+  char *out = b64field(r, "stdout_b64", &n);
+  pid_t gc = (pid_t)atoi(out);
+  int dead = 0;
+  free(out);
+  assert_true(gc > 1);
+  for (int i = 0; i < 100 && !dead; i++) {
+    dead = gone(gc);
+    if (!dead) usleep(10000);
+  }
+  assert_true(dead);
+}
+
 static void test_timeout(void **state) {
   struct fx *f = *state;
   int64_t t0 = keel_mono_ms();
@@ -260,22 +275,10 @@ static void test_timeout_kills_group(void **state) {
   int64_t t0 = keel_mono_ms();
   /* The grandchild prints its pid so we can check that it died too. */
   json_t *r = run(f, "{\"shell\":\"sleep 10 & echo $!; sleep 10\",\"timeout_ms\":200}", 3000);
-  size_t n;
-  char *out;
-  pid_t gc;
-  int dead = 0;
 
   assert_status(r, "timeout");
   assert_true(keel_mono_ms() - t0 < 1500);
-  out = b64field(r, "stdout_b64", &n);
-  gc = (pid_t)atoi(out);
-  free(out);
-  assert_true(gc > 1);
-  for (int i = 0; i < 100 && !dead; i++) {
-    dead = gone(gc);
-    if (!dead) usleep(10000);
-  }
-  assert_true(dead);
+  assert_stdout_pid_gone(r);
   json_decref(r);
 }
 
@@ -293,10 +296,6 @@ static void test_cancel_term(void **state) {
   char job[PATH_MAX + 128], mark[PATH_MAX];
   const char *id;
   json_t *arr = json_array(), *r;
-  char *out;
-  size_t n;
-  pid_t gc;
-  int dead = 0;
 
   snprintf(mark, sizeof mark, "%s/up", f->dir);
   snprintf(job, sizeof job,
@@ -319,15 +318,7 @@ static void test_cancel_term(void **state) {
   assert_int_equal(json_integer_value(json_object_get(r, "signal")), SIGTERM);
   assert_non_null(strstr(keel_json_str(r, "error"), "SIGTERM"));
   assert_null(strstr(keel_json_str(r, "error"), "SIGKILL"));
-  out = b64field(r, "stdout_b64", &n);
-  gc = (pid_t)atoi(out);
-  free(out);
-  assert_true(gc > 1);
-  for (int i = 0; i < 100 && !dead; i++) {
-    dead = gone(gc);
-    if (!dead) usleep(10000);
-  }
-  assert_true(dead);
+  assert_stdout_pid_gone(r);
   json_decref(r);
 }
 

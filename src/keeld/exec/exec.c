@@ -503,80 +503,78 @@ int k_exec_run_owner(k_store_t *s, const char *run_id, char agent_id[32], char c
   return 0;
 }
 
+/* What the host said of a run, in the column order of
+ * OUTCOME_COLUMNS. */
+#define OUTCOME_COLUMNS                                                                    \
+  "exit_code = ?, signal = ?, stdout_b64 = ?, stderr_b64 = ?, stdout_truncated = ?,"      \
+  " stderr_truncated = ?, stdout_digest = ?, stderr_digest = ?, started_ms = ?, ended_ms = ?"
+#define OUTCOME_NVALS 10
+static void outcome_vals(k_val_t v[OUTCOME_NVALS], const json_t *res,
+                         char dig[2][KEEL_HASH_HEX]) {
+  const json_t *xc = json_object_get(res, "exit_code"), *sg = json_object_get(res, "signal");
+  const json_t *t0 = json_object_get(res, "started_at"), *t1 = json_object_get(res, "ended_at");
+  const char *out_b64 = keel_json_str(res, "stdout_b64"), *err_b64 = keel_json_str(res, "stderr_b64");
+  v[0] = xc ? K_INT(json_integer_value(xc)) : K_NULLV;
+  v[1] = sg ? K_INT(json_integer_value(sg)) : K_NULLV;
+  v[2] = K_TEXT(out_b64 ? out_b64 : "");
+  v[3] = K_TEXT(err_b64 ? err_b64 : "");
+  v[4] = K_INT(json_is_true(json_object_get(res, "stdout_truncated")));
+  v[5] = K_INT(json_is_true(json_object_get(res, "stderr_truncated")));
+  v[6] = K_TEXT(dig[0]);
+  v[7] = K_TEXT(dig[1]);
+  v[8] = t0 ? K_INT(json_integer_value(t0)) : K_NULLV;
+  v[9] = t1 ? K_INT(json_integer_value(t1)) : K_NULLV;
+}
+
 int k_exec_store_result(k_store_t *s, const char *agent_id, const json_t *res, int64_t now_ms,
                         int *dup, keel_buf_t *detail, keel_err_t *e) {
   const char *rid = keel_json_str(res, "run_id"), *st = keel_json_str(res, "status");
-  const char *out_b64 = keel_json_str(res, "stdout_b64"), *err_b64 = keel_json_str(res, "stderr_b64");
+  const char *err = keel_json_str(res, "error") ? keel_json_str(res, "error") : "";
   const json_t *xc = json_object_get(res, "exit_code"), *sg = json_object_get(res, "signal");
-  const json_t *t0 = json_object_get(res, "started_at"), *t1 = json_object_get(res, "ended_at");
   char dig[2][KEEL_HASH_HEX];
+  k_val_t args[OUTCOME_NVALS + 6];
   int rc;
 
   *dup = 0;
   for (int i = 0; i < 2; i++) {
-    const char *b = i ? err_b64 : out_b64;
+    const char *b = keel_json_str(res, i ? "stderr_b64" : "stdout_b64");
     uint8_t *bin = NULL;
     size_t n = 0;
     if (b && (rc = unb64(b, &bin, &n))) return keel_err_set(e, KEEL_EINVAL, "output is not base64");
     keel_hash_hex(dig[i], bin ? (const void *)bin : "", n);
     free(bin);
   }
-  {
-    k_val_t args[] = {K_TEXT(st),
-                      xc ? K_INT(json_integer_value(xc)) : K_NULLV,
-                      sg ? K_INT(json_integer_value(sg)) : K_NULLV,
-                      K_TEXT(out_b64 ? out_b64 : ""),
-                      K_TEXT(err_b64 ? err_b64 : ""),
-                      K_INT(json_is_true(json_object_get(res, "stdout_truncated"))),
-                      K_INT(json_is_true(json_object_get(res, "stderr_truncated"))),
-                      K_TEXT(dig[0]),
-                      K_TEXT(dig[1]),
-                      t0 ? K_INT(json_integer_value(t0)) : K_NULLV,
-                      t1 ? K_INT(json_integer_value(t1)) : K_NULLV,
-                      K_TEXT(keel_json_str(res, "error") ? keel_json_str(res, "error") : ""),
-                      K_INT(now_ms),
-                      K_TEXT(rid),
-                      K_TEXT(agent_id)};
-    if ((rc = k_store_exec(s,
-                           "UPDATE command_runs SET status = ?, exit_code = ?, signal = ?,"
-                           " stdout_b64 = ?, stderr_b64 = ?, stdout_truncated = ?,"
-                           " stderr_truncated = ?, stdout_digest = ?, stderr_digest = ?,"
-                           " started_ms = ?, ended_ms = ?, error = ?, result_ms = ?"
-                           " WHERE id = ? AND agent_id = ? AND status = 'pending'",
-                           args, 15, NULL, NULL, e)))
-      return rc;
-  }
+  outcome_vals(args, res, dig);
+  args[OUTCOME_NVALS] = K_TEXT(st);
+  args[OUTCOME_NVALS + 1] = K_TEXT(err);
+  args[OUTCOME_NVALS + 2] = K_INT(now_ms);
+  args[OUTCOME_NVALS + 3] = K_TEXT(rid);
+  args[OUTCOME_NVALS + 4] = K_TEXT(agent_id);
+  if ((rc = k_store_exec(s,
+                         "UPDATE command_runs SET " OUTCOME_COLUMNS
+                         ", status = ?, error = ?, result_ms = ?"
+                         " WHERE id = ? AND agent_id = ? AND status = 'pending'",
+                         args, OUTCOME_NVALS + 5, NULL, NULL, e)))
+    return rc;
   *dup = k_store_changes(s) == 0;
   keel_buf_reset(detail);
   if (*dup) {
     /* Withdrawn before its result came: its outcome stays "cancelled", but
      * what the host did (the output up to the kill, how it ended) is kept
-     * — once, the first result the agent sends. */
-    const char *aerr = keel_json_str(res, "error") ? keel_json_str(res, "error") : "";
-    k_val_t args[] = {xc ? K_INT(json_integer_value(xc)) : K_NULLV,
-                      sg ? K_INT(json_integer_value(sg)) : K_NULLV,
-                      K_TEXT(out_b64 ? out_b64 : ""),
-                      K_TEXT(err_b64 ? err_b64 : ""),
-                      K_INT(json_is_true(json_object_get(res, "stdout_truncated"))),
-                      K_INT(json_is_true(json_object_get(res, "stderr_truncated"))),
-                      K_TEXT(dig[0]),
-                      K_TEXT(dig[1]),
-                      t0 ? K_INT(json_integer_value(t0)) : K_NULLV,
-                      K_INT(t1 ? json_integer_value(t1) : now_ms),
-                      K_TEXT(aerr),
-                      K_TEXT(st),
-                      K_TEXT(aerr),
-                      K_TEXT(rid),
-                      K_TEXT(agent_id)};
+     * — once, the first result the agent sends (ended_ms set marks it). */
+    if (!json_object_get(res, "ended_at")) args[9] = K_INT(now_ms);
+    args[OUTCOME_NVALS] = K_TEXT(err);
+    args[OUTCOME_NVALS + 1] = K_TEXT(st);
+    args[OUTCOME_NVALS + 2] = K_TEXT(err);
+    args[OUTCOME_NVALS + 3] = K_TEXT(rid);
+    args[OUTCOME_NVALS + 4] = K_TEXT(agent_id);
     if ((rc = k_store_exec(s,
-                           "UPDATE command_runs SET exit_code = ?, signal = ?, stdout_b64 = ?,"
-                           " stderr_b64 = ?, stdout_truncated = ?, stderr_truncated = ?,"
-                           " stdout_digest = ?, stderr_digest = ?, started_ms = ?, ended_ms = ?,"
-                           " error = CASE WHEN ? = '' THEN error"
+                           "UPDATE command_runs SET " OUTCOME_COLUMNS
+                           ", error = CASE WHEN ? = '' THEN error"
                            " ELSE error || '; on the host: ' || ? || ': ' || ? END"
                            " WHERE id = ? AND agent_id = ? AND status = 'cancelled'"
                            " AND ended_ms IS NULL",
-                           args, 15, NULL, NULL, e)))
+                           args, OUTCOME_NVALS + 5, NULL, NULL, e)))
       return rc;
     if (k_store_changes(s) == 0)
       rc = keel_buf_printf(detail, "run %s: result already stored; ignored", rid);
