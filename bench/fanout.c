@@ -383,41 +383,22 @@ static void print_errors(const bench_t *b) {
  * are settled (each has a long-poll held by keeld, nothing queued) and an
  * apply gives them no job. */
 static int rb_apply(const bench_t *b, const char *name, const char *conc) {
-  keel_http_t h;
-  keel_buf_t doc, resp;
-  keel_err_t e = {0};
-  int st = 0, rc = -1, h_on = 0;
-
-  keel_buf_init(&doc, 4096);
-  keel_buf_init(&resp, 1 << 16);
-  if (keel_buf_printf(&doc,
-                      "kind: Runbook\n"
-                      "name: %s\n"
-                      "description: bench/fanout, two command steps on every simulated agent\n"
-                      "owner: {team: bench}\n"
-                      "targets: \"bench=fanout\"\n"
-                      "rate: {concurrency: \"%s\"}\n"
-                      "steps:\n"
-                      "  - name: first\n"
-                      "    command: {argv: [\"true\"]}\n"
-                      "  - name: second\n"
-                      "    command: {argv: [echo, \"{{ target.hostname }}\"]}\n",
-                      name, conc))
-    goto out;
-  if (keel_http_init(&h, b->url, b->admin, 10000, &e)) goto fail;
-  h_on = 1;
-  if (keel_http_request(&h, "POST", "/v1/apply", doc.data, doc.len, &st, &resp, &e) || st != 200)
-    goto fail;
-  rc = 0;
-  goto out;
-fail:
-  fprintf(stderr, "bench: POST /v1/apply (runbook %s): %d %s %s\n", name, st, e.msg,
-          resp.data ? resp.data : "");
-out:
-  if (h_on) keel_http_free(&h);
-  keel_buf_free(&doc);
-  keel_buf_free(&resp);
-  return rc;
+  char doc[1024], what[128];
+  snprintf(doc, sizeof doc,
+           "kind: Runbook\n"
+           "name: %s\n"
+           "description: bench/fanout, two command steps on every simulated agent\n"
+           "owner: {team: bench}\n"
+           "targets: \"bench=fanout\"\n"
+           "rate: {concurrency: \"%s\"}\n"
+           "steps:\n"
+           "  - name: first\n"
+           "    command: {argv: [\"true\"]}\n"
+           "  - name: second\n"
+           "    command: {argv: [echo, \"{{ target.hostname }}\"]}\n",
+           name, conc);
+  snprintf(what, sizeof what, "runbook %s", name);
+  return ksim_apply(b->url, b->admin, what, doc);
 }
 
 /* One execution of runbook `name`; returns its time in ms, from the POST to

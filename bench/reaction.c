@@ -351,24 +351,6 @@ static void run_triggers(bench_t *b) {
 
 /* ---- setting keeld up ------------------------------------------------------------------ */
 
-static int apply(const ksim_keeld_t *k, const char *what, const char *doc) {
-  keel_http_t h;
-  keel_buf_t resp;
-  keel_err_t e = {0};
-  int st = 0, rc = -1;
-  keel_buf_init(&resp, 1 << 16);
-  if (!keel_http_init(&h, k->url, k->admin, 10000, &e)) {
-    if (!keel_http_request(&h, "POST", "/v1/apply", doc, strlen(doc), &st, &resp, &e) && st == 200)
-      rc = 0;
-    keel_http_free(&h);
-  }
-  if (rc)
-    fprintf(stderr, "bench: POST /v1/apply (%s): %d %s %s\n", what, st, e.msg,
-            resp.data ? resp.data : "");
-  keel_buf_free(&resp);
-  return rc;
-}
-
 static int apply_all(const ksim_keeld_t *k, int incident_per_trigger) {
   static const char alert[] = "kind: AlertRule\n"
                               "name: " RULE "\n"
@@ -408,8 +390,9 @@ static int apply_all(const ksim_keeld_t *k, int incident_per_trigger) {
                                    "cooldown: 0s\n"
                                    "max_runs_per_hour: 10000\n";
   snprintf(doc, sizeof doc, "%s%s", alert, incident_per_trigger ? alert_own : "");
-  return apply(k, "alert rule", doc) || apply(k, "runbook", runbook) ||
-                 apply(k, "automation rule", automation)
+  return ksim_apply(k->url, k->admin, "alert rule", doc) ||
+                 ksim_apply(k->url, k->admin, "runbook", runbook) ||
+                 ksim_apply(k->url, k->admin, "automation rule", automation)
              ? -1
              : 0;
 }
@@ -606,11 +589,6 @@ out:
 
 /* ---- main ------------------------------------------------------------------------------ */
 
-static int cmp_i64(const void *a, const void *b) {
-  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-  return (x > y) - (x < y);
-}
-
 int main(int argc, char **argv) {
   int ntrig = 1000, nagents = 100, warm = 10, rc = 1, started = 0, own = 0;
   const char *csv = NULL;
@@ -726,7 +704,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < b.nt; i++)
       plan[i] = t0 + (int64_t)((double)(int64_t)(i / rate) * 1e9) +
                 (int64_t)randombytes_uniform(1000000) * 1000;
-    qsort(plan, (size_t)b.nt, sizeof *plan, cmp_i64); /* in time order */
+    qsort(plan, (size_t)b.nt, sizeof *plan, ksim_cmp_i64); /* in time order */
     for (int i = 0; i < b.nt; i++) {
       b.t[i].agent = -1;
       b.t[i].t_plan_ns = plan[i];

@@ -105,12 +105,22 @@ int ka_parse_pstat(const char *text, size_t len, ka_pstat_t *ps);
  * have no command line, by comm only).  fn gets each matching process with
  * the index of the first name it matches. */
 typedef void (*ka_proc_fn)(void *ud, int pid, size_t name, const ka_pstat_t *ps);
-/* One pass over the processes under root ("/proc", or a test's copy).
- * *dirp is the directory stream kept open between passes (NULL before the
- * first; the caller closedir()s it at the end).  Allocates nothing after
- * the first pass.  0, or KEEL_EIO when root cannot be opened. */
-int ka_proc_scan(const char *root, void **dirp, const char *const *names, size_t n, ka_proc_fn fn,
-                 void *ud);
+/* One user's names in a walk over the processes. */
+typedef struct ka_proc_want {
+  const char *const *names;  /* borrowed */
+  size_t n;
+  ka_proc_fn fn;
+  void *ud;
+  struct ka_proc_want *also; /* another user the same walk serves (borrowed), or NULL */
+  int walked;                /* set by each complete walk that served it; its owner clears it */
+} ka_proc_want_t;
+/* One walk over the processes under root ("/proc", or a test's copy) for
+ * want and every want->also: each process's stat (and command line, when
+ * a name needs it) is read once for all of them.  *dirp is the directory
+ * stream kept open between walks (NULL before the first; the caller
+ * closedir()s it at the end).  Allocates nothing after the first walk.
+ * 0, or KEEL_EIO when root cannot be opened (then nothing is walked). */
+int ka_proc_scan(const char *root, void **dirp, ka_proc_want_t *want);
 
 typedef struct ka_ptrack {
   int pid;
@@ -145,6 +155,8 @@ typedef struct ka_collect {
   const char *pnames[KA_COLLECT_PROC_NAMES]; /* borrowed */
   size_t npnames;
   void *procdir;              /* DIR * of root, kept open (rewinddir) */
+  ka_proc_want_t *also;       /* borrowed: served by the --process walk too (main.c: the
+                               * watches' --watch-process), or NULL */
   ka_ptrack_t *prev, *cur;    /* owned, KA_COLLECT_PROC_TRACK each */
   size_t nprev;
   int primed;                 /* one scan done */

@@ -98,31 +98,27 @@ static int comm_match(const char *const *names, size_t n, const char *comm) {
   return -1;
 }
 
-/* The first of names[0..n) that the basename of pid's argv[0] is, or -1.
- * Only the first 4096 bytes of the command line are read: enough for any
- * argv[0] a name can match (names are at most 255 bytes). */
-static int argv0_match(const char *root, const char *pid, const char *const *names, size_t n) {
-  char path[300], buf[4096];
+/* The basename of pid's argv[0], in buf (n bytes), or NULL.  Only the
+ * first n - 1 bytes of the command line are read: enough for any argv[0]
+ * a name can match (names are at most 255 bytes). */
+static const char *argv0_base(const char *root, const char *pid, char *buf, size_t n) {
+  char path[300];
   const char *base;
   ssize_t r;
   int fd;
 
   snprintf(path, sizeof path, "%s/%s/cmdline", root, pid);
-  if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) return -1;
-  do r = read(fd, buf, sizeof buf - 1);
+  if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) return NULL;
+  do r = read(fd, buf, n - 1);
   while (r < 0 && errno == EINTR);
   close(fd);
-  if (r <= 0) return -1;
+  if (r <= 0) return NULL;
   buf[r] = '\0'; /* argv[0] ends at its NUL, or here */
   base = strrchr(buf, '/');
-  base = base ? base + 1 : buf;
-  for (size_t i = 0; i < n; i++)
-    if (!strcmp(base, names[i])) return (int)i;
-  return -1;
+  return base ? base + 1 : buf;
 }
 
-int ka_proc_scan(const char *root, void **dirp, const char *const *names, size_t n, ka_proc_fn fn,
-                 void *ud) {
+int ka_proc_scan(const char *root, void **dirp, ka_proc_want_t *want) {
   struct dirent *de;
   DIR *d = *dirp;
   int rc = 0;
@@ -137,10 +133,12 @@ int ka_proc_scan(const char *root, void **dirp, const char *const *names, size_t
     rewinddir(d);
   }
   while ((de = readdir(d))) {
-    char path[300], buf[1024];
+    char path[300], buf[1024], cmdline[4096];
+    const char *base = NULL;
+    int looked = 0;
     ka_pstat_t ps;
     ssize_t r;
-    int fd, g;
+    int fd;
     if (de->d_name[0] < '1' || de->d_name[0] > '9') continue;
     snprintf(path, sizeof path, "%s/%s/stat", root, de->d_name);
     if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) continue; /* gone meanwhile */
@@ -148,11 +146,19 @@ int ka_proc_scan(const char *root, void **dirp, const char *const *names, size_t
     while (r < 0 && errno == EINTR);
     close(fd);
     if (r <= 0 || ka_parse_pstat(buf, (size_t)r, &ps)) continue;
-    g = comm_match(names, n, ps.comm);
-    /* Kernel threads have no command line: not worth an open each. */
-    if (g < 0 && !(ps.flags & KA_PF_KTHREAD)) g = argv0_match(root, de->d_name, names, n);
-    if (g >= 0) fn(ud, atoi(de->d_name), (size_t)g, &ps);
+    for (ka_proc_want_t *w = want; w; w = w->also) {
+      int g = comm_match(w->names, w->n, ps.comm);
+      /* Kernel threads have no command line: not worth an open each. */
+      if (g < 0 && !(ps.flags & KA_PF_KTHREAD)) {
+        if (!looked) base = argv0_base(root, de->d_name, cmdline, sizeof cmdline);
+        looked = 1;
+        for (size_t i = 0; base && g < 0 && i < w->n; i++)
+          if (!strcmp(base, w->names[i])) g = (int)i;
+      }
+      if (g >= 0) w->fn(w->ud, atoi(de->d_name), (size_t)g, &ps);
+    }
   }
+  for (ka_proc_want_t *w = want; w; w = w->also) w->walked = 1;
 out:
   return rc;
 }
@@ -188,10 +194,11 @@ static void tally_one(void *ud, int pid, size_t g, const ka_pstat_t *ps) {
 
 int ka_collect_processes(ka_collect_t *c, ka_emit_t *em) {
   struct tally t = {.c = c};
+  ka_proc_want_t want = {c->pnames, c->npnames, tally_one, &t, c->also, 0};
   size_t ncur;
   int rc;
 
-  if ((rc = ka_proc_scan(c->root, &c->procdir, c->pnames, c->npnames, tally_one, &t))) goto out;
+  if ((rc = ka_proc_scan(c->root, &c->procdir, &want))) goto out;
   ncur = t.ncur;
   /* /proc lists pids in order, but nothing promises it. */
   qsort(c->cur, ncur, sizeof *c->cur, by_pid);

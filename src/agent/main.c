@@ -135,12 +135,12 @@ struct agent {
   char inv_sent[65];        /* of what the server has; "" = unknown */
   char inv_sending[65];     /* of the one in flight */
   int64_t inv_next;         /* mono ms of the next recomputation */
+  int64_t interval_ms;
+  int64_t tick_next;        /* mono ms of the next metrics collection and watch tick */
   /* Host metrics (collect.h, mspool.c): collected every interval_ms into
    * menc, sent over the push transfer after results and inventory; while
    * keeld does not take them, spooled and sent in order later. */
   int metrics_on;
-  int64_t interval_ms;
-  int64_t m_next;           /* mono ms of the next collection */
   ka_collect_t col;
   keel_mb_enc_t menc;       /* collected, neither sent nor spooled yet */
   keel_buf_t mscratch;      /* a batch on its way to the spool */
@@ -150,8 +150,6 @@ struct agent {
    * own schedule) and queue events in evq, which go over the push transfer
    * as soon as no result waits (before metrics); while keeld does not take
    * them, spooled in DIR/events and sent in order later. */
-  int events_on;
-  int64_t w_next;           /* mono ms of the next watch tick */
   ka_watch_t watch;
   ka_evq_t evq;
   struct feed efeed;
@@ -511,8 +509,7 @@ static void metrics_spool_pending(struct agent *a) {
 
 static void metrics_tick(struct agent *a) {
   ka_collect_self_t self = {feed_dropped(&a->mfeed), a->mspool.count,
-                            a->events_on ? ka_evq_dropped(&a->evq) + a->efeed.rejected : 0,
-                            a->events_on ? a->evq.spool.count : 0};
+                            ka_evq_dropped(&a->evq) + a->efeed.rejected, a->evq.spool.count};
 
   /* keeld busy elsewhere for a while (a big result): memory stays small. */
   if (keel_mb_enc_size(&a->menc) >= METRICS_FLUSH_BYTES) metrics_spool_pending(a);
@@ -559,7 +556,7 @@ static void metrics_stop(struct agent *a) {
 /* ---- events (watch.h) ---------------------------------------------------------- */
 
 static int events_pending(const struct agent *a) {
-  return a->events_on && (a->evq.spool.count || a->evq.n);
+  return a->evq.spool.count || a->evq.n;
 }
 
 static int events_valid(const char *body, size_t len, keel_err_t *e) {
@@ -595,7 +592,6 @@ static int events_settled(const struct agent *a) {
 }
 
 static void events_stop(struct agent *a) {
-  if (!a->events_on) return;
   feed_stop(a, &a->efeed);
   ka_evq_spool(&a->evq);
   ka_watch_save(&a->watch);
@@ -744,15 +740,13 @@ static int run(struct agent *a, int sigfd) {
       refresh_inventory(a);
       a->inv_next = now + INVENTORY_EVERY_MS;
     }
-    if (a->metrics_on && now >= a->m_next) {
-      metrics_tick(a);
-      a->m_next += a->interval_ms;
-      if (a->m_next <= now) a->m_next = now + a->interval_ms; /* we were late: no burst */
-    }
-    if (a->events_on && now >= a->w_next) {
+    if (now >= a->tick_next) {
+      /* In this order: the metrics' /proc walk counts for --watch-process
+       * too (a.col.also), and the watches' tick then needs none of its own. */
+      if (a->metrics_on) metrics_tick(a);
       ka_watch_tick(&a->watch);
-      a->w_next += a->interval_ms;
-      if (a->w_next <= now) a->w_next = now + a->interval_ms;
+      a->tick_next += a->interval_ms;
+      if (a->tick_next <= now) a->tick_next = now + a->interval_ms; /* we were late: no burst */
     }
     /* While keeld does not take events, they wait on disk, not in memory. */
     if (a->efeed.failing && a->evq.n) ka_evq_spool(&a->evq);
@@ -772,15 +766,14 @@ static int run(struct agent *a, int sigfd) {
       wait = min_wait(wait, a->efeed.bo.until, now);
     if (!a->conn.push.active && !a->spool_dirty && metrics_pending(a))
       wait = min_wait(wait, a->mfeed.bo.until, now);
-    if (a->metrics_on) wait = min_wait(wait, a->m_next, now);
-    if (a->events_on && ka_watch_any(&a->watch)) wait = min_wait(wait, a->w_next, now);
+    if (a->metrics_on || ka_watch_any(&a->watch)) wait = min_wait(wait, a->tick_next, now);
     wait = min_wait(wait, a->inv_next, now);
     if ((ex = ka_exec_next_ms(&a->exec)) >= 0 && ex < wait) wait = ex;
-    if (a->events_on && (ex = ka_watch_next_ms(&a->watch)) >= 0 && ex < wait) wait = ex;
+    if ((ex = ka_watch_next_ms(&a->watch)) >= 0 && ex < wait) wait = ex;
 
     fds[0] = (struct pollfd){.fd = sigfd, .events = POLLIN};
     n = 1 + ka_exec_fds(&a->exec, fds + 1, MAX_FDS - 1);
-    if (a->events_on) n += ka_watch_fds(&a->watch, fds + n, MAX_FDS - n);
+    n += ka_watch_fds(&a->watch, fds + n, MAX_FDS - n);
     ka_conn_wait(&a->conn, fds, (unsigned)n, (int)wait);
 
     if (fds[0].revents) {
@@ -795,10 +788,10 @@ static int run(struct agent *a, int sigfd) {
       }
     }
     if (ka_exec_step(&a->exec) > 0) a->spool_dirty = 1;
-    if (a->events_on) ka_watch_step(&a->watch);
+    ka_watch_step(&a->watch);
     if (a->conn.poll.done) handle_poll(a);
     if (a->conn.push.done) handle_push(a);
-    if (a->events_on && events_settled(a)) ka_watch_save(&a->watch);
+    if (events_settled(a)) ka_watch_save(&a->watch);
   }
   metrics_stop(a);
   events_stop(a);
@@ -1212,6 +1205,7 @@ int main(int argc, char **argv) {
       goto out;
     }
     col_up = 1;
+    a.col.also = ka_watch_procs(&a.watch); /* one /proc walk a tick, not two */
     if (ka_mspool_open(&a.mspool, o.state, "metrics", ".kmb", o.spool_max, o.spool_batches, &log,
                        &e)) {
       fprintf(stderr, "keel-agent: metrics: %s\n", e.msg);
@@ -1222,7 +1216,6 @@ int main(int argc, char **argv) {
               &a.mspool, METRICS_BATCH_MAX);
     keel_buf_init(&a.mscratch, METRICS_BATCH_MAX);
     a.metrics_on = metrics_up = 1;
-    a.m_next = keel_mono_ms();
   }
   a.interval_ms = o.interval_ms;
   /* Always: events spooled by an earlier run are sent even when nothing is
@@ -1233,8 +1226,8 @@ int main(int argc, char **argv) {
   }
   feed_init(&a.efeed, "events", "/v1/agent/events", NULL, PUSH_EVENTS, &a.evq.spool,
             KA_EV_BATCH_BYTES);
-  a.events_on = events_up = 1;
-  a.w_next = keel_mono_ms();
+  events_up = 1;
+  a.tick_next = keel_mono_ms();
   keel_log(&log, KEEL_LOG_INFO, "agent %s polling %s", a.id.agent_id, o.server);
   rc = run(&a, sigfd);
 out:

@@ -134,14 +134,15 @@ static void count_one(void *ud, int pid, size_t g, const ka_pstat_t *ps) {
 }
 
 static void procs_tick(ka_watch_t *w) {
-  memset(w->pcount, 0, sizeof w->pcount);
-  if (ka_proc_scan(w->proot, &w->procdir, w->pnames, w->npnames, count_one, w)) {
+  /* Walked already when a walk served us too (ka_watch_procs). */
+  if (!w->pwant.walked && ka_proc_scan(w->proot, &w->procdir, &w->pwant)) {
     /* No /proc: nothing can be said, so nothing is reported. */
     if (!w->proc_warned)
       keel_log(w->log, KEEL_LOG_WARN, "watch: cannot read %s: %s", w->proot, strerror(errno));
     w->proc_warned = 1;
     return;
   }
+  w->pwant.walked = 0;
   w->proc_warned = 0;
   for (size_t i = 0; i < w->npnames; i++) {
     const char *name = w->pnames[i];
@@ -154,6 +155,7 @@ static void procs_tick(ka_watch_t *w) {
     w->pstate[i] = (signed char)up;
     w->state_dirty = 1;
   }
+  memset(w->pcount, 0, sizeof w->pcount); /* the next walk counts afresh */
 }
 
 /* ---- DIR/watch.json ------------------------------------------------------------ */
@@ -254,6 +256,7 @@ int ka_watch_init(ka_watch_t *w, const ka_watch_opts_t *o, const char *state_dir
     w->pnames[w->npnames] = n;
     w->pstate[w->npnames++] = -1;
   }
+  w->pwant = (ka_proc_want_t){w->pnames, w->npnames, count_one, w, NULL, 0};
   w->check_interval_ms = o->check_interval_ms > 0 ? o->check_interval_ms : 60000;
   w->check_timeout_ms = o->check_timeout_ms > 0 ? o->check_timeout_ms : KA_CHECK_TIMEOUT_MS;
   if ((rc = ka_wfile_init(w, o->files, o->nfiles, e))) goto out;
@@ -279,6 +282,10 @@ int ka_watch_any(const ka_watch_t *w) {
 void ka_watch_tick(ka_watch_t *w) {
   if (w->npnames) procs_tick(w);
   if (w->nfiles) ka_wfile_tick(w);
+}
+
+ka_proc_want_t *ka_watch_procs(ka_watch_t *w) {
+  return w->npnames ? &w->pwant : NULL;
 }
 
 size_t ka_watch_fds(const ka_watch_t *w, struct pollfd *fds, size_t max) {

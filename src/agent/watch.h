@@ -34,6 +34,7 @@
 #include <sys/types.h>
 
 #include "agent.h"
+#include "collect.h"
 
 #define KA_WATCH_MAX 64                     /* names, paths and checks, each */
 #define KA_EV_BATCH_EVENTS 256              /* events per request (keeld's limit) */
@@ -102,7 +103,8 @@ typedef struct ka_watch {
   size_t npnames;
   char proot[256];
   void *procdir;                    /* DIR *, kept open (ka_proc_scan) */
-  unsigned pcount[KA_WATCH_MAX];    /* this scan's running processes per name */
+  ka_proc_want_t pwant;             /* the names' part of a walk (ka_watch_procs) */
+  unsigned pcount[KA_WATCH_MAX];    /* running processes per name, counted by the next walk */
   signed char pstate[KA_WATCH_MAX]; /* reported: -1 nothing yet, 0 down, 1 up */
   int proc_warned;                  /* /proc unreadable: said once */
   /* files (watch_file.c) */
@@ -128,6 +130,10 @@ void ka_watch_free(ka_watch_t *w);
 int ka_watch_any(const ka_watch_t *w);
 /* Every --interval: the processes, and the files something happened to. */
 void ka_watch_tick(ka_watch_t *w);
+/* The --watch-process names' part of a /proc walk, or NULL when no process
+ * is watched: a walk that served it (ka_collect_t.also, run just before
+ * ka_watch_tick) spares the tick a walk of its own. */
+ka_proc_want_t *ka_watch_procs(ka_watch_t *w);
 /* The descriptors to poll (POLLIN): inotify, running checks' stdout.
  * Returns how many were written (<= max). */
 size_t ka_watch_fds(const ka_watch_t *w, struct pollfd *fds, size_t max);

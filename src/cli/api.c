@@ -109,6 +109,17 @@ int api_path(cli_t *c, keel_buf_t *b, const char *coll, const char *id) {
   return api_escape(c, b, id);
 }
 
+int api_call_id(cli_t *c, const char *method, const char *coll, const char *id, const char *action,
+                const json_t *body, json_t **out) {
+  keel_buf_t path;
+  int rc = api_path(c, &path, coll, id);
+  if (!rc && action && keel_buf_printf(&path, "/%s", action))
+    rc = cli_fail("request URL: too long");
+  if (!rc) rc = api_call(c, method, path.data, body, out);
+  keel_buf_free(&path);
+  return rc;
+}
+
 /* next_cursor as text: the API documents a string, but audit cursors are
  * sequence numbers, so an integer is accepted too.  NULL: last page. */
 static int next_cursor(const cli_t *c, const json_t *page, char **out) {

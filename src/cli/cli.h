@@ -104,6 +104,10 @@ int api_escape(cli_t *c, keel_buf_t *b, const char *s);
 int api_query(cli_t *c, keel_buf_t *url, const char *key, const char *value);
 /* "/v1/<coll>/<escaped id>" into b (initialised here); 0 or CLI_FAIL. */
 int api_path(cli_t *c, keel_buf_t *b, const char *coll, const char *id);
+/* api_call on "/v1/<coll>/<escaped id>", with "/<action>" after it unless
+ * action is NULL (POST /v1/commands/ID/cancel). */
+int api_call_id(cli_t *c, const char *method, const char *coll, const char *id, const char *action,
+                const json_t *body, json_t **out);
 
 /* output.c */
 typedef struct out_table {

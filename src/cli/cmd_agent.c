@@ -111,14 +111,6 @@ int cmd_agent_list(cli_t *c, int argc, char **argv) {
   return api_list_table(c, "/v1/agents", opts, 0, heads, 5, agent_row);
 }
 
-static int get_agent(cli_t *c, const char *id, json_t **out) {
-  keel_buf_t path;
-  int rc = api_path(c, &path, "agents", id);
-  if (!rc) rc = api_call(c, "GET", path.data, NULL, out);
-  keel_buf_free(&path);
-  return rc;
-}
-
 static int print_agent(cli_t *c, json_t *a) {
   static const char *const keys[] = {"id", "hostname", "status", "last_seen", "agent_version",
                                      "created_at", "version", NULL};
@@ -146,7 +138,7 @@ int cmd_agent_show(cli_t *c, int argc, char **argv) {
   json_t *a = NULL;
   int rc;
   if ((rc = cli_parse(c, argc, argv, NULL, pos, 1, 1)) != CLI_GO) return rc;
-  if (!(rc = get_agent(c, pos[0], &a))) rc = print_agent(c, a);
+  if (!(rc = api_call_id(c, "GET", "agents", pos[0], NULL, NULL, &a))) rc = print_agent(c, a);
   json_decref(a);
   return rc;
 }
@@ -154,12 +146,10 @@ int cmd_agent_show(cli_t *c, int argc, char **argv) {
 int cmd_agent_tag(cli_t *c, int argc, char **argv) {
   const char *pos[33];
   json_t *a = NULL, *tags, *body = NULL, *res = NULL;
-  keel_buf_t path;
   int rc, n = 0;
 
-  keel_buf_init(&path, 1);
   if ((rc = cli_parse(c, argc, argv, NULL, pos, 2, 33)) != CLI_GO) return rc;
-  if ((rc = get_agent(c, pos[0], &a))) goto out;
+  if ((rc = api_call_id(c, "GET", "agents", pos[0], NULL, NULL, &a))) goto out;
   tags = json_object_get(a, "tags");
   if (!json_is_object(tags)) {
     rc = cli_fail("bad answer: agent has no tags object");
@@ -194,12 +184,9 @@ int cmd_agent_tag(cli_t *c, int argc, char **argv) {
     rc = cli_fail("out of memory");
     goto out;
   }
-  keel_buf_free(&path);
-  if ((rc = api_path(c, &path, "agents", pos[0]))) goto out;
-  if ((rc = api_call(c, "PATCH", path.data, body, &res))) goto out;
+  if ((rc = api_call_id(c, "PATCH", "agents", pos[0], NULL, body, &res))) goto out;
   rc = print_agent(c, res);
 out:
-  keel_buf_free(&path);
   json_decref(a);
   json_decref(body);
   json_decref(res);
@@ -209,11 +196,9 @@ out:
 int cmd_agent_retire(cli_t *c, int argc, char **argv) {
   const char *pos[1];
   json_t *a = NULL;
-  keel_buf_t path;
   int rc;
   if ((rc = cli_parse(c, argc, argv, NULL, pos, 1, 1)) != CLI_GO) return rc;
-  if (!(rc = api_path(c, &path, "agents", pos[0])) &&
-      !(rc = api_call(c, "DELETE", path.data, NULL, &a))) {
+  if (!(rc = api_call_id(c, "DELETE", "agents", pos[0], NULL, NULL, &a))) {
     if (c->json) out_json(a, stdout);
     else {
       char line[400];
@@ -222,7 +207,6 @@ int cmd_agent_retire(cli_t *c, int argc, char **argv) {
       printf("%s\n", out_safe(line));
     }
   }
-  keel_buf_free(&path);
   json_decref(a);
   return rc;
 }

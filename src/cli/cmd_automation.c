@@ -54,15 +54,12 @@ int cmd_automation_rules(cli_t *c, int argc, char **argv) {
 static int one_rule(cli_t *c, int argc, char **argv, const char *method) {
   const char *pos[1];
   json_t *r = NULL;
-  keel_buf_t path;
   int rc;
   if ((rc = cli_parse(c, argc, argv, NULL, pos, 1, 1)) != CLI_GO) return rc;
-  rc = api_path(c, &path, "automation/rules", pos[0]);
-  if (!rc) rc = api_call(c, method, path.data, NULL, &r);
+  rc = api_call_id(c, method, "automation/rules", pos[0], NULL, NULL, &r);
   if (!rc && c->json) out_json(r, stdout);
   else if (!rc && !strcmp(method, "DELETE")) printf("deleted automation rule %s\n", pos[0]);
   else if (!rc) out_json(json_object_get(r, "document"), stdout);
-  keel_buf_free(&path);
   json_decref(r);
   return rc;
 }

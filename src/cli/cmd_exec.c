@@ -117,13 +117,6 @@ static void fmt_every(char *out, size_t outsz, json_int_t ms) {
     }
 }
 
-/* "/v1/executions/<id>" + suffix into b (initialised here); 0 or CLI_FAIL. */
-static int exe_url(cli_t *c, keel_buf_t *b, const char *id, const char *suffix) {
-  int rc = api_path(c, b, "executions", id);
-  if (!rc && suffix && keel_buf_puts(b, suffix)) rc = cli_fail("request URL: too long");
-  return rc;
-}
-
 /* ---- watch ------------------------------------------------------------------------------ */
 
 /* Columns of the terminal on stderr, 80 when unknown. */
@@ -184,7 +177,7 @@ static int watch(cli_t *c, const char *id) {
   size_t shown = 0; /* columns of the progress line on the terminal */
 
   clip(sid, sizeof sid, id, 1);
-  if ((rc = exe_url(c, &path, id, NULL)) || (rc = api_query(c, &path, "targets", "false")))
+  if ((rc = api_path(c, &path, "executions", id)) || (rc = api_query(c, &path, "targets", "false")))
     goto out;
   for (;;) {
     char line[LINE_MAX_BYTES], state[64];
@@ -323,21 +316,16 @@ int cmd_execution_retry(cli_t *c, int argc, char **argv) {
   cli_opt_t opts[] = {{"failed-only", NULL, NULL}, {"watch", NULL, NULL}, {NULL, NULL, NULL}};
   json_t *body = NULL, *res = NULL;
   const char *pos[1];
-  keel_buf_t path;
   int rc;
 
-  keel_buf_init(&path, 1);
   if ((rc = cli_parse(c, argc, argv, opts, pos, 1, 1)) != CLI_GO) goto out;
   if (!(body = json_pack("{s:b}", "failed_only", opts[0].value != NULL))) {
     rc = cli_fail("out of memory");
     goto out;
   }
-  if ((rc = exe_url(c, &path, pos[0], "/retry")) ||
-      (rc = api_call(c, "POST", path.data, body, &res)))
-    goto out;
+  if ((rc = api_call_id(c, "POST", "executions", pos[0], "retry", body, &res))) goto out;
   rc = started(c, res, opts[1].value != NULL);
 out:
-  keel_buf_free(&path);
   json_decref(body);
   json_decref(res);
   return rc;
@@ -351,11 +339,9 @@ static int act(cli_t *c, int argc, char **argv, const char *what, const char *di
   cli_opt_t opts[] = {{"comment", "TEXT", NULL}, {NULL, NULL, NULL}};
   json_t *body = NULL, *res = NULL, *text;
   const char *pos[1];
-  char suffix[32], id[64], state[64], reason[LINE_MAX_BYTES];
-  keel_buf_t path;
+  char id[64], state[64], reason[LINE_MAX_BYTES];
   int rc;
 
-  keel_buf_init(&path, 1);
   if ((rc = cli_parse(c, argc, argv, comment ? opts : NULL, pos, 1, 1)) != CLI_GO) goto out;
   if (comment) {
     if (!(body = json_object())) {
@@ -368,9 +354,7 @@ static int act(cli_t *c, int argc, char **argv, const char *what, const char *di
       goto out;
     }
   }
-  snprintf(suffix, sizeof suffix, "/%s", what);
-  if ((rc = exe_url(c, &path, pos[0], suffix)) || (rc = api_call(c, "POST", path.data, body, &res)))
-    goto out;
+  if ((rc = api_call_id(c, "POST", "executions", pos[0], what, body, &res))) goto out;
   if (c->json) {
     out_json(res, stdout);
     goto out;
@@ -381,7 +365,6 @@ static int act(cli_t *c, int argc, char **argv, const char *what, const char *di
   printf("%s %s: %s%s%s%s\n", did, id, state[0] ? state : "?", reason[0] ? " (" : "", reason,
          reason[0] ? ")" : "");
 out:
-  keel_buf_free(&path);
   json_decref(body);
   json_decref(res);
   return rc;
@@ -420,7 +403,7 @@ static int execution_row(cli_t *c, json_t *x, void *ud) {
   keel_buf_init(&path, 1);
   /* Items of the list carry no target counts: read them from the execution. */
   if (!json_is_object(json_object_get(x, "summary")) && keel_json_str(x, "id")) {
-    if ((rc = exe_url(c, &path, keel_json_str(x, "id"), NULL)) ||
+    if ((rc = api_path(c, &path, "executions", keel_json_str(x, "id"))) ||
         (rc = api_query(c, &path, "targets", "false")) ||
         (rc = api_call(c, "GET", path.data, NULL, &full)))
       goto out;
@@ -571,13 +554,11 @@ int cmd_execution_show(cli_t *c, int argc, char **argv) {
   const char *pos[1];
   json_t *x = NULL;
   const json_t *tg;
-  keel_buf_t path;
   size_t i;
   int rc;
 
-  keel_buf_init(&path, 1);
-  if ((rc = cli_parse(c, argc, argv, NULL, pos, 1, 1)) != CLI_GO) goto out;
-  if ((rc = exe_url(c, &path, pos[0], NULL)) || (rc = api_call(c, "GET", path.data, NULL, &x)))
+  if ((rc = cli_parse(c, argc, argv, NULL, pos, 1, 1)) != CLI_GO ||
+      (rc = api_call_id(c, "GET", "executions", pos[0], NULL, NULL, &x)))
     goto out;
   if (c->json) {
     out_json(x, stdout);
@@ -589,7 +570,6 @@ int cmd_execution_show(cli_t *c, int argc, char **argv) {
     if ((rc = print_target(tg))) goto out;
   }
 out:
-  keel_buf_free(&path);
   json_decref(x);
   return rc;
 }

@@ -67,23 +67,12 @@ static void show(const json_t *inc) {
   }
 }
 
-/* GET or POST /v1/incidents/ID[suffix]. */
-static int call(cli_t *c, const char *method, const char *id, const char *suffix,
-                const json_t *body, json_t **res) {
-  keel_buf_t path;
-  int rc = api_path(c, &path, "incidents", id);
-  if (!rc && suffix && keel_buf_puts(&path, suffix)) rc = cli_fail("out of memory");
-  if (!rc) rc = api_call(c, method, path.data, body, res);
-  keel_buf_free(&path);
-  return rc;
-}
-
 int cmd_incident_show(cli_t *c, int argc, char **argv) {
   const char *pos[1];
   json_t *inc = NULL;
   int rc;
   if ((rc = cli_parse(c, argc, argv, NULL, pos, 1, 1)) != CLI_GO) return rc;
-  if (!(rc = call(c, "GET", pos[0], NULL, NULL, &inc))) {
+  if (!(rc = api_call_id(c, "GET", "incidents", pos[0], NULL, NULL, &inc))) {
     if (c->json) out_json(inc, stdout);
     else show(inc);
   }
@@ -97,7 +86,6 @@ static int act(cli_t *c, int argc, char **argv, const char *what, const char *di
   const char *pos[2];
   const char *text;
   json_t *body = NULL, *res = NULL, *s;
-  char suffix[32];
   int rc;
 
   if ((rc = cli_parse(c, argc, argv, comment ? NULL : opts, pos, comment ? 2 : 1, comment ? 2 : 1)) !=
@@ -109,8 +97,7 @@ static int act(cli_t *c, int argc, char **argv, const char *what, const char *di
     json_decref(body);
     return cli_usage(c, "the text is not valid UTF-8");
   }
-  snprintf(suffix, sizeof suffix, "/%s", what);
-  if (!(rc = call(c, "POST", pos[0], suffix, body, &res))) {
+  if (!(rc = api_call_id(c, "POST", "incidents", pos[0], what, body, &res))) {
     if (c->json) out_json(res, stdout);
     else line("%s %s: %s%s", did, keel_json_str(res, "id"), keel_json_str(res, "state"), "");
   }

@@ -179,16 +179,12 @@ int cmd_run(cli_t *c, int argc, char **argv) {
     }
     if (run_interrupts == 1 && !hold_until) {
       json_t *ans = NULL;
-      keel_buf_t cp;
-      keel_buf_init(&cp, path.len + 16);
       if (!c->json)
         fprintf(stderr, "keel: cancelling command %s on its hosts (Ctrl-C again to leave)\n", id);
       hold_until = keel_mono_ms() + CANCEL_WAIT_MS;
       /* a 409 (it had just finished) is no failure: nothing was left to stop */
-      if (keel_buf_printf(&cp, "%s/cancel", path.data) == 0)
-        api_call(c, "POST", cp.data, NULL, &ans);
+      api_call_id(c, "POST", "commands", id, "cancel", NULL, &ans);
       json_decref(ans);
-      keel_buf_free(&cp);
     }
     if ((rc = api_call(c, "GET", path.data, NULL, &cmd))) goto out;
     print_new(c, cmd, seen, &failed, hold_until && keel_mono_ms() < hold_until);
@@ -221,13 +217,11 @@ out:
 int cmd_command_show(cli_t *c, int argc, char **argv) {
   const char *pos[1];
   json_t *cmd = NULL, *seen = json_object();
-  keel_buf_t path;
   size_t failed = 0;
   int rc;
 
-  if ((rc = cli_parse(c, argc, argv, NULL, pos, 1, 1)) != CLI_GO) goto done;
-  if ((rc = api_path(c, &path, "commands", pos[0])) ||
-      (rc = api_call(c, "GET", path.data, NULL, &cmd)))
+  if ((rc = cli_parse(c, argc, argv, NULL, pos, 1, 1)) != CLI_GO ||
+      (rc = api_call_id(c, "GET", "commands", pos[0], NULL, NULL, &cmd)))
     goto out;
   if (c->json) {
     out_json(cmd, stdout);
@@ -250,8 +244,6 @@ int cmd_command_show(cli_t *c, int argc, char **argv) {
     print_new(c, cmd, seen, &failed, 0);
   }
 out:
-  keel_buf_free(&path);
-done:
   json_decref(cmd);
   json_decref(seen);
   return rc;
@@ -262,18 +254,11 @@ done:
 int cmd_command_cancel(cli_t *c, int argc, char **argv) {
   const char *pos[1];
   json_t *cmd = NULL;
-  keel_buf_t path;
   char id[64];
   int rc;
 
-  keel_buf_init(&path, 1);
   if ((rc = cli_parse(c, argc, argv, NULL, pos, 1, 1)) != CLI_GO) goto out;
-  if ((rc = api_path(c, &path, "commands", pos[0]))) goto out;
-  if (keel_buf_puts(&path, "/cancel")) {
-    rc = cli_fail("out of memory");
-    goto out;
-  }
-  if ((rc = api_call(c, "POST", path.data, NULL, &cmd))) goto out;
+  if ((rc = api_call_id(c, "POST", "commands", pos[0], "cancel", NULL, &cmd))) goto out;
   snprintf(id, sizeof id, "%s", keel_json_str(cmd, "id") ? keel_json_str(cmd, "id") : pos[0]);
   if (c->json) out_json(cmd, stdout);
   else
@@ -283,7 +268,6 @@ int cmd_command_cancel(cli_t *c, int argc, char **argv) {
            json_integer_value(json_object_get(json_object_get(cmd, "summary"), "cancelled")),
            json_integer_value(json_object_get(json_object_get(cmd, "summary"), "total")));
 out:
-  keel_buf_free(&path);
   json_decref(cmd);
   return rc;
 }

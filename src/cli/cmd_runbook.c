@@ -33,11 +33,9 @@ int cmd_runbook_list(cli_t *c, int argc, char **argv) {
 int cmd_runbook_show(cli_t *c, int argc, char **argv) {
   const char *pos[1];
   json_t *r = NULL;
-  keel_buf_t path;
   int rc;
   if ((rc = cli_parse(c, argc, argv, NULL, pos, 1, 1)) != CLI_GO) return rc;
-  if (!(rc = api_path(c, &path, "runbooks", pos[0])) &&
-      !(rc = api_call(c, "GET", path.data, NULL, &r))) {
+  if (!(rc = api_call_id(c, "GET", "runbooks", pos[0], NULL, NULL, &r))) {
     if (c->json) {
       out_json(r, stdout);
     } else {
@@ -56,7 +54,6 @@ int cmd_runbook_show(cli_t *c, int argc, char **argv) {
       }
     }
   }
-  keel_buf_free(&path);
   json_decref(r);
   return rc;
 }

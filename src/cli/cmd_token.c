@@ -64,16 +64,13 @@ int cmd_token_list(cli_t *c, int argc, char **argv) {
 int cmd_token_revoke(cli_t *c, int argc, char **argv) {
   const char *pos[1];
   json_t *t = NULL;
-  keel_buf_t path;
   int rc;
 
   if ((rc = cli_parse(c, argc, argv, NULL, pos, 1, 1)) != CLI_GO) return rc;
-  if (!(rc = api_path(c, &path, "tokens", pos[0])) &&
-      !(rc = api_call(c, "DELETE", path.data, NULL, &t))) {
+  if (!(rc = api_call_id(c, "DELETE", "tokens", pos[0], NULL, NULL, &t))) {
     if (c->json) out_json(t, stdout);
     else printf("revoked %s\n", keel_json_str(t, "id") ? keel_json_str(t, "id") : pos[0]);
   }
-  keel_buf_free(&path);
   json_decref(t);
   return rc;
 }

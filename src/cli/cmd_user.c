@@ -68,14 +68,10 @@ int cmd_user_list(cli_t *c, int argc, char **argv) {
 int cmd_user_show(cli_t *c, int argc, char **argv) {
   const char *pos[1];
   json_t *u = NULL;
-  keel_buf_t path;
   int rc;
 
   if ((rc = cli_parse(c, argc, argv, NULL, pos, 1, 1)) != CLI_GO) return rc;
-  if (!(rc = api_path(c, &path, "users", pos[0])) &&
-      !(rc = api_call(c, "GET", path.data, NULL, &u)))
-    rc = show_user(c, u);
-  keel_buf_free(&path);
+  if (!(rc = api_call_id(c, "GET", "users", pos[0], NULL, NULL, &u))) rc = show_user(c, u);
   json_decref(u);
   return rc;
 }
@@ -93,12 +89,10 @@ int cmd_user_update(cli_t *c, int argc, char **argv) {
                       {"email", "S", NULL},        {NULL, NULL, NULL}};
   const char *pos[1];
   json_t *body = NULL, *u = NULL, *b;
-  keel_buf_t path;
   long long ver;
   char *end;
   int rc;
 
-  keel_buf_init(&path, 1);
   if ((rc = cli_parse(c, argc, argv, opts, pos, 1, 1)) != CLI_GO) return rc;
   if (!opts[0].value) return cli_usage(c, "missing --version (the version you last read)");
   ver = strtoll(opts[0].value, &end, 10);
@@ -118,12 +112,9 @@ int cmd_user_update(cli_t *c, int argc, char **argv) {
       (rc = set_str(body, "display_name", opts[3].value)) ||
       (rc = set_str(body, "email", opts[4].value)))
     goto out;
-  keel_buf_free(&path);
-  if ((rc = api_path(c, &path, "users", pos[0]))) goto out;
-  if ((rc = api_call(c, "PATCH", path.data, body, &u))) goto out;
+  if ((rc = api_call_id(c, "PATCH", "users", pos[0], NULL, body, &u))) goto out;
   rc = show_user(c, u);
 out:
-  keel_buf_free(&path);
   json_decref(body);
   json_decref(u);
   return rc;

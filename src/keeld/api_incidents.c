@@ -68,20 +68,16 @@ int k_api_incident_list(k_server_t *srv, k_req_t *req) {
  * path no team owns, so only those who may read everything learn it is
  * unknown). */
 int k_api_incident_one_decode(k_server_t *srv, k_req_t *req) {
-  json_t *inc = NULL;
   keel_err_t e = {0};
-  if (k_incident_get(srv->incidents, req->params[0], 0, &inc, &e) == 0) {
-    k_incident_path(inc, req->target.path, sizeof req->target.path);
-    json_decref(inc);
-  } else {
+  if (k_incident_path_of(srv->incidents, req->params[0], req->target.path,
+                         sizeof req->target.path, &e))
     snprintf(req->target.path, sizeof req->target.path, "team/_/incident/%.64s", req->params[0]);
-  }
   return 0;
 }
 
 int k_api_incident_get(k_server_t *srv, k_req_t *req) {
   keel_err_t e = {0};
-  int rc = k_incident_get(srv->incidents, req->params[0], 1, &req->out, &e);
+  int rc = k_incident_get(srv->incidents, req->params[0], &req->out, &e);
   return rc ? k_req_fail_err(req, rc, &e) : 0;
 }
 

@@ -25,6 +25,17 @@ static int query_bool(k_req_t *req, const char *name) {
   return -1;
 }
 
+/* A validated document its owner holds (rc its validation's outcome):
+ * judged as action on its own path, which becomes the request's target. */
+static int owned_doc(k_server_t *srv, k_req_t *req, int rc, keel_err_t *e, const char *action,
+                     k_item_path_fn path_of) {
+  if (rc) return k_req_fail_err(req, rc, e);
+  path_of(req->in, req->target.path, sizeof req->target.path);
+  if (!k_authz_req(srv, req, action, req->target.path, NULL, 1)) return -1;
+  req->authorized = 1;
+  return 0;
+}
+
 int k_api_apply_decode(k_server_t *srv, k_req_t *req) {
   const char *name = k_req_query(req, "file");
   keel_err_t e = {0};
@@ -42,31 +53,19 @@ int k_api_apply_decode(k_server_t *srv, k_req_t *req) {
       return k_req_fail_err(req, rc, &e);
     kind = keel_json_str(raw, "kind");
     if (kind && !strcmp(kind, "Runbook")) {
-      char path[192];
+      /* A runbook is its owner's: judged as runbook:write on its path,
+       * not as a change of the organization. */
       rc = k_runbook_doc_validate(name, raw, pos, &req->in, &e);
       json_decref(raw);
       keel_yaml_pos_free(pos);
-      if (rc) return k_req_fail_err(req, rc, &e);
-      /* A runbook is its owner's: judged as runbook:write on its path,
-       * not as a change of the organization. */
-      k_runbook_path(req->in, path, sizeof path);
-      if (!k_authz_req(srv, req, "runbook:write", path, NULL, 1)) return -1;
-      req->authorized = 1;
-      snprintf(req->target.path, sizeof req->target.path, "%s", path);
-      return 0;
+      return owned_doc(srv, req, rc, &e, "runbook:write", k_runbook_path);
     }
     if (kind && !strcmp(kind, "AlertRule")) {
       /* an alert rule is its owner's, like a runbook: alert:write */
-      char path[192];
       rc = k_alert_doc_validate(name, raw, pos, srv->org, &req->in, &e);
       json_decref(raw);
       keel_yaml_pos_free(pos);
-      if (rc) return k_req_fail_err(req, rc, &e);
-      k_alert_rule_path(req->in, path, sizeof path);
-      if (!k_authz_req(srv, req, "alert:write", path, NULL, 1)) return -1;
-      req->authorized = 1;
-      snprintf(req->target.path, sizeof req->target.path, "%s", path);
-      return 0;
+      return owned_doc(srv, req, rc, &e, "alert:write", k_alert_rule_path);
     }
     if (kind && !strcmp(kind, "AutomationRule")) {
       /* the automation engine's (api_automation.c): automation:write */
@@ -143,28 +142,20 @@ int k_api_apply(k_server_t *srv, k_req_t *req) {
   keel_err_t e = {0};
   const char *kind = keel_json_str(req->in, "kind");
   int rc;
+  if (kind && strcmp(kind, "Organization") && query_bool(req, "prune"))
+    return k_req_fail(req, 400, "bad_request", "--prune applies to Organization documents only");
   if (kind && !strcmp(kind, "Runbook")) {
-    if (query_bool(req, "prune"))
-      return k_req_fail(req, 400, "bad_request", "--prune applies to Organization documents only");
     rc = k_runbook_apply(srv->store, req->in, query_bool(req, "dry_run"), keel_now_ms(), &req->out,
                          &req->detail, &e);
     if (!rc) k_xec_schedules_changed(srv->xec);
   } else if (kind && !strcmp(kind, "AlertRule")) {
-    if (query_bool(req, "prune"))
-      return k_req_fail(req, 400, "bad_request", "--prune applies to Organization documents only");
     rc = k_alerts_apply(srv->alerts, req->in, query_bool(req, "dry_run"), keel_now_ms(), &req->out,
                         &req->detail, &e);
   } else if (kind && !strcmp(kind, "AutomationRule")) {
-    if (query_bool(req, "prune"))
-      return k_req_fail(req, 400, "bad_request", "--prune applies to Organization documents only");
     rc = k_api_automation_apply(srv, req, query_bool(req, "dry_run"), &e);
   } else if (kind && (!strcmp(kind, "NotificationPolicy") || !strcmp(kind, "MaintenanceWindow"))) {
-    if (query_bool(req, "prune"))
-      return k_req_fail(req, 400, "bad_request", "--prune applies to Organization documents only");
     rc = k_api_incident_doc_apply(srv, req, query_bool(req, "dry_run"), &e);
   } else if (kind && !strcmp(kind, "ScrapeConfig")) {
-    if (query_bool(req, "prune"))
-      return k_req_fail(req, 400, "bad_request", "--prune applies to Organization documents only");
     rc = k_metrics_config_apply(srv, json_object_get(req->in, "doc"), query_bool(req, "dry_run"),
                                 &req->out, &req->detail, &e);
   } else {

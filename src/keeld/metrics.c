@@ -60,6 +60,19 @@ static int sample(keel_buf_t *b, const char *name, const char *type, const char 
   return rc;
 }
 
+/* A family with one label of fixed values: name{label="keys[i]"} v[i]
+ * for each of keys (ended by NULL). */
+static int labelled(keel_buf_t *b, const char *name, const char *type, const char *help,
+                    const char *label, const char *const *keys, const unsigned long long *v) {
+  int rc = header(b, name, type, help);
+  for (size_t i = 0; keys[i] && !rc; i++)
+    rc = keel_buf_printf(b, "%s{%s=\"%s\"} %llu\n", name, label, keys[i], v[i]);
+  return rc;
+}
+
+#define KEYS(...) ((const char *const[]){__VA_ARGS__, NULL})
+#define VALS(...) ((const unsigned long long[]){__VA_ARGS__})
+
 /* Each engine says what it holds through its own stats accessor; nothing
  * here reads another engine's tables.  Labels are fixed sets (states,
  * results): no rule, subject or host ever becomes one. */
@@ -89,10 +102,8 @@ static int engine_metrics(k_server_t *srv, keel_buf_t *b) {
     k_alert_stats_t as;
     k_alerts_stats(srv->alerts, &as);
     if (!rc) rc = sample(b, "keel_alert_rules", "gauge", "Alert rules loaded.", as.rules);
-    if (!rc) rc = header(b, "keel_alerts", "gauge", "Alerts pending or firing, by state.");
-    if (!rc) rc = keel_buf_printf(b, "keel_alerts{state=\"pending\"} %zu\n"
-                                     "keel_alerts{state=\"firing\"} %zu\n",
-                                  as.pending, as.firing);
+    if (!rc) rc = labelled(b, "keel_alerts", "gauge", "Alerts pending or firing, by state.",
+                           "state", KEYS("pending", "firing"), VALS(as.pending, as.firing));
     if (!rc) rc = sample(b, "keel_alert_evaluations_total", "counter", "Alert rule evaluations.",
                          as.evaluations);
     if (!rc) rc = sample(b, "keel_alert_evaluation_failures_total", "counter",
@@ -109,19 +120,14 @@ static int engine_metrics(k_server_t *srv, keel_buf_t *b) {
     /* a failed read leaves out the gauges it feeds, not the whole answer */
     int got = k_incidents_stats(srv->incidents, &is, &e) == 0;
     if (!got) keel_log(&srv->log, KEEL_LOG_ERROR, "metrics: incidents: %s", e.msg);
-    if (!rc && got) rc = header(b, "keel_incidents", "gauge", "Unresolved incidents, by state.");
     if (!rc && got)
-      rc = keel_buf_printf(b, "keel_incidents{state=\"open\"} %lld\n"
-                              "keel_incidents{state=\"acked\"} %lld\n",
-                           (long long)is.open, (long long)is.acked);
-    if (!rc) rc = header(b, "keel_notifications_total", "counter",
-                         "Notifications by outcome, once kept: sent, failed for good, or "
-                         "suppressed by a maintenance window.");
-    if (!rc) rc = keel_buf_printf(b, "keel_notifications_total{result=\"sent\"} %llu\n"
-                                     "keel_notifications_total{result=\"failed\"} %llu\n"
-                                     "keel_notifications_total{result=\"suppressed\"} %llu\n",
-                                  (unsigned long long)is.sent, (unsigned long long)is.failed,
-                                  (unsigned long long)is.suppressed);
+      rc = labelled(b, "keel_incidents", "gauge", "Unresolved incidents, by state.", "state",
+                    KEYS("open", "acked"), VALS(is.open, is.acked));
+    if (!rc) rc = labelled(b, "keel_notifications_total", "counter",
+                           "Notifications by outcome, once kept: sent, failed for good, or "
+                           "suppressed by a maintenance window.",
+                           "result", KEYS("sent", "failed", "suppressed"),
+                           VALS(is.sent, is.failed, is.suppressed));
     if (!rc) rc = sample(b, "keel_notification_attempts_total", "counter",
                          "HTTP requests made for notifications, answered or not, retries included.",
                          is.attempts);
@@ -139,14 +145,11 @@ static int engine_metrics(k_server_t *srv, keel_buf_t *b) {
   if (srv->automation) {
     k_auto_stats_t au;
     k_auto_stats(srv->automation, &au);
-    if (!rc) rc = header(b, "keel_automation_triggered_total", "counter",
-                         "Automation rule outcomes, once kept: run (a runbook started), dry_run, "
-                         "skipped (a guard held, or the start was refused or failed).");
-    if (!rc) rc = keel_buf_printf(b, "keel_automation_triggered_total{result=\"run\"} %llu\n"
-                                     "keel_automation_triggered_total{result=\"dry_run\"} %llu\n"
-                                     "keel_automation_triggered_total{result=\"skipped\"} %llu\n",
-                                  (unsigned long long)au.runs, (unsigned long long)au.dry_runs,
-                                  (unsigned long long)au.skips);
+    if (!rc) rc = labelled(b, "keel_automation_triggered_total", "counter",
+                           "Automation rule outcomes, once kept: run (a runbook started), dry_run, "
+                           "skipped (a guard held, or the start was refused or failed).",
+                           "result", KEYS("run", "dry_run", "skipped"),
+                           VALS(au.runs, au.dry_runs, au.skips));
     if (!rc) rc = sample(b, "keel_automation_queue", "gauge",
                          "Events waiting for automation rules to judge them.", au.queued);
     if (!rc) rc = sample(b, "keel_automation_enabled", "gauge",
@@ -157,19 +160,16 @@ static int engine_metrics(k_server_t *srv, keel_buf_t *b) {
     size_t n = k_fleet_count(srv->fleet), online = 0;
     for (size_t i = 0; i < n; i++)
       online += !strcmp(k_fleet_status(srv->fleet, k_fleet_at(srv->fleet, i)), "online");
-    if (!rc) rc = header(b, "keel_agents", "gauge", "Enrolled agents, by liveness.");
-    if (!rc) rc = keel_buf_printf(b, "keel_agents{state=\"online\"} %zu\n"
-                                     "keel_agents{state=\"offline\"} %zu\n",
-                                  online, n - online);
+    if (!rc) rc = labelled(b, "keel_agents", "gauge", "Enrolled agents, by liveness.", "state",
+                           KEYS("online", "offline"), VALS(online, n - online));
   }
   if (srv->xec) {
     k_xec_stats_t xs;
     k_xec_stats(srv->xec, &xs);
-    if (!rc) rc = header(b, "keel_executions", "gauge", "Unfinished runbook executions, by state.");
-    if (!rc) rc = keel_buf_printf(b, "keel_executions{state=\"running\"} %zu\n"
-                                     "keel_executions{state=\"waiting_approval\"} %zu\n"
-                                     "keel_executions{state=\"paused\"} %zu\n",
-                                  xs.running, xs.waiting_approval, xs.paused);
+    if (!rc) rc = labelled(b, "keel_executions", "gauge",
+                           "Unfinished runbook executions, by state.", "state",
+                           KEYS("running", "waiting_approval", "paused"),
+                           VALS(xs.running, xs.waiting_approval, xs.paused));
   }
   return rc;
 }
@@ -251,20 +251,18 @@ int k_metrics_render(k_server_t *srv, keel_buf_t *b) {
 
   if (srv->audit) {
     k_audit_head(srv->audit, &head, head_hash);
-    if (!rc) rc = header(b, "keel_audit_records_appended_total", "counter",
-                         "Audit records appended since keeld started (denials included).");
-    if (!rc) rc = keel_buf_printf(b, "keel_audit_records_appended_total %llu\n",
-                                  (unsigned long long)k_audit_appended(srv->audit));
-    if (!rc) rc = header(b, "keel_audit_head_sequence", "gauge",
-                         "Sequence number of the last committed audit record.");
-    if (!rc) rc = keel_buf_printf(b, "keel_audit_head_sequence %llu\n", (unsigned long long)head);
+    if (!rc) rc = sample(b, "keel_audit_records_appended_total", "counter",
+                         "Audit records appended since keeld started (denials included).",
+                         k_audit_appended(srv->audit));
+    if (!rc) rc = sample(b, "keel_audit_head_sequence", "gauge",
+                         "Sequence number of the last committed audit record.", head);
   }
   if (srv->store) {
     k_store_stats(srv->store, &st);
-    if (!rc) rc = header(b, "keel_store_commits_total", "counter", "Write batches committed (group commits).");
-    if (!rc) rc = keel_buf_printf(b, "keel_store_commits_total %llu\n", (unsigned long long)st.commits);
-    if (!rc) rc = header(b, "keel_store_commit_failures_total", "counter", "Write batches that failed to commit.");
-    if (!rc) rc = keel_buf_printf(b, "keel_store_commit_failures_total %llu\n", (unsigned long long)st.commit_failures);
+    if (!rc) rc = sample(b, "keel_store_commits_total", "counter",
+                         "Write batches committed (group commits).", st.commits);
+    if (!rc) rc = sample(b, "keel_store_commit_failures_total", "counter",
+                         "Write batches that failed to commit.", st.commit_failures);
     if (!rc) rc = header(b, "keel_store_commit_duration_seconds", "histogram",
                          "Time to commit one write batch to the write-ahead log (before fsync).");
     if (!rc) rc = hist(b, "keel_store_commit_duration_seconds", "", &st.commit_seconds);
@@ -291,17 +289,13 @@ int k_metrics_render(k_server_t *srv, keel_buf_t *b) {
           {"keel_tsdb_commit_failures_total", "counter", "TSDB batches that failed to reach the WAL.", ts.commit_failures},
           {"keel_tsdb_maintain_failures_total", "counter", "Failed cuts, compactions or retention runs.", ts.maintain_failures},
       };
-      for (size_t i = 0; i < sizeof tm / sizeof tm[0] && !rc; i++) {
-        rc = header(b, tm[i].name, tm[i].type, tm[i].help);
-        if (!rc) rc = keel_buf_printf(b, "%s %llu\n", tm[i].name, (unsigned long long)tm[i].v);
-      }
+      for (size_t i = 0; i < sizeof tm / sizeof tm[0] && !rc; i++)
+        rc = sample(b, tm[i].name, tm[i].type, tm[i].help, tm[i].v);
     }
-    if (!rc) rc = header(b, "keel_metrics_samples_received_total", "counter",
-                         "Samples received from agents and scrapes, by outcome.");
-    if (!rc) rc = keel_buf_printf(b, "keel_metrics_samples_received_total{outcome=\"accepted\"} %llu\n"
-                                     "keel_metrics_samples_received_total{outcome=\"refused\"} %llu\n",
-                                  (unsigned long long)srv->metrics_accepted,
-                                  (unsigned long long)srv->metrics_refused);
+    if (!rc) rc = labelled(b, "keel_metrics_samples_received_total", "counter",
+                           "Samples received from agents and scrapes, by outcome.", "outcome",
+                           KEYS("accepted", "refused"),
+                           VALS(srv->metrics_accepted, srv->metrics_refused));
   }
   if (!rc) rc = engine_metrics(srv, b);
   if (!rc) rc = process_metrics(srv, b);

@@ -42,7 +42,8 @@ FLAG=$TMP/flag
 mkdir -p "$TMP/etc"
 printf 'listen 80\n' >"$CONF"
 CHECK="flip=if [ -e $FLAG ]; then echo 'CRITICAL - flag is set|flag=1;;1'; exit 2; fi; echo 'OK - no flag|flag=0;;1'"
-AGENT_ARGS=(--interval 1s --watch-process "$SVC" --watch-file "$CONF"
+# --process too: its metrics' /proc walk then counts for --watch-process.
+AGENT_ARGS=(--interval 1s --process "$SVC" --watch-process "$SVC" --watch-file "$CONF"
   --check-shell --check-interval 1s --check "$CHECK")
 
 # events_of QUERY — GET /v1/events?QUERY into BODY (200 required)

@@ -207,11 +207,6 @@ static void on_react(void *ud, ksim_xfer_t *x, CURLcode cc, long status) {
   }
 }
 
-static int cmp_i64(const void *a, const void *b) {
-  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-  return x < y ? -1 : x > y;
-}
-
 /* One host per trigger (a host's own events right after a rule ran there
  * are that rule's: the loop guard): its long-poll is held by keeld, it
  * posts service.down, and the time from the event's acknowledgement (the
@@ -259,8 +254,8 @@ static int react(const char *url, const char *state, int rounds, const char *ser
       while (c.done < 1) ksim_loop_step(&l, 100);
   }
   if (done) {
-    qsort(lat, (size_t)done, sizeof *lat, cmp_i64);
-    qsort(tot, (size_t)done, sizeof *tot, cmp_i64);
+    qsort(lat, (size_t)done, sizeof *lat, ksim_cmp_i64);
+    qsort(tot, (size_t)done, sizeof *tot, ksim_cmp_i64);
     printf("reaction over %d triggers: event acknowledged (durable) -> job at the agent: "
            "p50 %.2f ms, p99 %.2f ms, max %.2f ms; event sent -> job: p50 %.2f ms, p99 %.2f ms\n",
            done, lat[done / 2] / 1e3, lat[(done * 99) / 100] / 1e3, lat[done - 1] / 1e3,

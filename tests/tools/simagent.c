@@ -285,6 +285,24 @@ out:
   return rc;
 }
 
+int ksim_apply(const char *url, const char *admin, const char *what, const char *doc) {
+  keel_http_t h;
+  keel_buf_t resp;
+  keel_err_t e = {0};
+  int st = 0, rc = -1;
+  keel_buf_init(&resp, 1 << 16);
+  if (!keel_http_init(&h, url, admin, 10000, &e)) {
+    if (!keel_http_request(&h, "POST", "/v1/apply", doc, strlen(doc), &st, &resp, &e) && st == 200)
+      rc = 0;
+    keel_http_free(&h);
+  }
+  if (rc)
+    fprintf(stderr, "bench: POST /v1/apply (%s): %d %s %s\n", what, st, e.msg,
+            resp.data ? resp.data : "");
+  keel_buf_free(&resp);
+  return rc;
+}
+
 /* ---- one simulated agent --------------------------------------------------------------- */
 
 static int queued_or_seen(const ksim_agent_t *a, const char *run) {
@@ -619,6 +637,11 @@ int ksim_enroll(const char *url, const char *token, ksim_agent_t *a, int n, cons
 
 int ksim_cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+int ksim_cmp_i64(const void *a, const void *b) {
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
   return (x > y) - (x < y);
 }
 

@@ -69,6 +69,10 @@ void ksim_keeld_metrics(const char *url, ksim_kmetrics_t *m);
 int ksim_enroll_token(const char *url, const char *admin, const char *tags_json, int uses,
                       char *token, size_t len);
 
+/* POST /v1/apply as admin: the document doc (YAML or JSON text), for
+ * `what` in the line on stderr when keeld does not answer 200.  0 or -1. */
+int ksim_apply(const char *url, const char *admin, const char *what, const char *doc);
+
 /* ---- one simulated agent --------------------------------------------------------------- */
 
 #define KSIM_QMAX 64 /* jobs an agent holds unanswered or unacked (a poll brings <= 64) */
@@ -187,6 +191,7 @@ int ksim_enroll(const char *url, const char *token, ksim_agent_t *a, int n, cons
 /* ---- figures --------------------------------------------------------------------------- */
 
 int ksim_cmp_double(const void *a, const void *b);
+int ksim_cmp_i64(const void *a, const void *b); /* qsort of int64_t */
 /* Nearest-rank percentile of sorted v[0..n) (n >= 1). */
 double ksim_pct(const double *v, int n, double p);
 

@@ -133,14 +133,14 @@ static inline int64_t ifx_count(ifx_t *f, const char *sql, const char *arg) {
   return ifx_count_cb_n;
 }
 
-/* The newest incident (by opening) as k_incident_get with detail. */
+/* The newest incident (by opening) as k_incident_get gives it. */
 static inline json_t *ifx_newest(ifx_t *f) {
   json_t *items = NULL, *out = NULL;
   char *next = NULL;
   keel_err_t e = {0};
   assert_int_equal(k_incident_list(f->x, NULL, NULL, NULL, 1, &items, &next, &e), 0);
   if (json_array_size(items))
-    assert_int_equal(k_incident_get(f->x, keel_json_str(json_array_get(items, 0), "id"), 1, &out, &e), 0);
+    assert_int_equal(k_incident_get(f->x, keel_json_str(json_array_get(items, 0), "id"), &out, &e), 0);
   json_decref(items);
   free(next);
   return out;

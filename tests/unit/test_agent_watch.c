@@ -303,6 +303,53 @@ static void test_process_zombie_is_down(void **state) {
   kill_reap(p);
 }
 
+/* A collector's --process walk that serves the watch too (main.c): the
+ * tick walks nothing of its own, and counts what it counted alone. */
+static void test_process_shared_walk(void **state) {
+  fx_t *f = *state;
+  char name[32], path[PATH_MAX];
+  const char *names[1] = {name};
+  ka_watch_opts_t o = {0};
+  ka_collect_t col;
+  keel_mb_enc_t enc;
+  keel_err_t e;
+  json_t *arr, *ev;
+  pid_t p = watched_running(f, "w", &o, name, path);
+
+  restart(f, &o); /* a watch that has not walked yet */
+  assert_int_equal(ka_collect_init(&col, NULL, names, 1, NULL, &e), 0);
+  col.also = ka_watch_procs(&f->w);
+  keel_mb_enc_init(&enc, 1 << 20);
+  ka_collect(&col, &enc, keel_now_ms(), NULL);
+  ka_watch_tick(&f->w);
+  assert_none(f);
+  kill_reap(p);
+  keel_mb_enc_reset(&enc);
+  ka_collect(&col, &enc, keel_now_ms(), NULL);
+  ka_watch_tick(&f->w);
+  arr = take(f);
+  ev = only(arr, "service.down", name);
+  assert_int_equal(json_integer_value(json_object_get(json_object_get(ev, "data"), "pid_count")), 0);
+  json_decref(arr);
+  p = spawn_argv(path, path);
+  wait_comm(p, name);
+  keel_mb_enc_reset(&enc);
+  ka_collect(&col, &enc, keel_now_ms(), NULL);
+  ka_watch_tick(&f->w);
+  arr = take(f);
+  ev = only(arr, "service.up", name);
+  assert_int_equal(json_integer_value(json_object_get(json_object_get(ev, "data"), "pid_count")), 1);
+  json_decref(arr);
+  assert_null(f->w.procdir); /* never walked on its own */
+  /* No walk served it since: the tick walks itself. */
+  ka_watch_tick(&f->w);
+  assert_none(f);
+  assert_non_null(f->w.procdir);
+  kill_reap(p);
+  keel_mb_enc_free(&enc);
+  ka_collect_free(&col);
+}
+
 /* Found by comm (prctl renames the process, argv[0] stays) and by the
  * basename of argv[0] (exec with a made-up argv[0], comm stays "sleep"). */
 static void test_process_comm_or_argv0(void **state) {
@@ -921,6 +968,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_process_down_at_start, setup, teardown),
       cmocka_unit_test_setup_teardown(test_process_zombie_is_down, setup, teardown),
       cmocka_unit_test_setup_teardown(test_process_comm_or_argv0, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_process_shared_walk, setup, teardown),
       cmocka_unit_test_setup_teardown(test_file_changes, setup, teardown),
       cmocka_unit_test_setup_teardown(test_file_late_dir_and_big, setup, teardown),
       cmocka_unit_test_setup_teardown(test_checks_statuses, setup, teardown),

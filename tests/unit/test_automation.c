@@ -529,6 +529,9 @@ static void judged_once_per_event(void **state) {
   f->evid = "evt_1"; /* the id ran() records */
   assert_int_equal(judge(f, "service.down", "agent/a1", "", "web-1", "a1", &v), K_AUTO_START);
   ran(f, &v, "triggered", "exe_1", "a1");
+  /* the crash: the event comes again to an engine opened after it was stored */
+  close_engine(f);
+  open_engine(f, 0);
   assert_int_equal(judge(f, "service.down", "agent/a1", "", "web-1", "a1", NULL), 0);
   f->evid = NULL; /* a new event (from a host the run does not touch: no loop) is judged */
   assert_int_equal(judge(f, "service.down", "agent/a2", "", "web-1", "a2", NULL), K_AUTO_START);

@@ -119,7 +119,7 @@ static void test_ack_resolve_comment(void **state) {
   assert_int_equal(ifx_act(f, id, K_INCIDENT_ACK, "user:bob", "", T0 + 5, &e), KEEL_ECONFLICT);
   assert_int_equal(ifx_act(f, id, K_INCIDENT_COMMENT, "user:carol", "postmortem tomorrow", T0 + 6, &e), 0);
   assert_int_equal(ifx_act(f, "inc_nope", K_INCIDENT_ACK, "user:bob", "", T0 + 7, &e), KEEL_ENOENT);
-  assert_int_equal(k_incident_get(f->x, id, 1, &inc, &e), 0);
+  assert_int_equal(k_incident_get(f->x, id, &inc, &e), 0);
   assert_string_equal(keel_json_str(inc, "state"), "resolved");
   assert_string_equal(keel_json_str(inc, "acked_by"), "user:alice");
   assert_string_equal(keel_json_str(inc, "resolved_by"), "user:bob");

@@ -199,7 +199,7 @@ const char *k_alert_rule_team(const k_alerts_t *a, const rule_t *r) {
   return NULL;
 }
 
-static const char *const state_names[] = {"pending", "firing", "resolved"};
+const char *const k_alert_states[] = {"pending", "firing", "resolved"};
 
 static json_t *value_json(const inst_t *i) {
   return i->has_value && isfinite(i->value) ? json_real(i->value) : json_null();
@@ -208,7 +208,7 @@ static json_t *value_json(const inst_t *i) {
 json_t *k_alert_data(const k_alerts_t *a, const rule_t *r, const inst_t *i) {
   const char *team = k_alert_rule_team(a, r);
   return json_pack("{s:s,s:s,s:s,s:O,s:O,s:o,s:o,s:o,s:o,s:s?,s:s?,s:s}", "rule", r->name,
-                   "fingerprint", i->fp, "state", state_names[i->state], "labels", i->labels,
+                   "fingerprint", i->fp, "state", k_alert_states[i->state], "labels", i->labels,
                    "annotations", i->annotations, "value", value_json(i), "active_since",
                    time_or_null(i->active_since), "fired_at", time_or_null(i->fired_at),
                    "resolved_at", time_or_null(i->resolved_at), "application", r->app, "team",
@@ -464,16 +464,24 @@ void k_alerts_close(k_alerts_t *a) {
   free(a);
 }
 
+/* Alerts of r by state. */
+static void counts(const rule_t *r, int *pending, int *firing) {
+  *pending = *firing = 0;
+  for (size_t k = 0; r && k < r->ninst; k++) {
+    if (r->inst[k]->state == ST_PENDING) (*pending)++;
+    if (r->inst[k]->state == ST_FIRING) (*firing)++;
+  }
+}
+
 void k_alerts_stats(const k_alerts_t *a, k_alert_stats_t *out) {
   memset(out, 0, sizeof *out);
   if (!a) return;
   out->rules = a->nrules;
   for (size_t k = 0; k < a->nrules; k++) {
-    const rule_t *r = a->rules[k];
-    for (size_t j = 0; j < r->ninst; j++) {
-      if (r->inst[j]->state == ST_PENDING) out->pending++;
-      else if (r->inst[j]->state == ST_FIRING) out->firing++;
-    }
+    int pending, firing;
+    counts(a->rules[k], &pending, &firing);
+    out->pending += (size_t)pending;
+    out->firing += (size_t)firing;
   }
   out->evaluations = a->evaluations;
   out->evaluation_failures = a->evaluation_failures;
@@ -576,15 +584,6 @@ out:
   json_decref(fields);
   free(text);
   return rc;
-}
-
-/* Alerts of r by state. */
-static void counts(const rule_t *r, int *pending, int *firing) {
-  *pending = *firing = 0;
-  for (size_t k = 0; r && k < r->ninst; k++) {
-    if (r->inst[k]->state == ST_PENDING) (*pending)++;
-    if (r->inst[k]->state == ST_FIRING) (*firing)++;
-  }
 }
 
 /* The API's rule: stored row + what evaluating it said. */
@@ -717,7 +716,7 @@ out:
 static int state_wanted(const char *state, int st) {
   if (!state) return st != ST_RESOLVED;
   if (!strcmp(state, "all")) return 1;
-  return !strcmp(state, state_names[st]);
+  return !strcmp(state, k_alert_states[st]);
 }
 
 int k_alerts_list(k_alerts_t *a, const char *state, const char *rule, const char *after,

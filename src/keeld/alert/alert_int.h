@@ -10,6 +10,8 @@
 #include "promql/promql.h"
 
 enum { ST_PENDING = 0, ST_FIRING, ST_RESOLVED };
+/* Their names, as the API and the alert_instances rows say them. */
+extern const char *const k_alert_states[];
 
 /* One alert.  Owned by its rule. */
 typedef struct inst {

@@ -417,7 +417,6 @@ static k_val_t opt_int(int64_t v) { return v ? K_INT(v) : K_NULLV; }
 
 int k_alert_write(k_alerts_t *a, const rule_t *r, const inst_t *i, const char *ev_type, int del,
                   int64_t now_ms, keel_err_t *e) {
-  static const char *const st[] = {"pending", "firing", "resolved"};
   char *labels = NULL, *ann = NULL, *src = NULL, vbuf[40], subject[128];
   json_t *data = NULL;
   int rc;
@@ -438,9 +437,9 @@ int k_alert_write(k_alerts_t *a, const rule_t *r, const inst_t *i, const char *e
     {
       k_val_t args[] = {K_TEXT(r->name),         K_TEXT(i->fp),           K_TEXT(i->ikey),
                         K_TEXT(r->path),         K_TEXT(labels),          K_TEXT(ann),
-                        K_TEXT(src),             K_TEXT(st[i->state]),    K_INT(i->active_since),
-                        opt_int(i->fired_at),    opt_int(i->resolved_at), opt_int(i->keep_since),
-                        K_TEXT(i->has_value ? vbuf : NULL),
+                        K_TEXT(src),             K_TEXT(k_alert_states[i->state]),
+                        K_INT(i->active_since),  opt_int(i->fired_at),    opt_int(i->resolved_at),
+                        opt_int(i->keep_since),  K_TEXT(i->has_value ? vbuf : NULL),
                         K_INT(i->last_eval ? i->last_eval : now_ms)};
       rc = k_store_exec(
           a->d.store,

@@ -64,6 +64,7 @@ struct k_auto {
   int dirty;        /* rules changed in the store: k_auto_refresh reads them again */
   json_t *queue;    /* events to judge: [{"view", "seq", "time_ms", "path"}], oldest first */
   size_t qhead;     /* queue[0..qhead) are done */
+  int64_t open_seq; /* the last event stored at open: only those up to it can be delivered again */
   uint64_t runs, dry_runs, skips; /* outcomes kept since open (k_auto_note) */
 };
 
@@ -173,8 +174,8 @@ static exe_t *exe_add(rstate_t *s, const char *id, const json_t *agents, int64_t
 /* One stored rule into memory (parsing its selector and conditions once). */
 static int rule_load(k_auto_t *a, rule_t *r, const char *user, const char *spec, keel_err_t *e) {
   const json_t *on, *c;
-  const char *type;
-  size_t i;
+  const char *match;
+  size_t i, n;
   memset(r, 0, sizeof *r);
   if (!(r->doc = json_loads(spec, 0, NULL)))
     return keel_err_set(e, KEEL_EIO, "automation: a stored rule does not parse");
@@ -182,16 +183,15 @@ static int rule_load(k_auto_t *a, rule_t *r, const char *user, const char *spec,
   snprintf(r->user, sizeof r->user, "%s", user);
   k_auto_rule_path(r->doc, r->path, sizeof r->path);
   on = json_object_get(r->doc, "on");
-  type = keel_json_str(on, "type") ? keel_json_str(on, "type") : "";
-  snprintf(r->type, sizeof r->type, "%s", type);
-  if (strlen(r->type) >= 2 && !strcmp(r->type + strlen(r->type) - 2, ".*")) {
+  snprintf(r->type, sizeof r->type, "%s",
+           keel_json_str(on, "type") ? keel_json_str(on, "type") : "");
+  n = strlen(r->type);
+  if (n >= 2 && !strcmp(r->type + n - 2, ".*")) {
     r->prefix = 1;
-    r->type[strlen(r->type) - 1] = '\0'; /* keep the dot */
+    r->type[n - 1] = '\0'; /* keep the dot */
   }
-  if (keel_selector_parse(keel_json_str(on, "match") ? keel_json_str(on, "match") : "",
-                          strlen(keel_json_str(on, "match") ? keel_json_str(on, "match") : ""),
-                          &r->sel, e))
-    return KEEL_EIO;
+  match = keel_json_str(on, "match") ? keel_json_str(on, "match") : "";
+  if (keel_selector_parse(match, strlen(match), &r->sel, e)) return KEEL_EIO;
   r->conds = calloc(json_array_size(json_object_get(on, "conditions")) + 1, sizeof *r->conds);
   if (!r->conds) return keel_err_set(e, KEEL_ENOMEM, "out of memory");
   json_array_foreach(json_object_get(on, "conditions"), i, c) {
@@ -291,6 +291,11 @@ int k_auto_open(const k_auto_deps_t *d, int64_t now_ms, k_auto_t **out, keel_err
   *out = NULL;
   if (!a) return keel_err_set(e, KEEL_ENOMEM, "out of memory");
   a->d = *d;
+  {
+    k_events_stats_t st;
+    k_events_stats(d->events, &st);
+    a->open_seq = st.last_seq;
+  }
   if ((rc = load(a, now_ms, e))) {
     k_auto_close(a);
     return rc;
@@ -343,7 +348,7 @@ int k_auto_apply(k_auto_t *a, const json_t *rule, const char *user, int dry_run,
   const char *op = NULL;
   cur_t cur = {0, "", NULL};
   json_t *fields = NULL;
-  char *text = keel_json_canonical(rule);
+  char *text = keel_json_canonical(rule), summary[64];
   int rc;
 
   *report = NULL;
@@ -386,14 +391,11 @@ int k_auto_apply(k_auto_t *a, const json_t *rule, const char *user, int dry_run,
   keel_buf_reset(detail);
   keel_buf_printf(detail, "%s%s automation_rule/%s (runs as %s)", dry_run ? "dry run: " : "",
                   op ? op : "no changes:", name, user);
+  snprintf(summary, sizeof summary, "%s%s", dry_run ? "dry run: " : "",
+           !op ? "no changes" : !strcmp(op, "create") ? "1 created, 0 updated, 0 deleted"
+                                                      : "0 created, 1 updated, 0 deleted");
   *report = json_pack("{s:b,s:b,s:b,s:s,s:[],s:[]}", "changed", op != NULL, "dry_run", dry_run,
-                      "prune", 0, "summary",
-                      !op ? (dry_run ? "dry run: no changes" : "no changes")
-                      : !strcmp(op, "create") ? (dry_run ? "dry run: 1 created, 0 updated, 0 deleted"
-                                                         : "1 created, 0 updated, 0 deleted")
-                                              : (dry_run ? "dry run: 0 created, 1 updated, 0 deleted"
-                                                         : "0 created, 1 updated, 0 deleted"),
-                      "changes", "removed");
+                      "prune", 0, "summary", summary, "changes", "removed");
   if (!*report) rc = keel_err_set(e, KEEL_ENOMEM, "out of memory");
   else if (op)
     json_array_append_new(json_object_get(*report, "changes"),
@@ -798,12 +800,15 @@ static int found_row(void *ud, const k_val_t *c, int n) {
 }
 
 /* 1 when the rule already recorded what it did about this event: an event
- * delivered again after a crash (event.h) is judged once.  On a read error
- * the event is judged (a duplicate skip record beats a lost run). */
-static int judged_before(k_auto_t *a, const char *rule, const char *event_id) {
-  k_val_t args[] = {K_TEXT(event_id), K_TEXT(rule)};
+ * delivered again after a crash (event.h) is judged once.  Only an event
+ * stored before open can be one (delivery within a run is once), so the
+ * others cost no read.  On a read error the event is judged (a duplicate
+ * skip record beats a lost run). */
+static int judged_before(k_auto_t *a, const char *rule, const k_event_t *ev) {
+  k_val_t args[] = {K_TEXT(ev->id), K_TEXT(rule)};
   keel_err_t e = {0};
   int found = 0;
+  if (!ev->id || ev->seq > a->open_seq) return 0;
   if (k_store_exec(a->d.store, "SELECT 1 FROM automation_runs WHERE event_id = ? AND rule = ? LIMIT 1",
                    args, 2, found_row, &found, &e))
     keel_log(a->d.log, KEEL_LOG_ERROR, "automation: %s", e.msg);
@@ -825,7 +830,7 @@ int k_auto_judge(k_auto_t *a, size_t i, const k_event_t *ev, const json_t *view,
     return 0;
   for (size_t c = 0; c < r->nconds; c++)
     if (!k_cond_eval(r->conds[c], view)) return 0;
-  if (ev->id && judged_before(a, r->name, ev->id)) return 0;
+  if (judged_before(a, r->name, ev)) return 0;
   v->rule = r->name;
   v->user = r->user;
   v->path = r->path;
@@ -905,7 +910,8 @@ int k_auto_record(k_auto_t *a, const k_auto_verdict_t *v, const k_event_t *ev, c
                            args, 15, NULL, NULL, e)))
       goto out;
   }
-  /* the triggering event's labels, so windows and selectors see the host */
+  /* the triggering event's labels, so windows and selectors see the host
+   * (shared, not copied: data lives only through the emit) */
   labels = json_object_get(ev->data, "labels");
   data = json_pack("{s:s,s:s,s:s,s:s,s:{s:s,s:s,s:s,s:s},s:s,s:O?,s:o,s:O?,s:o}", "rule", v->rule,
                    "outcome", outcome, "guard", guard, "reason", why ? why : "", "event", "id",
@@ -913,7 +919,7 @@ int k_auto_record(k_auto_t *a, const k_auto_verdict_t *v, const k_event_t *ev, c
                    "source", ev->source ? ev->source : "keeld", "target", v->target, "params",
                    v->params, "execution", exe_id && *exe_id ? json_string(exe_id) : json_null(),
                    "agents", ids, "labels",
-                   json_is_object(labels) ? json_deep_copy(labels) : json_object());
+                   json_is_object(labels) ? json_incref((json_t *)labels) : json_object());
   if (!data) {
     rc = keel_err_set(e, KEEL_ENOMEM, "out of memory");
     goto out;

@@ -153,9 +153,10 @@ void k_auto_verdict_clear(k_auto_verdict_t *v);
 
 /* Number of rules (for k_auto_judge's index). */
 size_t k_auto_nrules(const k_auto_t *a);
-/* Rule i about ev (view: k_auto_event_view(ev)): 0 when it is disabled or
- * its `on` does not match; 1 with *v filled (the guards above; maint may
- * be NULL: no windows). */
+/* Rule i about ev (view: k_auto_event_view(ev)): 0 when it is disabled, its
+ * `on` does not match, or it already recorded an outcome for ev (an event
+ * stored before k_auto_open, delivered again after a crash); 1 with *v
+ * filled (the guards above; maint may be NULL: no windows). */
 int k_auto_judge(k_auto_t *a, size_t i, const k_event_t *ev, const json_t *view, int64_t now_ms,
                  k_auto_maint_fn maint, void *maint_ud, k_auto_verdict_t *v);
 

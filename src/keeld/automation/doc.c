@@ -9,6 +9,7 @@
 
 #include "automation/cond.h"
 #include "docwalk.h"
+#include "event/event.h"
 #include "keel/selector.h"
 #include "keel/template.h"
 #include "runbook/doc.h"
@@ -19,20 +20,17 @@
 
 static const k_walk_range_t cooldown_range = {0, 86400000, "0s", "24h"};
 
-/* A required or optional object name member: [a-z0-9][a-z0-9._-]{0,62}.
- * *out borrowed. */
 /* ---- on -------------------------------------------------------------------------- */
 
-/* An event type, or a prefix of them ending in ".*". */
-static int type_ok(const char *t, size_t n) {
-  size_t body = n >= 2 && !strcmp(t + n - 2, ".*") ? n - 2 : n;
-  if (!body || n > 64) return 0;
-  for (size_t i = 0; i < body; i++) {
-    char c = t[i];
-    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-'))
-      return 0;
-  }
-  return 1;
+/* An event type (k_event_type_valid), or a prefix of them ending in ".*".
+ * s is checked by k_walk_text: no NUL inside. */
+static int type_ok(const json_t *s) {
+  char t[K_EVENT_TYPE_MAX + 1];
+  size_t n = json_string_length(s);
+  if (n > K_EVENT_TYPE_MAX) return 0;
+  memcpy(t, json_string_value(s), n + 1);
+  if (n >= 2 && !strcmp(t + n - 2, ".*")) t[n - 2] = '\0';
+  return k_event_type_valid(t);
 }
 
 static int on_section(k_walk_t *W, const json_t *on, json_t **out) {
@@ -47,7 +45,7 @@ static int on_section(k_walk_t *W, const json_t *on, json_t **out) {
   keel_buf_init(&b, K_COND_MAX_LEN * 2 + KEEL_SELECTOR_MAX_LEN);
   if ((rc = k_walk_check_map(W, on, keys))) goto out;
   if ((rc = k_walk_get_text(W, on, "type", 1, TEXT_MAX, K_WALK_LINE, &type))) goto out;
-  if (!type_ok(json_string_value(type), json_string_length(type))) {
+  if (!type_ok(type)) {
     m = k_walk_push_key(W, "type");
     rc = k_walk_err(W, "invalid event type '%s': expected e.g. service.down, or a prefix like alert.*",
                     k_walk_quote_json(q, type));

@@ -204,29 +204,34 @@ int k_exec_run_add(k_store_t *s, const k_serverkey_t *key, const char *owner_id,
   return 0;
 }
 
-static int agent_row(void *ud, const k_val_t *c, int n) {
-  if (n >= 1) snprintf(ud, 32, "%s", txt(&c[0]));
+/* Withdrawing pending runs (args: why, now_ms, then the WHERE's); each
+ * withdrawn run's agent comes back as a row. */
+#define WITHDRAW_SQL                                                                               \
+  "UPDATE command_runs SET status = 'cancelled', error = ?, result_ms = ?"                        \
+  " WHERE status = 'pending' AND "
+
+typedef struct withdrawn {
+  k_fleet_t *f; /* may be NULL */
+  size_t n;
+} withdrawn_t;
+
+/* Its agent may be running the run: the held poll answers with a cancel. */
+static int withdrawn_row(void *ud, const k_val_t *c, int n) {
+  withdrawn_t *w = ud;
+  k_agent_t *a;
+  if (n < 1) return 0;
+  w->n++;
+  if (w->f && (a = k_fleet_find(w->f, txt(&c[0])))) a->wake = 1;
   return 0;
 }
 
 int k_exec_run_withdraw(k_store_t *s, k_fleet_t *f, const char *run_id, const char *why,
                         int64_t now_ms, int *withdrawn, keel_err_t *e) {
   k_val_t args[] = {K_TEXT(why), K_INT(now_ms), K_TEXT(run_id)};
-  char agent_id[32] = "";
-  k_agent_t *a;
-  int rc = k_store_exec(s, "SELECT agent_id FROM command_runs WHERE id = ? AND status = 'pending'",
-                        &args[2], 1, agent_row, agent_id, e);
-  if (withdrawn) *withdrawn = 0;
-  if (rc || !agent_id[0]) return rc;
-  if ((rc = k_store_exec(s,
-                         "UPDATE command_runs SET status = 'cancelled', error = ?, result_ms = ?"
-                         " WHERE id = ? AND status = 'pending'",
-                         args, 3, NULL, NULL, e)))
-    return rc;
-  if (withdrawn) *withdrawn = k_store_changes(s) > 0;
-  /* Its agent may be running it: the held poll answers with a cancel. */
-  if (f && (a = k_fleet_find(f, agent_id))) a->wake = 1;
-  return 0;
+  withdrawn_t w = {f, 0};
+  int rc = k_store_exec(s, WITHDRAW_SQL "id = ? RETURNING agent_id", args, 3, withdrawn_row, &w, e);
+  if (withdrawn) *withdrawn = !rc && w.n;
+  return rc;
 }
 
 int k_exec_create(k_store_t *s, k_fleet_t *f, const k_serverkey_t *key, const json_t *spec,
@@ -532,7 +537,7 @@ int k_exec_store_result(k_store_t *s, const char *agent_id, const json_t *res, i
   const char *err = keel_json_str(res, "error") ? keel_json_str(res, "error") : "";
   const json_t *xc = json_object_get(res, "exit_code"), *sg = json_object_get(res, "signal");
   char dig[2][KEEL_HASH_HEX];
-  k_val_t args[OUTCOME_NVALS + 6];
+  k_val_t args[OUTCOME_NVALS + 5];
   int rc;
 
   *dup = 0;
@@ -545,14 +550,14 @@ int k_exec_store_result(k_store_t *s, const char *agent_id, const json_t *res, i
     free(bin);
   }
   outcome_vals(args, res, dig);
-  args[OUTCOME_NVALS] = K_TEXT(st);
-  args[OUTCOME_NVALS + 1] = K_TEXT(err);
+  args[OUTCOME_NVALS] = K_TEXT(err);
+  args[OUTCOME_NVALS + 1] = K_TEXT(st);
   args[OUTCOME_NVALS + 2] = K_INT(now_ms);
   args[OUTCOME_NVALS + 3] = K_TEXT(rid);
   args[OUTCOME_NVALS + 4] = K_TEXT(agent_id);
   if ((rc = k_store_exec(s,
                          "UPDATE command_runs SET " OUTCOME_COLUMNS
-                         ", status = ?, error = ?, result_ms = ?"
+                         ", error = ?, status = ?, result_ms = ?"
                          " WHERE id = ? AND agent_id = ? AND status = 'pending'",
                          args, OUTCOME_NVALS + 5, NULL, NULL, e)))
     return rc;
@@ -563,11 +568,7 @@ int k_exec_store_result(k_store_t *s, const char *agent_id, const json_t *res, i
      * what the host did (the output up to the kill, how it ended) is kept
      * — once, the first result the agent sends (ended_ms set marks it). */
     if (!json_object_get(res, "ended_at")) args[9] = K_INT(now_ms);
-    args[OUTCOME_NVALS] = K_TEXT(err);
-    args[OUTCOME_NVALS + 1] = K_TEXT(st);
-    args[OUTCOME_NVALS + 2] = K_TEXT(err);
-    args[OUTCOME_NVALS + 3] = K_TEXT(rid);
-    args[OUTCOME_NVALS + 4] = K_TEXT(agent_id);
+    args[OUTCOME_NVALS + 2] = K_TEXT(err); /* the CASE takes err, st, err; the WHERE as above */
     if ((rc = k_store_exec(s,
                            "UPDATE command_runs SET " OUTCOME_COLUMNS
                            ", error = CASE WHEN ? = '' THEN error"
@@ -820,24 +821,18 @@ int k_exec_open_runs(k_store_t *s, const char *id, json_t **runs, keel_err_t *e)
 
 int k_exec_cancel(k_store_t *s, k_fleet_t *f, const char *id, const char *why, int64_t now_ms,
                   size_t *n, keel_err_t *e) {
-  json_t *runs = NULL, *r;
-  size_t i;
-  int rc;
-
-  *n = 0;
-  if ((rc = k_exec_open_runs(s, id, &runs, e))) goto out;
-  if (!json_array_size(runs)) {
+  k_val_t args[] = {K_TEXT(why), K_INT(now_ms), K_TEXT(id)};
+  withdrawn_t w = {f, 0};
+  int found = 0;
+  int rc = k_store_exec(s, "SELECT 1 FROM commands WHERE id = ?", &args[2], 1, one_row, &found, e);
+  if (!rc && !found) rc = keel_err_set(e, KEEL_ENOENT, "no command '%.32s'", id);
+  /* every run in one statement, as k_exec_run_withdraw does one */
+  if (!rc)
+    rc = k_store_exec(s, WITHDRAW_SQL "command_id = ? RETURNING agent_id", args, 3, withdrawn_row,
+                      &w, e);
+  if (!rc && !w.n)
     rc = keel_err_set(e, KEEL_ECONFLICT, "command %.32s has finished: nothing to cancel", id);
-    goto out;
-  }
-  json_array_foreach(runs, i, r) {
-    int withdrawn = 0;
-    if ((rc = k_exec_run_withdraw(s, f, keel_json_str(r, "run_id"), why, now_ms, &withdrawn, e)))
-      goto out;
-    *n += (size_t)withdrawn;
-  }
-out:
-  json_decref(runs);
+  *n = w.n;
   return rc;
 }
 

@@ -47,13 +47,13 @@ struct k_incidents {
   int64_t last_esc_ms, next_esc_ms; /* the last look for due steps; the earliest due then */
   int esc_dirty;                     /* an incident changed since */
   uint64_t rows_read;                /* rows the engine's queries returned (tests) */
-  /* k_incidents_stats: outcomes as their notification.* events are
-   * delivered, of events after seq0 (the last one stored at open: a
-   * restart delivers again events an earlier keeld counted) */
+  /* k_incidents_stats' counters (its gauges are read when asked):
+   * outcomes as their notification.* events are delivered, of events
+   * after seq0 (the last one stored at open: a restart delivers again
+   * events an earlier keeld counted) */
   int64_t seq0;
-  uint64_t sent, failed, suppressed, attempts;
-  int64_t next_resend_ms;           /* the next Alertmanager re-send (0: not set yet) */
-  uint64_t resends, resend_failures;
+  k_incident_stats_t n;
+  int64_t next_resend_ms; /* the next Alertmanager re-send (0: not set yet) */
 };
 
 static const char *txt(const k_val_t *c) { return c->type == K_VAL_TEXT ? c->s : ""; }
@@ -424,65 +424,57 @@ static int note(k_incidents_t *x, json_t *inc, const char *type, const char *ntf
   return rc;
 }
 
-/* Queues the notification of one transition to each target ({"channel":
- * channel object, "step": k}).  The payload carries the first
- * K_INCIDENT_NOTIFY_ALERTS alerts of the incident (firing first) and how
- * many were left out; they are read only when there is a target. */
-/* What a notification about inc says of its alerts: *nalerts the first
- * K_INCIDENT_NOTIFY_ALERTS with team and application merged into their
- * labels (new), *truncated how many were left out. */
-static int notice_alerts(k_incidents_t *x, const json_t *inc, json_t **nalerts,
-                         int64_t *truncated, keel_err_t *e) {
-  json_t *a;
-  size_t i;
-  int rc = first_alerts(x, jstr(inc, "id"), 1, K_INCIDENT_NOTIFY_ALERTS, nalerts, e);
-  if (rc) return rc;
-  json_array_foreach(*nalerts, i, a)
-      json_object_set_new(a, "labels", merged_labels(json_object_get(a, "labels"), jstr(inc, "team"),
-                                                     jstr(inc, "application")));
-  *truncated = left_out(inc, json_array_size(*nalerts));
-  return 0;
-}
-
 static int64_t am_resend_ms(const k_incidents_t *x) {
   return x->d.am_resend_ms > 0 ? x->d.am_resend_ms : K_NOTIFY_AM_RESEND_MS;
 }
 
+/* What a notification about inc says, but for its id, channel and step:
+ * n->incident (*pub) the incident as the API shows it, n->alerts (*alerts)
+ * its first K_INCIDENT_NOTIFY_ALERTS alerts (firing first) with team and
+ * application merged into their labels, n->truncated how many were left
+ * out.  *pub and *alerts are new; the caller releases them, also on error. */
+static int notice_of(k_incidents_t *x, const json_t *inc, const char *status, int64_t now,
+                     k_notice_t *n, json_t **pub, json_t **alerts, keel_err_t *e) {
+  json_t *a;
+  size_t i;
+  int rc;
+  *pub = NULL;
+  if ((rc = first_alerts(x, jstr(inc, "id"), 1, K_INCIDENT_NOTIFY_ALERTS, alerts, e))) return rc;
+  json_array_foreach(*alerts, i, a)
+      json_object_set_new(a, "labels", merged_labels(json_object_get(a, "labels"), jstr(inc, "team"),
+                                                     jstr(inc, "application")));
+  if (!(*pub = public_of(inc))) return oom(e);
+  *n = (k_notice_t){*pub, *alerts, status, NULL, NULL, 0, x->d.external_url ? x->d.external_url : "",
+                    now, left_out(inc, json_array_size(*alerts)), 4 * am_resend_ms(x)};
+  return 0;
+}
+
+/* Queues the notification of one transition to each target ({"channel":
+ * channel object, "step": k}).  The incident's alerts are read only when
+ * there is a target. */
 static int queue(k_incidents_t *x, json_t *inc, const char *transition, const json_t *targets,
                  const char *cause, int64_t now, keel_err_t *e) {
   int resolved = !strcmp(transition, "resolved");
-  const char *status = resolved ? "resolved" : "firing";
   json_t *nalerts = NULL, *pub = NULL, *t;
+  k_notice_t n;
   char window[K_MAINT_NAME_MAX];
   size_t i;
   int rc = 0, muted;
-  int64_t truncated;
 
   if (!json_array_size(targets)) return 0;
-  if ((rc = notice_alerts(x, inc, &nalerts, &truncated, e)) ||
+  if ((rc = notice_of(x, inc, resolved ? "resolved" : "firing", now, &n, &pub, &nalerts, e)) ||
       (rc = all_muted(x, inc, resolved, now, &muted, window, sizeof window, e)))
     goto out;
-  if (!(pub = public_of(inc))) {
-    rc = oom(e);
-    goto out;
-  }
   json_array_foreach(targets, i, t) {
     const json_t *ch = json_object_get(t, "channel");
     int step = (int)jint(t, "step"), sup = muted;
     char id[ID_LEN], url[2200], why[K_MAINT_NAME_MAX + 64] = "";
     char *body = NULL, *hdrs = NULL;
     json_t *b;
-    k_notice_t n = {pub,
-                    nalerts,
-                    status,
-                    id,
-                    jstr(ch, "name"),
-                    step,
-                    x->d.external_url ? x->d.external_url : "",
-                    now,
-                    truncated,
-                    4 * am_resend_ms(x)};
 
+    n.id = id;
+    n.channel = jstr(ch, "name");
+    n.step = step;
     if (sup) snprintf(why, sizeof why, "maintenance window %s", window);
     if (resolved && !sup) {
       /* a channel that was told nothing of this incident (every firing
@@ -507,8 +499,8 @@ static int queue(k_incidents_t *x, json_t *inc, const char *transition, const js
     b = k_notify_body(ch, &n);
     body = b ? keel_json_canonical(b) : NULL;
     json_decref(b);
-    hdrs = keel_json_canonical(json_object_get(ch, "headers") ? json_object_get(ch, "headers")
-                                                                : json_object());
+    hdrs = json_object_get(ch, "headers") ? keel_json_canonical(json_object_get(ch, "headers"))
+                                          : strdup("{}");
     if (!body || !hdrs) {
       free(body);
       free(hdrs);
@@ -979,9 +971,9 @@ static int on_execution(k_incidents_t *x, const k_event_t *ev, int64_t now, keel
  * delivery is the one place that sees exactly the outcomes that were kept. */
 static void count_outcome(k_incidents_t *x, const k_event_t *ev) {
   if (ev->seq <= x->seq0 || strncmp(ev->type, "notification.", 13)) return;
-  if (!strcmp(ev->type + 13, "sent")) x->sent++;
-  else if (!strcmp(ev->type + 13, "failed")) x->failed++;
-  else if (!strcmp(ev->type + 13, "suppressed")) x->suppressed++;
+  if (!strcmp(ev->type + 13, "sent")) x->n.sent++;
+  else if (!strcmp(ev->type + 13, "failed")) x->n.failed++;
+  else if (!strcmp(ev->type + 13, "suppressed")) x->n.suppressed++;
 }
 
 void k_incidents_event(k_incidents_t *x, const k_event_t *ev, int64_t now_ms) {
@@ -1180,7 +1172,7 @@ void k_incidents_result(k_incidents_t *x, const char *id, long status, const cha
                         int64_t now_ms) {
   keel_err_t e = {0};
   int rc;
-  x->attempts++; /* an answer or a transport failure: an attempt whatever is kept of it */
+  x->n.attempts++; /* an answer or a transport failure: an attempt whatever is kept of it */
   inflight_del(x, id);
   if ((rc = k_store_unit_begin(x->d.store, &e))) goto fail;
   rc = record(x, id, status, error, now_ms, &e);
@@ -1233,42 +1225,19 @@ static int am_row(void *ud, const k_val_t *c, int n) {
              : 0;
 }
 
-static int am_resend_one(k_incidents_t *x, const json_t *r, int64_t now, keel_err_t *e) {
+/* The body of a re-send of incident id's firing alerts: one for all its
+ * channels (the API's body names neither the channel nor a notification). */
+static int am_body(k_incidents_t *x, const char *id, int64_t now, char **body, keel_err_t *e) {
   json_t *inc = NULL, *nalerts = NULL, *pub = NULL, *b = NULL;
-  char id[ID_LEN];
-  char *body = NULL;
-  int64_t truncated = 0;
+  k_notice_t n;
   int rc;
 
-  if ((rc = load(x, jstr(r, "incident"), &inc, e)) ||
-      (rc = notice_alerts(x, inc, &nalerts, &truncated, e)))
+  *body = NULL;
+  if ((rc = load(x, id, &inc, e)) ||
+      (rc = notice_of(x, inc, "firing", now, &n, &pub, &nalerts, e)))
     goto out;
-  if (!(pub = public_of(inc))) {
-    rc = oom(e);
-    goto out;
-  }
-  keel_random_id(id, sizeof id, "rsd_");
-  {
-    k_notice_t n = {pub,
-                    nalerts,
-                    "firing",
-                    id,
-                    jstr(r, "channel"),
-                    0,
-                    x->d.external_url ? x->d.external_url : "",
-                    now,
-                    truncated,
-                    4 * am_resend_ms(x)};
-    b = k_notify_body_amapi(&n);
-  }
-  if (!b || !(body = keel_json_canonical(b))) {
-    rc = oom(e);
-    goto out;
-  }
-  rc = k_send_submit(x->send, id, jstr(r, "url"), json_object_get(r, "headers"), body,
-                     jint(r, "timeout_ms"), e);
+  if (!(b = k_notify_body_amapi(&n)) || !(*body = keel_json_canonical(b))) rc = oom(e);
 out:
-  free(body);
   json_decref(b);
   json_decref(pub);
   json_decref(nalerts);
@@ -1280,7 +1249,10 @@ static void am_resend(k_incidents_t *x, int64_t now) {
   amctx_t a = {json_array(), ""};
   keel_err_t e = {0};
   json_t *r;
+  const char *inc = NULL;
+  char *body = NULL, id[ID_LEN];
   size_t i;
+  int brc = 0;
   if (!a.rows) return;
   if (sql(x,
           "SELECT o.incident_id, o.channel, o.url, o.headers, o.timeout_ms"
@@ -1291,12 +1263,21 @@ static void am_resend(k_incidents_t *x, int64_t now) {
           NULL, 0, am_row, &a, &e) < 0)
     keel_log(x->d.log, KEEL_LOG_ERROR, "incidents: reading what to re-send: %s", e.msg);
   json_array_foreach(a.rows, i, r) {
-    if (am_resend_one(x, r, now, &e)) {
-      x->resend_failures++;
-      keel_log(x->d.log, KEEL_LOG_ERROR, "incidents: re-sending %s to %s: %s",
-               jstr(r, "incident"), jstr(r, "channel"), e.msg);
+    /* rows come by incident: its body is built once (e keeps why not) */
+    if (!inc || strcmp(inc, jstr(r, "incident"))) {
+      inc = jstr(r, "incident");
+      free(body);
+      brc = am_body(x, inc, now, &body, &e);
+    }
+    keel_random_id(id, sizeof id, "rsd_");
+    if (brc || k_send_submit(x->send, id, jstr(r, "url"), json_object_get(r, "headers"), body,
+                             jint(r, "timeout_ms"), &e)) {
+      x->n.resend_failures++;
+      keel_log(x->d.log, KEEL_LOG_ERROR, "incidents: re-sending %s to %s: %s", inc,
+               jstr(r, "channel"), e.msg);
     }
   }
+  free(body);
   json_decref(a.rows);
 }
 
@@ -1337,9 +1318,9 @@ static void on_result(void *ud, const k_send_result_t *r) {
   pollctx_t *p = ud;
   if (!strncmp(r->id, "rsd_", 4)) {
     /* a re-send: counted, never retried (the next round tells it again) */
-    p->x->resends++;
+    p->x->n.resends++;
     if (r->status < 200 || r->status >= 300) {
-      p->x->resend_failures++;
+      p->x->n.resend_failures++;
       if (r->status)
         keel_log(p->x->d.log, KEEL_LOG_WARN, "Alertmanager re-send %s: HTTP %ld", r->id, r->status);
       else
@@ -1373,7 +1354,7 @@ int k_incidents_open(const k_incidents_deps_t *d, k_incidents_t **out, keel_err_
     k_events_stats(d->events, &es);
     x->seq0 = es.last_seq;
   }
-  if ((d->sender && (rc = k_send_new(d->log, &x->send, e))) ||
+  if ((d->sender && (rc = k_send_new(&x->send, e))) ||
       (rc = k_events_subscribe(d->events, on_event, x, e))) {
     k_incidents_close(x);
     return rc;
@@ -1402,13 +1383,7 @@ static int state_count_row(void *ud, const k_val_t *c, int n) {
 
 int k_incidents_stats(k_incidents_t *x, k_incident_stats_t *out, keel_err_t *e) {
   int rc;
-  memset(out, 0, sizeof *out);
-  out->sent = x->sent;
-  out->failed = x->failed;
-  out->suppressed = x->suppressed;
-  out->resends = x->resends;
-  out->resend_failures = x->resend_failures;
-  out->attempts = x->attempts;
+  *out = x->n; /* open, acked and outbox stay 0 there */
   /* both walk a partial index: live incidents, pending rows */
   if ((rc = sql(x, "SELECT state, COUNT(*) FROM incidents WHERE state <> 'resolved' GROUP BY state",
                 NULL, 0, state_count_row, out, e)))
@@ -1446,38 +1421,40 @@ static int ntf_row(void *ud, const k_val_t *c, int n) {
   return 0;
 }
 
-int k_incident_get(k_incidents_t *x, const char *id, int detail, json_t **out, keel_err_t *e) {
-  json_t *inc = NULL, *alerts = NULL, *tl = NULL, *ntf = NULL;
+int k_incident_path_of(k_incidents_t *x, const char *id, char *out, size_t n, keel_err_t *e) {
+  json_t *inc = NULL;
+  int rc = load(x, id, &inc, e);
+  if (!rc) k_incident_path(inc, out, n);
+  json_decref(inc);
+  return rc;
+}
+
+int k_incident_get(k_incidents_t *x, const char *id, json_t **out, keel_err_t *e) {
+  json_t *inc = NULL, *alerts = NULL, *tl = json_array(), *ntf = json_array();
   k_val_t a[] = {K_TEXT(id)};
   int rc;
 
   *out = NULL;
-  if ((rc = load(x, id, &inc, e)) || (rc = load_alerts(x, id, &alerts, e))) goto out;
+  if (!tl || !ntf) {
+    rc = oom(e);
+    goto out;
+  }
+  if ((rc = load(x, id, &inc, e)) || (rc = load_alerts(x, id, &alerts, e)) ||
+      (rc = sql(x,
+                "SELECT seq, time_ms, kind, actor, text, data FROM incident_timeline"
+                " WHERE incident_id = ? ORDER BY seq",
+                a, 1, timeline_row, tl, e)) ||
+      (rc = sql(x,
+                "SELECT id, transition, step, channel, type, status, last_error,"
+                " attempts, maint_window, created_ms, done_ms, next_ms"
+                " FROM notification_outbox WHERE incident_id = ? ORDER BY created_ms, id",
+                a, 1, ntf_row, ntf, e)))
+    goto out;
   *out = public_of(inc);
   json_object_set(*out, "alerts", alerts);
-  if (detail) {
-    if (!(tl = json_array()) || !(ntf = json_array())) {
-      rc = oom(e);
-      goto out;
-    }
-    if ((rc = sql(x,
-                  "SELECT seq, time_ms, kind, actor, text, data FROM incident_timeline"
-                  " WHERE incident_id = ? ORDER BY seq",
-                  a, 1, timeline_row, tl, e)) ||
-        (rc = sql(x,
-                  "SELECT id, transition, step, channel, type, status, last_error,"
-                  " attempts, maint_window, created_ms, done_ms, next_ms"
-                  " FROM notification_outbox WHERE incident_id = ? ORDER BY created_ms, id",
-                  a, 1, ntf_row, ntf, e)))
-      goto out;
-    json_object_set(*out, "timeline", tl);
-    json_object_set(*out, "notifications", ntf);
-  }
+  json_object_set(*out, "timeline", tl);
+  json_object_set(*out, "notifications", ntf);
 out:
-  if (rc) {
-    json_decref(*out);
-    *out = NULL;
-  }
   json_decref(inc);
   json_decref(alerts);
   json_decref(tl);

@@ -129,15 +129,19 @@ void k_incidents_result(k_incidents_t *x, const char *id, long status, const cha
  * "team/TEAM/incident/ID" ("_" for no team). */
 void k_incident_path(const json_t *incident, char *out, size_t n);
 
+/* k_incident_path of incident id, read from its row alone (what a request
+ * about it is judged on).  KEEL_ENOENT. */
+int k_incident_path_of(k_incidents_t *x, const char *id, char *out, size_t n, keel_err_t *e);
+
 /* One incident {"id", "kind": "incident", "title", "team", "application",
  * "severity", "state", "group", "fingerprint", "opened_at", "acked_at",
- * "acked_by", "resolved_at", "resolved_by", "updated_at", "alerts": [...]};
- * with detail also "timeline" and "notifications".  KEEL_ENOENT. */
-int k_incident_get(k_incidents_t *x, const char *id, int detail, json_t **out, keel_err_t *e);
+ * "acked_by", "resolved_at", "resolved_by", "updated_at", "alerts": [...],
+ * "timeline": [...], "notifications": [...]}.  KEEL_ENOENT. */
+int k_incident_get(k_incidents_t *x, const char *id, json_t **out, keel_err_t *e);
 
 /* Newest first (by opening); state and team NULL = any; cursor as
- * k_store_time_cursor; items as k_incident_get without detail, with
- * "alerts" replaced by "alert_count" and "firing". */
+ * k_store_time_cursor; items as k_incident_get without "timeline" and
+ * "notifications", with "alerts" replaced by "alert_count" and "firing". */
 int k_incident_list(k_incidents_t *x, const char *state, const char *team, const char *cursor,
                     int limit, json_t **items, char **next, keel_err_t *e);
 
@@ -147,7 +151,8 @@ typedef enum { K_INCIDENT_ACK, K_INCIDENT_RESOLVE, K_INCIDENT_COMMENT } k_incide
  * names it), inside the caller's unit.  text: the comment (required for
  * COMMENT, optional note otherwise).  KEEL_ENOENT; KEEL_ECONFLICT when it
  * is resolved already (or acked already, for ACK).  *out: the incident
- * after the change (as k_incident_get without detail). */
+ * after the change (as k_incident_get without "timeline" and
+ * "notifications"). */
 int k_incident_act(k_incidents_t *x, const char *id, k_incident_act_t act, const char *by,
                    const char *text, int64_t now_ms, json_t **out, keel_err_t *e);
 

@@ -24,7 +24,8 @@
  * t <= now < t + duration, t any time its cron fires.
  *
  * The engine owns the table maintenance_windows and keeps the windows in
- * memory (parsed selectors and crons), rebuilt from the store by
+ * memory (selectors parsed; a cron or start/end is read from the document
+ * when a matching window is asked about), rebuilt from the store by
  * k_maint_reload after an apply (before the next loop iteration, like the
  * organization), so a rolled-back apply never takes effect.  Loop thread
  * only.

@@ -33,7 +33,6 @@ typedef struct job {
 } job_t;
 
 struct k_send {
-  const keel_log_t *log;
   k_cthread_t ct;
   job_t *inbox;   /* under ct's lock */
   job_t *running; /* the thread's alone */
@@ -148,13 +147,12 @@ static void free_item(k_cthread_item_t *it) { job_free((job_t *)(void *)it); }
 
 static const k_cthread_ops_t ops = {turn, finish, stopped};
 
-int k_send_new(const keel_log_t *log, k_send_t **out, keel_err_t *e) {
+int k_send_new(k_send_t **out, keel_err_t *e) {
   k_send_t *s = calloc(1, sizeof *s);
   int rc;
 
   *out = NULL;
   if (!s) return keel_err_set(e, KEEL_ENOMEM, "out of memory");
-  s->log = log;
   /* a receiver gets at most 4 connections from Keel at once */
   if ((rc = k_cthread_start(&s->ct, "notification", 4L, &ops, s, e))) {
     free(s);

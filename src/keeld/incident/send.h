@@ -19,7 +19,6 @@
 #include <stdint.h>
 
 #include "keel/err.h"
-#include "keel/log.h"
 
 typedef struct k_send k_send_t;
 
@@ -31,7 +30,7 @@ typedef struct k_send_result {
 
 typedef void (*k_send_fn)(void *ud, const k_send_result_t *r);
 
-int k_send_new(const keel_log_t *log, k_send_t **out, keel_err_t *e);
+int k_send_new(k_send_t **out, keel_err_t *e);
 /* Stops the thread (requests in flight are abandoned), frees.  NULL ok. */
 void k_send_free(k_send_t *s);
 int k_send_fd(const k_send_t *s);
